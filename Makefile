@@ -1,0 +1,35 @@
+# noetl-gateway — developer commands. Everything installs from this repo's own files.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the gateway (defaults: port 8090; starts without NATS or NoETL reachable).
+run: $(STAMP)
+	$(BIN)/noetl-gateway
+
+## Lint, type-check and run every test.
+test: $(STAMP)
+	$(BIN)/ruff check gateway handlers schema tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway handlers schema tests
+	$(BIN)/ruff format --check gateway handlers schema tests || true
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""noetl-gateway: the API gateway of the NoETL workflow platform."""

@@ -1,0 +1,106 @@
+"""Command line entry point: ``noetl-gateway`` / ``python -m gateway``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from tornado.httpserver import HTTPServer
+
+from gateway.app import make_app
+from gateway.config import ConfigError, GatewayConfig, env_names, load_config
+from gateway.logging import setup_logging
+from gateway.services import Services
+from gateway.version import __version__
+
+log = logging.getLogger("gateway.main")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="noetl-gateway",
+        description="API gateway of the NoETL workflow platform. Configuration comes from the environment "
+        "(and an optional TOML/YAML file named by GATEWAY_CONFIG); see README.md.",
+        epilog="Environment variables: " + ", ".join(env_names()),
+    )
+    parser.add_argument("--port", type=int, help="HTTP port (overrides ROUTER_PORT)")
+    parser.add_argument("--bind", help="bind address (overrides GATEWAY_BIND)")
+    parser.add_argument("--version", action="version", version=f"noetl-gateway {__version__}")
+    return parser.parse_args(argv)
+
+
+async def serve(config: GatewayConfig) -> None:
+    """Run until SIGTERM/SIGINT, then stop gracefully."""
+    services = Services.create(config)
+    app = make_app(config, services)
+    server = HTTPServer(
+        app, xheaders=False, max_body_size=max(config.gateway_proxy_max_body_bytes, 1 << 20), idle_connection_timeout=75
+    )
+    try:
+        server.listen(config.router_port, address=config.gateway_bind)
+    except OSError as exc:
+        raise ConfigError(
+            f"ROUTER_PORT: cannot listen on {config.gateway_bind}:{config.router_port} ({exc.strerror})"
+        ) from None
+    log.info(
+        "noetl-gateway %s listening on %s:%d (NoETL %s)",
+        __version__,
+        config.gateway_bind,
+        config.router_port,
+        config.noetl_base_url,
+    )
+    await services.start()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("stopping: no new connections, closing streams, finishing in-flight requests")
+    server.stop()
+    await services.run_shutdown_hooks()
+    if not await services.wait_idle(config.gateway_shutdown_grace_secs):
+        log.warning(
+            "%d request(s) still running after %.0fs; closing them",
+            services.inflight,
+            config.gateway_shutdown_grace_secs,
+        )
+    try:
+        await asyncio.wait_for(server.close_all_connections(), 2.0)
+    except TimeoutError:
+        pass
+    await services.close()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, configure, serve. A bad configuration is one line on stderr and exit code 2."""
+    args = parse_args(argv)
+    env = dict(os.environ)
+    if args.port is not None:
+        env["ROUTER_PORT"] = str(args.port)
+    if args.bind:
+        env["GATEWAY_BIND"] = args.bind
+    try:
+        config = load_config(env)
+    except ConfigError as exc:
+        print(f"noetl-gateway: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.gateway_log_format, config.gateway_log_level)
+    try:
+        asyncio.run(serve(config))
+    except ConfigError as exc:
+        print(f"noetl-gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

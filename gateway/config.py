@@ -1,0 +1,186 @@
+"""Gateway configuration: one frozen pydantic model, read once at start.
+
+Sources, lowest priority first: field defaults, an optional TOML/YAML file named by
+``GATEWAY_CONFIG``, then the environment. Names are those of CONTRACT.md §2.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; the message names the variable."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class GatewayConfig(BaseModel):
+    """Every setting of the gateway; field name == environment variable name (lower case)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Process
+    router_port: int = Field(8090, ge=0, le=65535)
+    gateway_bind: str = "0.0.0.0"
+    gateway_public_url: str = ""
+    gateway_processes: int = Field(1, ge=0, le=256)
+    gateway_log_format: Literal["text", "json"] = "text"
+    gateway_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    gateway_shutdown_grace_secs: float = Field(10.0, ge=0)
+
+    # Upstream NoETL
+    noetl_base_url: str = "http://localhost:8082"
+    noetl_timeout_secs: float = Field(120.0, gt=0)
+    noetl_connect_timeout_secs: float = Field(5.0, gt=0)
+    gateway_proxy_timeout_secs: float = Field(300.0, gt=0)
+    gateway_proxy_max_body_bytes: int = Field(1024 * 1024 * 1024, ge=0)
+
+    # NATS
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_username: str | None = None
+    nats_password: str | None = None
+    nats_connect_timeout_secs: float = Field(2.0, gt=0)
+    nats_callback_subject_prefix: str = "noetl.callbacks"
+    nats_updates_subject_prefix: str = "playbooks.executions."
+    nats_session_bucket: str = "sessions"
+    nats_session_cache_ttl_secs: int = Field(300, gt=0)
+    nats_request_bucket: str = "requests"
+    nats_request_ttl_secs: int = Field(1800, gt=0)
+    nats_revoked_bucket: str = "sessions_revoked"
+    gateway_revocation_ttl_secs: int = Field(86400, gt=0)
+    nats_client_bucket: str = "sse_clients"
+    nats_events_stream: str = "GATEWAY_EVENTS"
+    nats_events_subject_prefix: str = "gateway.events"
+    gateway_event_retention_secs: int = Field(900, gt=0)
+
+    # GraphQL
+    gateway_graphql_introspection: bool = True
+    gateway_graphql_max_query_bytes: int = Field(64 * 1024, gt=0)
+    gateway_graphql_max_depth: int = Field(15, gt=0)
+    gateway_graphql_max_aliases: int = Field(30, ge=0)
+    gateway_graphql_max_tokens: int = Field(10_000, gt=0)
+    gateway_graphql_document_cache_size: int = Field(512, ge=0)
+
+    # CORS
+    cors_allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://localhost:8080", "http://localhost:8090", "http://localhost:3000"]
+    )
+    cors_allow_credentials: bool = True
+
+    # Auth
+    auth_playbook_login: str = "api_integration/auth0/auth0_login"
+    auth_playbook_validate_session: str = "api_integration/auth0/auth0_validate_session"
+    auth_session_db_credential: str = "pg_auth"
+    auth_playbook_check_access: str = "api_integration/auth0/check_playbook_access"
+    auth_playbook_logout: str | None = None
+    auth_playbook_timeout_secs: float = Field(60.0, gt=0)
+    gateway_auth_bypass: bool = False
+    gateway_callback_secret: str | None = None
+    gateway_callback_auth: Literal["required", "legacy"] = "required"
+    gateway_callback_token_ttl_secs: int = Field(3600, gt=0)
+    auth0_domain: str | None = None
+    auth0_audience: str | None = None
+    auth0_jwks_url: str | None = None
+    gateway_enforce_playbook_access: bool = True
+    gateway_access_cache_ttl_secs: float = Field(60.0, ge=0)
+
+    # SSE
+    gateway_heartbeat_interval_secs: float = Field(30.0, gt=0)
+    gateway_sse_client_buffer: int = Field(256, gt=0)
+    gateway_sse_max_per_session: int = Field(16, gt=0)
+
+    # Abuse limits
+    gateway_login_rate_per_minute: int = Field(30, ge=0)
+    gateway_max_pending_per_session: int = Field(100, gt=0)
+    gateway_max_body_bytes: int = Field(1024 * 1024, gt=0)
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _origins_from_csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("noetl_base_url", "gateway_public_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def public_url(self) -> str:
+        """The URL workers use to reach this gateway (``gateway_url`` in playbooks)."""
+        return self.gateway_public_url or f"http://localhost:{self.router_port}"
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """NATS server URLs (CONTRACT allows a comma-separated list)."""
+        return _split_csv(self.nats_url)
+
+    @property
+    def nats_enabled(self) -> bool:
+        """An empty ``NATS_URL`` turns NATS off on purpose (no reconnect attempts)."""
+        return bool(self.nats_servers)
+
+
+ENV_ALIASES: dict[str, str] = {"GATEWAY_PORT": "router_port"}
+
+
+def env_names() -> list[str]:
+    """Every environment variable the model reads (for docs and the docs test)."""
+    return sorted([name.upper() for name in GatewayConfig.model_fields] + list(ENV_ALIASES))
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"GATEWAY_CONFIG: cannot read {path}: {exc.strerror}") from None
+    try:
+        if file.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"GATEWAY_CONFIG: {path} is not valid: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"GATEWAY_CONFIG: {path} must hold a mapping of settings")
+    return {str(key).lower(): value for key, value in data.items()}
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Build the config from file + environment; raise ConfigError naming the bad variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if env.get("GATEWAY_CONFIG"):
+        values.update(_read_file(env["GATEWAY_CONFIG"]))
+    for alias, field in ENV_ALIASES.items():
+        if alias in env and field.upper() not in env:
+            values[field] = env[alias]
+    for field in GatewayConfig.model_fields:
+        if field.upper() in env:
+            values[field] = env[field.upper()]
+    unknown = sorted(key for key in values if key not in GatewayConfig.model_fields)
+    if unknown:
+        raise ConfigError(f"GATEWAY_CONFIG: unknown setting {unknown[0].upper()}")
+    try:
+        return GatewayConfig(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
+        shown = "" if _is_secret(name) else f" (got {first.get('input')!r})"
+        raise ConfigError(f"{name}: {first['msg']}{shown}") from None
+
+
+def _is_secret(name: str) -> bool:
+    return any(word in name for word in ("PASSWORD", "SECRET", "TOKEN"))

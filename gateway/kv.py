@@ -1,0 +1,228 @@
+"""A JetStream KV bucket of JSON values that keeps working when NATS is away.
+
+* Connected: reads and writes go to the bucket; a *mirrored* bucket also keeps every
+  entry in process memory, fed by a KV watch, so a hit costs no network round trip and
+  a delete on one replica is seen by all within milliseconds.
+* Disconnected: the same calls use process memory, and writes are queued (bounded) and
+  replayed when NATS returns, so e.g. a logout during an outage is not forgotten.
+
+Entries carry their own local expiry (bucket max age from the entry's store time): the
+bucket's max-age expiry may produce no watch event, and a mirror must never serve
+past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from gateway.nats_link import NatsLink
+
+log = logging.getLogger("gateway.kv")
+
+ChangeListener = Callable[[str, dict[str, Any] | None], None]
+_MAX_QUEUED_WRITES = 10_000
+_MAX_LOCAL_ENTRIES = 200_000
+
+
+class KvBucket:
+    """JSON values by key, in NATS KV when connected, in memory otherwise."""
+
+    def __init__(self, link: NatsLink, name: str, ttl_secs: float, *, mirror: bool, history: int = 1) -> None:
+        self.name = name
+        self.ttl = float(ttl_secs)
+        self.mirrored = mirror
+        self._link = link
+        self._history = history
+        self._kv: KeyValue | None = None
+        self._local: dict[str, tuple[dict[str, Any], float]] = {}
+        self._queued: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._listeners: list[ChangeListener] = []
+        self.mirror_synced = asyncio.Event()
+        link.add_setup_hook(f"kv:{name}", self._setup)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _setup(self, link: NatsLink) -> None:
+        assert link.js is not None
+        try:
+            kv = await link.js.key_value(self.name)
+        except BucketNotFoundError:
+            kv = await link.js.create_key_value(bucket=self.name, history=self._history, ttl=self.ttl)
+            log.info("created KV bucket %s (max age %ss)", self.name, int(self.ttl))
+        self._kv = kv
+        await self._replay_queued(kv)
+        if self.mirrored:
+            await self._restart_watch(kv)
+
+    async def _replay_queued(self, kv: KeyValue) -> None:
+        while self._queued:
+            key, value = next(iter(self._queued.items()))
+            if value is None:
+                await kv.delete(key)
+            else:
+                await kv.put(key, orjson.dumps(value))
+            self._queued.pop(key, None)
+
+    async def _restart_watch(self, kv: KeyValue) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        self.mirror_synced.clear()
+        watcher = await kv.watchall()
+        self._watch_task = asyncio.create_task(self._consume(watcher), name=f"kv-watch-{self.name}")
+        try:
+            await asyncio.wait_for(asyncio.shield(self.mirror_synced.wait()), 5.0)
+        except TimeoutError:
+            log.warning("KV %s: initial sync slow; continuing", self.name)
+
+    async def _consume(self, watcher: Any) -> None:
+        fresh: dict[str, tuple[dict[str, Any], float]] = {}
+        syncing = True
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    if syncing:
+                        syncing = False
+                        self._local = fresh
+                        self.mirror_synced.set()
+                    continue
+                target = fresh if syncing else self._local
+                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                    target.pop(entry.key, None)
+                    if not syncing:
+                        self._notify(entry.key, None)
+                    continue
+                try:
+                    value = orjson.loads(entry.value)
+                except orjson.JSONDecodeError:
+                    log.warning("KV %s: undecodable value ignored", self.name)
+                    continue
+                stored_at = entry.created.timestamp() if entry.created is not None else time.time()
+                target[entry.key] = (value, stored_at + self.ttl)
+                if not syncing:
+                    self._notify(entry.key, value)
+        except asyncio.CancelledError:
+            try:
+                await watcher.stop()
+            except Exception:
+                pass
+            raise
+        except Exception as exc:  # connection lost mid-watch: setup restarts it
+            log.debug("KV %s watch ended: %s", self.name, type(exc).__name__)
+
+    async def close(self) -> None:
+        """Stop the watch (the link drains the connection)."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            try:
+                await self._watch_task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Called with (key, value-or-None) for every change seen after the initial sync."""
+        self._listeners.append(listener)
+
+    def _notify(self, key: str, value: dict[str, Any] | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(key, value)
+            except Exception:
+                log.exception("KV %s listener failed", self.name)
+
+    # -- data ------------------------------------------------------------------------------
+
+    @property
+    def _online(self) -> KeyValue | None:
+        return self._kv if self._link.connected else None
+
+    def get_local(self, key: str) -> dict[str, Any] | None:
+        """The in-process copy (mirror or fallback), if present and not expired."""
+        item = self._local.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires <= time.time():
+            self._local.pop(key, None)
+            return None
+        return value
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        """Local copy first; then the bucket (covers a watch that has not caught up yet)."""
+        value = self.get_local(key)
+        if value is not None:
+            return value
+        kv = self._online
+        if kv is None:
+            return None
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        except Exception as exc:
+            log.warning("KV %s get failed (%s); treating as a miss", self.name, type(exc).__name__)
+            return None
+        if not entry.value:
+            return None
+        value = orjson.loads(entry.value)
+        if self.mirrored:
+            self._remember(key, value)
+        return value
+
+    async def put(self, key: str, value: dict[str, Any]) -> None:
+        """Store a value; locally at once, in the bucket now or after reconnect."""
+        if self.mirrored or self._online is None:
+            self._remember(key, value)
+        kv = self._online
+        if kv is not None:
+            try:
+                await kv.put(key, orjson.dumps(value))
+                return
+            except Exception as exc:
+                log.warning("KV %s put failed (%s); queued for replay", self.name, type(exc).__name__)
+                self._remember(key, value)
+        self._queue(key, value)
+
+    async def delete(self, key: str) -> None:
+        """Remove a value everywhere; queued if NATS is away."""
+        self._local.pop(key, None)
+        kv = self._online
+        if kv is not None:
+            try:
+                await kv.delete(key)
+                return
+            except Exception as exc:
+                log.warning("KV %s delete failed (%s); queued for replay", self.name, type(exc).__name__)
+        self._queue(key, None)
+
+    def _remember(self, key: str, value: dict[str, Any]) -> None:
+        if len(self._local) >= _MAX_LOCAL_ENTRIES:
+            self._purge_expired()
+            if len(self._local) >= _MAX_LOCAL_ENTRIES:
+                self._local.pop(next(iter(self._local)))
+        self._local[key] = (value, time.time() + self.ttl)
+
+    def _purge_expired(self) -> None:
+        now = time.time()
+        for key in [k for k, (_, exp) in self._local.items() if exp <= now]:
+            del self._local[key]
+
+    def _queue(self, key: str, value: dict[str, Any] | None) -> None:
+        self._queued.pop(key, None)
+        self._queued[key] = value
+        while len(self._queued) > _MAX_QUEUED_WRITES:
+            self._queued.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._local)

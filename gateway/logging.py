@@ -1,0 +1,99 @@
+"""Structured logging with token scrubbing and a per-request ``request_id``.
+
+Every record passes through :class:`TokenScrubber`, so no session, Auth0 or callback
+token (nor a password in a URL) can reach a log line, whoever wrote the message.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+import orjson
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # JWTs (Auth0 tokens, callback tokens): three base64url parts, the first a JSON header.
+    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[jwt]"),
+    # Authorization header values.
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 [redacted]"),
+    # key=value / "key": "value" forms of anything that carries a secret.
+    (
+        re.compile(
+            r"(?i)((?:session_token|auth0_token|auth0_refresh_token|callback_token|access_token|"
+            r"refresh_token|token|password|secret|x-session-token|x-callback-token)"
+            r"[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;}]+"
+        ),
+        r"\1[redacted]",
+    ),
+    # Credentials inside URLs: scheme://user:pass@host
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), r"\1[redacted]@"),
+]
+
+
+def scrub(text: str) -> str:
+    """Replace anything that looks like a token or password with a marker."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def short_hash(token: str) -> str:
+    """A short, non-reversible tag for a token, safe to log and correlate."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:10]
+
+
+class TokenScrubber(logging.Filter):
+    """Render the message once, scrub it, and add the current request id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not lose the record
+            message = str(record.msg)
+        record.msg = scrub(message)
+        record.args = None
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        if record.exc_info:
+            entry["exc"] = scrub(self.formatException(record.exc_info))
+        return orjson.dumps(entry).decode()
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def setup_logging(fmt: str = "text", level: str = "INFO", stream: Any = None) -> None:
+    """Configure the root logger once: scrubbing filter on the handler, text or JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(TokenScrubber())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Third-party chatter that would log connection URLs at INFO.
+    logging.getLogger("nats").setLevel(logging.WARNING)

@@ -1,0 +1,59 @@
+"""Prometheus metrics of one gateway process (own registry, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """Every metric the gateway exports, created once per process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_http_requests_total",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gateway_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.session_cache = Counter(
+            "gateway_session_cache_total",
+            "Session lookups by outcome (hit, miss, revoked, malformed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.nats_connected = Gauge("gateway_nats_connected", "1 when NATS (with JetStream) is usable", registry=r)
+        self.callbacks = Counter(
+            "gateway_callbacks_total",
+            "Auth callbacks by outcome (delivered, forwarded, timeout, unknown)",
+            ["outcome"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors_total",
+            "NoETL failures by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.graphql_documents = Counter(
+            "gateway_graphql_document_cache_total",
+            "GraphQL document cache lookups",
+            ["outcome"],
+            registry=r,
+        )
+        self.sse_clients = Gauge("gateway_sse_clients", "Open SSE streams", registry=r)
+        self.sse_events = Counter("gateway_sse_events_total", "SSE events sent by method", ["method"], registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

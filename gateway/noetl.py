@@ -1,0 +1,148 @@
+"""Client of the NoETL server REST API (the gateway's only upstream).
+
+Failures are mapped once, here, to three exceptions the handlers turn into statuses:
+unreachable → 502, timeout → 504, an answer with an error status → UpstreamError.
+Upstream URLs never leave this module in an exception's public text.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+
+log = logging.getLogger("gateway.noetl")
+
+
+class UpstreamFailure(Exception):
+    """Base of NoETL failures; ``status`` is what the gateway answers its client."""
+
+    status = 502
+    code = "UPSTREAM_UNAVAILABLE"
+
+    def __init__(self, public: str) -> None:
+        super().__init__(public)
+        self.public = public
+
+
+class UpstreamUnavailable(UpstreamFailure):
+    """Connection refused/reset, DNS failure, dropped before a status line."""
+
+
+class UpstreamTimeout(UpstreamFailure):
+    """NoETL did not answer in time."""
+
+    status = 504
+
+
+class UpstreamError(UpstreamFailure):
+    """NoETL answered with an error status."""
+
+    code = "UPSTREAM_ERROR"
+
+    def __init__(self, public: str, upstream_status: int, body: Any = None) -> None:
+        super().__init__(public)
+        self.upstream_status = upstream_status
+        self.body = body
+
+
+def make_http_session(connect_timeout: float, limit: int = 200) -> aiohttp.ClientSession:
+    """The one pooled HTTP client of a process (keep-alive to NoETL; see docs/decisions.md)."""
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=60, force_close=False)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+        auto_decompress=False,
+        json_serialize=lambda obj: orjson.dumps(obj).decode(),
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+class NoetlClient:
+    """Typed calls to the NoETL endpoints the gateway uses."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout_secs: float) -> None:
+        self.http = session
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout_secs
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """Send one JSON request to ``{base}/api/{path}``; return (status, decoded body)."""
+        url = f"{self.base_url}/api/{path.lstrip('/')}"
+        data = orjson.dumps(body) if body is not None else None
+        send_headers = {"Accept": "application/json", **(headers or {})}
+        if data is not None:
+            send_headers["Content-Type"] = "application/json"
+        try:
+            async with self.http.request(
+                method,
+                url,
+                data=data,
+                headers=send_headers,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except TimeoutError:
+            raise UpstreamTimeout("NoETL did not answer in time") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("NoETL unreachable: %s", type(exc).__name__)
+            raise UpstreamUnavailable("NoETL server is unreachable") from None
+        try:
+            decoded: Any = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            decoded = raw.decode("utf-8", "replace")[:500]
+        return status, decoded
+
+    async def execute(self, path: str, variables: dict[str, Any] | None) -> dict[str, Any]:
+        """Start a playbook; both ``payload`` and ``workload`` for old and new servers."""
+        body = {
+            "path": path,
+            "payload": variables or {},
+            "workload": variables or {},
+            "resource_kind": "playbook",
+        }
+        status, answer = await self.request_json("POST", "execute", body)
+        if status >= 400 or not isinstance(answer, dict):
+            raise UpstreamError(_describe_error(status, answer, "execute"), status, answer)
+        return answer
+
+    async def validate_session(self, token: str, credential: str) -> tuple[int, Any]:
+        """POST /api/auth/session/validate; the caller interprets 404 (API missing)."""
+        return await self.request_json(
+            "POST", "auth/session/validate", {"session_token": token, "credential": credential}
+        )
+
+    async def get_execution(self, execution_id: str) -> dict[str, Any]:
+        """GET /api/executions/{id}."""
+        status, answer = await self.request_json("GET", f"executions/{execution_id}")
+        if status >= 400 or not isinstance(answer, dict):
+            raise UpstreamError(_describe_error(status, answer, "execution lookup"), status, answer)
+        return answer
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True if NoETL answers its health endpoint at all (any status below 500)."""
+        try:
+            status, _ = await self.request_json("GET", "health", timeout=timeout)
+        except UpstreamFailure:
+            return False
+        return status < 500
+
+
+def _describe_error(status: int, answer: Any, what: str) -> str:
+    detail = None
+    if isinstance(answer, dict):
+        detail = answer.get("detail") or answer.get("error") or answer.get("message")
+    if isinstance(detail, str) and detail:
+        return f"NoETL {what} failed ({status}): {detail[:300]}"
+    return f"NoETL {what} failed with status {status}"

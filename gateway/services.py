@@ -1,0 +1,125 @@
+"""Everything a gateway process shares between requests, created once and closed once.
+
+``Services.start()`` never fails because NATS or NoETL are away: the link keeps trying,
+KV buckets fall back to process memory, and ``/health/ready`` tells the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from gateway.auth import AuthService
+from gateway.callbacks import CallbackRouter
+from gateway.config import GatewayConfig
+from gateway.kv import KvBucket
+from gateway.metrics import Metrics
+from gateway.nats_link import NatsLink
+from gateway.noetl import NoetlClient, make_http_session
+from gateway.session_cache import SessionCache
+from gateway.tokens import CallbackSigner
+
+log = logging.getLogger("gateway.services")
+
+
+@dataclass
+class Services:
+    """The process-wide objects handlers reach through ``Application.settings``."""
+
+    config: GatewayConfig
+    metrics: Metrics
+    http: aiohttp.ClientSession
+    nats: NatsLink
+    noetl: NoetlClient
+    signer: CallbackSigner
+    callbacks: CallbackRouter
+    sessions: SessionCache
+    auth: AuthService
+    buckets: list[KvBucket] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    inflight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request_started(self) -> None:
+        """Count a request in flight (graceful stop waits for these)."""
+        self.inflight += 1
+        self._idle.clear()
+
+    def request_ended(self) -> None:
+        """Uncount a request; wake the stopper when none are left."""
+        self.inflight = max(0, self.inflight - 1)
+        if self.inflight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False if the grace ran out."""
+        if self.inflight == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def run_shutdown_hooks(self) -> None:
+        """Tell long-lived streams to close (SSE sends its retry hint)."""
+        for hook in self.shutdown_hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("shutdown hook failed")
+
+    @classmethod
+    def create(cls, config: GatewayConfig) -> Services:
+        """Build (not start) every service; must run inside the event loop."""
+        metrics = Metrics()
+        http = make_http_session(config.noetl_connect_timeout_secs)
+        link = NatsLink(config)
+        link.add_state_listener(lambda up: metrics.nats_connected.set(1 if up else 0))
+        noetl = NoetlClient(http, config.noetl_base_url, config.noetl_timeout_secs)
+        signer = CallbackSigner(config.gateway_callback_secret, config.gateway_callback_token_ttl_secs)
+        callbacks = CallbackRouter(link, config.nats_callback_subject_prefix, metrics)
+        session_bucket = KvBucket(link, config.nats_session_bucket, config.nats_session_cache_ttl_secs, mirror=True)
+        revoked_bucket = KvBucket(link, config.nats_revoked_bucket, config.gateway_revocation_ttl_secs, mirror=True)
+        sessions = SessionCache(session_bucket, revoked_bucket, metrics)
+        auth = AuthService(config, noetl, callbacks, sessions, signer)
+        return cls(
+            config=config,
+            metrics=metrics,
+            http=http,
+            nats=link,
+            noetl=noetl,
+            signer=signer,
+            callbacks=callbacks,
+            sessions=sessions,
+            auth=auth,
+            buckets=[session_bucket, revoked_bucket],
+        )
+
+    async def start(self, nats_wait_secs: float = 2.0) -> None:
+        """Connect what can be connected now; the rest keeps trying in the background."""
+        if self.config.gateway_auth_bypass:
+            log.warning(
+                "GATEWAY_AUTH_BYPASS is ON: any non-empty token is accepted as dev@localhost. "
+                "Never use this in production."
+            )
+        if self.signer.secret_was_generated:
+            log.warning(
+                "GATEWAY_CALLBACK_SECRET not set: using a random per-process key; set it when "
+                "running several replicas or callbacks to other replicas will be refused"
+            )
+        await self.nats.start(first_attempt_timeout=nats_wait_secs)
+
+    async def close(self) -> None:
+        """Stop background work, drain NATS, close the HTTP pool."""
+        await self.auth.close()
+        for bucket in self.buckets:
+            await bucket.close()
+        await self.nats.close()
+        await self.http.close()

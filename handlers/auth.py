@@ -1,0 +1,105 @@
+"""REST auth endpoints: login, validate, check-access, logout (CONTRACT §3)."""
+
+from __future__ import annotations
+
+from gateway.auth import AuthError
+from gateway.models import CheckAccessRequest, LoginRequest, LogoutRequest, ValidateRequest
+from gateway.tokens import is_wellformed_session_token
+from handlers.base import ApiError, APIHandler
+
+
+class LoginHandler(APIHandler):
+    """Exchange an Auth0 token for a gateway session via the login playbook."""
+
+    route_name = "auth_login"
+
+    async def post(self) -> None:
+        body = self.parse_body(LoginRequest)
+        variables = {
+            "auth0_token": body.auth0_token,
+            "auth0_refresh_token": body.auth0_refresh_token or "",
+            "auth0_domain": body.auth0_domain or "",
+            "session_duration_hours": body.session_duration_hours,
+            "client_ip": body.client_ip or self.client_ip(),
+            "client_user_agent": body.client_user_agent or self.request.headers.get("User-Agent", ""),
+        }
+        try:
+            answer = await self.auth.login(variables)
+        except AuthError as exc:
+            raise ApiError(exc.status, exc.public) from None
+        self.write_json(answer)
+
+
+class ValidateHandler(APIHandler):
+    """Is this session token valid? Always 200 with ``valid`` (errors are for NoETL outages)."""
+
+    route_name = "auth_validate"
+
+    async def post(self) -> None:
+        body = self.parse_body(ValidateRequest)
+        if not is_wellformed_session_token(body.session_token):
+            self.write_json({"valid": False, "user": None, "expires_at": None, "message": "Malformed session token"})
+            return
+        session = await self.auth.validate(body.session_token)
+        if session is None:
+            self.write_json(
+                {"valid": False, "user": None, "expires_at": None, "message": "Session is invalid or expired"}
+            )
+            return
+        self.write_json(
+            {
+                "valid": True,
+                "user": session.user.to_json(),
+                "expires_at": session.expires_at,
+                "message": "Session is valid",
+            }
+        )
+
+
+class CheckAccessHandler(APIHandler):
+    """May this session run/view/edit that playbook? Answered by the check-access playbook."""
+
+    route_name = "auth_check_access"
+
+    async def post(self) -> None:
+        body = self.parse_body(CheckAccessRequest)
+        answer = {"playbook_path": body.playbook_path, "permission_type": body.permission_type}
+        if not is_wellformed_session_token(body.session_token):
+            self.write_json({"allowed": False, "user": None, **answer, "message": "Malformed session token"})
+            return
+        session = await self.auth.validate(body.session_token)
+        if session is None:
+            self.write_json({"allowed": False, "user": None, **answer, "message": "Invalid or expired session"})
+            return
+        try:
+            decision = await self.auth.check_access(body.session_token, body.playbook_path, body.permission_type)
+        except AuthError as exc:
+            raise ApiError(exc.status, exc.public) from None
+        self.write_json({**decision, **answer})
+
+
+class LogoutHandler(APIHandler):
+    """Revoke a session on every replica."""
+
+    route_name = "auth_logout"
+
+    async def post(self) -> None:
+        token = None
+        if self.request.body and self.request.body.strip():
+            token = self.parse_body(LogoutRequest).session_token
+        token = token or self.find_session_token()
+        if not token:
+            raise ApiError(401, "Missing authentication token")
+        if not is_wellformed_session_token(token):
+            raise ApiError(401, "Invalid or expired session")
+        self.check_cookie_origin()
+        await self.auth.logout(token)
+        self.write_json({"status": "logged_out"})
+
+
+default_handlers = [
+    (r"/api/auth/login", LoginHandler),
+    (r"/api/auth/validate", ValidateHandler),
+    (r"/api/auth/check-access", CheckAccessHandler),
+    (r"/api/auth/logout", LogoutHandler),
+]

@@ -1,0 +1,62 @@
+"""Liveness, readiness and metrics endpoints."""
+
+from __future__ import annotations
+
+from gateway.version import __version__
+from handlers.base import BaseHandler
+
+
+class HealthHandler(BaseHandler):
+    """``200 ok`` while the loop runs: the liveness probe."""
+
+    route_name = "health"
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish("ok")
+
+
+class ReadyHandler(BaseHandler):
+    """Readiness: NoETL reachable (else 503); NATS missing is 'degraded' but still serving."""
+
+    route_name = "health"
+
+    async def get(self) -> None:
+        noetl_ok = await self.services.noetl.ping(timeout=2.0)
+        link = self.services.nats
+        if not link.enabled:
+            nats_state = "disabled"
+        else:
+            nats_state = "connected" if link.connected else "disconnected"
+        if not noetl_ok:
+            status, code = "unavailable", 503
+        elif nats_state != "connected":
+            status, code = "degraded", 200
+        else:
+            status, code = "ready", 200
+        self.write_json(
+            {
+                "status": status,
+                "nats": nats_state,
+                "noetl": "reachable" if noetl_ok else "unreachable",
+                "version": __version__,
+            },
+            status=code,
+        )
+
+
+class MetricsHandler(BaseHandler):
+    """Prometheus text format."""
+
+    route_name = "metrics"
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(self.metrics.render())
+
+
+default_handlers = [
+    (r"/health", HealthHandler),
+    (r"/health/ready", ReadyHandler),
+    (r"/metrics", MetricsHandler),
+]

@@ -1,0 +1,101 @@
+"""Shared fixtures: a real nats-server, the NoETL stand-in, gateway instances, an HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+
+import aiohttp
+import pytest
+from tornado.ioloop import IOLoop
+
+from tests.standin.server import StandinState, start_standin
+from tests.support.gateway import GatewayInstance
+from tests.support.nats_server import NatsServer, free_port, nats_server_binary, require_binary
+
+
+@pytest.fixture(scope="session")
+def nats_binary() -> str:
+    return require_binary("nats-server", nats_server_binary())
+
+
+@pytest.fixture(scope="session")
+def nats_server(nats_binary: str) -> Iterator[NatsServer]:
+    """One JetStream server for the whole run (tests use fresh random tokens and ids)."""
+    server = NatsServer(nats_binary)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_nats(nats_binary: str) -> Iterator[NatsServer]:
+    """A server of the test's own, for fault tests that stop and restart it."""
+    server = NatsServer(nats_binary)
+    server.start()
+    yield server
+    server.close()
+
+
+class Standin:
+    """The running stand-in: its state plus its base URL."""
+
+    def __init__(self, state: StandinState, port: int) -> None:
+        self.state = state
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def standin(io_loop: IOLoop, nats_server: NatsServer) -> Iterator[Standin]:
+    state = StandinState(nats_url=nats_server.url)
+    port = free_port()
+    server = start_standin(port, state)
+    yield Standin(state, port)
+    server.stop()
+    io_loop.run_sync(state.close)
+
+
+@pytest.fixture
+def gateway_env(standin: Standin, nats_server: NatsServer) -> dict[str, str]:
+    """Environment for a gateway wired to the stand-in and the shared nats-server."""
+    return {
+        "NOETL_BASE_URL": standin.url,
+        "NATS_URL": nats_server.url,
+        "AUTH_PLAYBOOK_TIMEOUT_SECS": "5",
+        "GATEWAY_CALLBACK_SECRET": "test-callback-secret-0123456789abcdefghij",
+        "CORS_ALLOWED_ORIGINS": "http://ui.example:3000",
+        "GATEWAY_HEARTBEAT_INTERVAL_SECS": "30",
+    }
+
+
+GatewayFactory = Callable[..., Awaitable[GatewayInstance]]
+
+
+@pytest.fixture
+def make_gateway(io_loop: IOLoop, gateway_env: dict[str, str]) -> Iterator[GatewayFactory]:
+    """Start gateways in the test loop: ``gw = await make_gateway(NATS_URL="", ...)``."""
+    started: list[GatewayInstance] = []
+
+    async def factory(**overrides: str) -> GatewayInstance:
+        instance = GatewayInstance({**gateway_env, **overrides})
+        started.append(instance)
+        return await instance.start()
+
+    yield factory
+    for instance in reversed(started):
+        io_loop.run_sync(instance.stop, timeout=15)
+
+
+@pytest.fixture
+def gateway(io_loop: IOLoop, make_gateway: GatewayFactory) -> GatewayInstance:
+    return io_loop.run_sync(make_gateway, timeout=15)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def client(io_loop: IOLoop) -> Iterator[aiohttp.ClientSession]:
+    async def create() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+
+    session = io_loop.run_sync(create)
+    yield session
+    io_loop.run_sync(session.close)

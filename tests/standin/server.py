@@ -1,0 +1,324 @@
+"""NoETL stand-in: a real HTTP server speaking the NoETL REST contract the gateway uses.
+
+DEVELOPMENT STAND-IN — not NoETL. It runs scripted playbooks (auth0 login, validate,
+check access, async playbooks that call back over HTTP or NATS) and records every
+request so tests can assert on what the gateway sent. The demo (`make demo`) runs it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from tornado.httpserver import HTTPServer
+from tornado.web import Application, RequestHandler
+
+from tests.standin import playbooks
+
+
+@dataclass
+class RecordedCall:
+    """One request the stand-in received."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: Any
+    body_size: int
+
+
+@dataclass
+class Execution:
+    """A started playbook."""
+
+    execution_id: str
+    path: str
+    variables: dict[str, Any]
+    status: str = "RUNNING"
+    result: Any = None
+    error: Any = None
+    created_at: float = field(default_factory=time.time)
+
+
+PlaybookFn = Callable[["PlaybookRun"], Awaitable[None]]
+
+
+class StandinState:
+    """Everything the stand-in knows; tests read and steer it directly."""
+
+    def __init__(self, nats_url: str | None = None) -> None:
+        self.calls: list[RecordedCall] = []
+        self.executions: dict[str, Execution] = {}
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.validate_api = True
+        self.denied_paths: set[str] = set()
+        self.callback_transport = "http"  # or "nats"
+        self.nats_url = nats_url
+        self.playbooks: dict[str, PlaybookFn] = dict(playbooks.DEFAULT_PLAYBOOKS)
+        self.gates: dict[str, asyncio.Event] = {}
+        self.execute_status: int | None = None  # force an error status on /api/execute
+        self.execute_delay = 0.0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.callback_replies: list[tuple[str, int, Any]] = []
+        self._ids = itertools.count(int(time.time() * 1000) * 1000)
+        self._http: aiohttp.ClientSession | None = None
+        self._nats: Any = None
+
+    def calls_to(self, path: str, method: str | None = None) -> list[RecordedCall]:
+        """Recorded calls whose path equals ``path``."""
+        return [c for c in self.calls if c.path == path and (method is None or c.method == method)]
+
+    def new_execution_id(self) -> str:
+        return str(next(self._ids))
+
+    async def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def nats(self) -> Any:
+        import nats
+
+        if self._nats is None or not self._nats.is_connected:
+            if not self.nats_url:
+                raise RuntimeError("stand-in has no NATS URL")
+            self._nats = await nats.connect(self.nats_url, allow_reconnect=False)
+        return self._nats
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=2)
+        if self._http is not None:
+            await self._http.close()
+        if self._nats is not None:
+            try:
+                await self._nats.close()
+            except Exception:
+                pass
+
+
+class PlaybookRun:
+    """What a scripted playbook sees: its variables and ways to call the gateway back."""
+
+    def __init__(self, state: StandinState, execution: Execution) -> None:
+        self.state = state
+        self.execution = execution
+        self.variables = execution.variables
+
+    async def gate(self) -> None:
+        """Wait while a test holds this playbook's gate closed."""
+        gate = self.state.gates.get(self.execution.path)
+        if gate is not None:
+            await gate.wait()
+
+    async def post(self, path: str, body: dict[str, Any], *, token: bool = True) -> tuple[int, Any]:
+        """POST to ``{gateway_url}{path}`` with the callback token, like an http tool step."""
+        headers = {"Content-Type": "application/json"}
+        if token and self.variables.get("callback_token"):
+            headers["Authorization"] = f"Bearer {self.variables['callback_token']}"
+        session = await self.state.http()
+        url = f"{self.variables['gateway_url']}{path}"
+        async with session.post(url, data=orjson.dumps(body), headers=headers) as resp:
+            raw = await resp.read()
+            answer = orjson.loads(raw) if raw else None
+            self.state.callback_replies.append((path, resp.status, answer))
+            return resp.status, answer
+
+    async def callback(self, status: str, data: dict[str, Any], transport: str | None = None) -> None:
+        """Answer a waiting gateway request (login/check-access/validate)."""
+        body = {
+            "request_id": self.variables["request_id"],
+            "execution_id": self.execution.execution_id,
+            "status": status,
+            "data": data,
+        }
+        if (transport or self.state.callback_transport) == "nats":
+            nc = await self.state.nats()
+            await nc.publish(self.variables["callback_subject"], orjson.dumps(body))
+            await nc.flush()
+        else:
+            await self.post("/api/internal/callback", body)
+
+
+class _Handler(RequestHandler):
+    """Records the request, answers JSON."""
+
+    @property
+    def state(self) -> StandinState:
+        return self.settings["state"]  # type: ignore[no-any-return]
+
+    def prepare(self) -> None:
+        body: Any = None
+        raw = self.request.body or b""
+        if raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = None
+        self.state.calls.append(
+            RecordedCall(
+                self.request.method or "",
+                self.request.path,
+                self.request.query,
+                dict(self.request.headers),
+                body,
+                len(raw),
+            )
+        )
+        self.body = body
+
+    def reply(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps(payload))
+
+
+class HealthHandler(_Handler):
+    def get(self) -> None:
+        self.reply({"status": "ok"})
+
+
+class ExecuteHandler(_Handler):
+    async def post(self) -> None:
+        state = self.state
+        if state.execute_delay:
+            await asyncio.sleep(state.execute_delay)
+        if state.execute_status is not None:
+            self.reply({"detail": "scripted failure"}, state.execute_status)
+            return
+        body = self.body if isinstance(self.body, dict) else {}
+        path = body.get("path")
+        if not path:
+            self.reply({"detail": [{"loc": ["body", "path"], "msg": "field required"}]}, 422)
+            return
+        playbook = state.playbooks.get(path)
+        if playbook is None:
+            self.reply({"detail": f"Playbook '{path}' not found"}, 404)
+            return
+        variables = body.get("workload") or body.get("payload") or {}
+        execution = Execution(state.new_execution_id(), path, variables)
+        state.executions[execution.execution_id] = execution
+        task = asyncio.ensure_future(_run(playbook, PlaybookRun(state, execution)))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        self.reply({"execution_id": execution.execution_id, "status": "started", "commands_generated": 1})
+
+
+async def _run(playbook: PlaybookFn, run: PlaybookRun) -> None:
+    try:
+        await playbook(run)
+        if run.execution.status == "RUNNING":
+            run.execution.status = "COMPLETED"
+    except asyncio.CancelledError:
+        run.execution.status = "CANCELLED"
+        raise
+    except Exception as exc:
+        run.execution.status = "FAILED"
+        run.execution.error = repr(exc)
+
+
+class ExecutionHandler(_Handler):
+    def get(self, execution_id: str) -> None:
+        if not execution_id.isdigit():
+            self.reply({"detail": "invalid execution id"}, 500)  # what NoETL 4.26 does
+            return
+        execution = self.state.executions.get(execution_id)
+        if execution is None:
+            self.reply({"detail": "Execution not found"}, 404)
+            return
+        self.reply(
+            {
+                "execution_id": execution.execution_id,
+                "path": execution.path,
+                "status": execution.status,
+                "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(execution.created_at)),
+                "end_time": None,
+                "progress": 100 if execution.status in ("COMPLETED", "FAILED") else 50,
+                "result": execution.result,
+                "error": execution.error,
+            }
+        )
+
+
+class ExecutionListHandler(_Handler):
+    def get(self) -> None:
+        items = [
+            {"execution_id": e.execution_id, "path": e.path, "status": e.status} for e in self.state.executions.values()
+        ]
+        self.reply({"items": items, "total": len(items)})
+
+
+class ValidateSessionHandler(_Handler):
+    def post(self) -> None:
+        if not self.state.validate_api:
+            self.reply({"detail": "Not Found"}, 404)
+            return
+        body = self.body if isinstance(self.body, dict) else {}
+        record = self.state.sessions.get(str(body.get("session_token")))
+        if record is None or not record.get("valid", True):
+            self.reply(
+                {
+                    "status": "ok",
+                    "valid": False,
+                    "user": None,
+                    "expires_at": None,
+                    "error": "Session not found or expired",
+                }
+            )
+            return
+        self.reply(
+            {"status": "ok", "valid": True, "user": record["user"], "expires_at": record["expires_at"], "error": None}
+        )
+
+
+class EchoHandler(_Handler):
+    """Any other /api/* path: echo what arrived (the proxy's tests read it)."""
+
+    def _echo(self, *args: Any) -> None:
+        self.reply(
+            {
+                "method": self.request.method,
+                "path": self.request.path,
+                "query": self.request.query,
+                "headers": dict(self.request.headers),
+                "body_size": len(self.request.body or b""),
+            }
+        )
+
+    get = post = put = patch = delete = _echo
+
+    def head(self, *args: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish()
+
+
+def make_standin_app(state: StandinState, extra_routes: list[Any] | None = None) -> Application:
+    """The stand-in's Tornado application."""
+    routes: list[Any] = [
+        (r"/api/health", HealthHandler),
+        (r"/api/execute", ExecuteHandler),
+        (r"/api/executions", ExecutionListHandler),
+        (r"/api/executions/([^/]+)", ExecutionHandler),
+        (r"/api/auth/session/validate", ValidateSessionHandler),
+        *(extra_routes or []),
+        (r"/api/(.*)", EchoHandler),
+    ]
+    return Application(routes, state=state)
+
+
+def start_standin(port: int, state: StandinState, address: str = "127.0.0.1") -> HTTPServer:
+    """Listen on ``address:port`` in the running loop."""
+    from tests.standin.proxy_routes import PROXY_ROUTES
+
+    server = HTTPServer(make_standin_app(state, PROXY_ROUTES), max_body_size=1 << 40)
+    server.listen(port, address=address)
+    return server

