@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers import auth, callbacks, health
+from handlers import auth, callbacks, events, graphql, health, proxy
 
 
 def all_handlers() -> list[tuple[str, Any]]:
-    """Routes in match order (most specific modules first)."""
+    """Routes in match order; the proxy's catch-all comes last."""
     routes: list[tuple[str, Any]] = []
-    for module in (health, auth, callbacks):
+    for module in (health, auth, callbacks, graphql, events, proxy):
         routes.extend(module.default_handlers)
     return routes
