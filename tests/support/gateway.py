@@ -59,10 +59,10 @@ class GatewayProcess:
         self.port = free_port()
         self.env = {
             **os.environ,
+            **env,
             "ROUTER_PORT": str(self.port),
             "GATEWAY_BIND": "127.0.0.1",
             "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
-            **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file: Any = None
