@@ -6,14 +6,18 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import signal
+import socket
 import sys
 
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from gateway.app import make_app
 from gateway.config import ConfigError, GatewayConfig, env_names, load_config
 from gateway.logging import setup_logging
+from gateway.prefork import run_workers
 from gateway.services import Services
 from gateway.version import __version__
 
@@ -29,23 +33,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--port", type=int, help="HTTP port (overrides ROUTER_PORT)")
     parser.add_argument("--bind", help="bind address (overrides GATEWAY_BIND)")
+    parser.add_argument(
+        "--processes", type=int, help="worker processes sharing the port (overrides GATEWAY_PROCESSES; 0 = per core)"
+    )
     parser.add_argument("--version", action="version", version=f"noetl-gateway {__version__}")
     return parser.parse_args(argv)
 
 
-async def serve(config: GatewayConfig) -> None:
+def listen_sockets(config: GatewayConfig) -> list[socket.socket]:
+    """Bind the port once (before forking, so every worker shares it)."""
+    try:
+        return bind_sockets(config.router_port, address=config.gateway_bind, backlog=2048)
+    except OSError as exc:
+        raise ConfigError(
+            f"ROUTER_PORT: cannot listen on {config.gateway_bind}:{config.router_port} ({exc.strerror})"
+        ) from None
+
+
+async def serve(config: GatewayConfig, sockets: list[socket.socket]) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully."""
     services = Services.create(config)
     app = make_app(config, services)
     server = HTTPServer(
         app, xheaders=False, max_body_size=max(config.gateway_proxy_max_body_bytes, 1 << 20), idle_connection_timeout=75
     )
-    try:
-        server.listen(config.router_port, address=config.gateway_bind)
-    except OSError as exc:
-        raise ConfigError(
-            f"ROUTER_PORT: cannot listen on {config.gateway_bind}:{config.router_port} ({exc.strerror})"
-        ) from None
+    server.add_sockets(sockets)
     log.info(
         "noetl-gateway %s listening on %s:%d (NoETL %s)",
         __version__,
@@ -86,17 +98,39 @@ def main(argv: list[str] | None = None) -> int:
         env["ROUTER_PORT"] = str(args.port)
     if args.bind:
         env["GATEWAY_BIND"] = args.bind
+    if args.processes is not None:
+        env["GATEWAY_PROCESSES"] = str(args.processes)
     try:
         config = load_config(env)
     except ConfigError as exc:
         print(f"noetl-gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.gateway_log_format, config.gateway_log_level)
+    processes = config.gateway_processes or os.cpu_count() or 1
+    if processes > 1 and not config.nats_enabled:
+        print(
+            "noetl-gateway: invalid configuration: GATEWAY_PROCESSES: more than one process needs NATS "
+            "(NATS_URL is empty; in-process state cannot be shared between processes)",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        asyncio.run(serve(config))
+        sockets = listen_sockets(config)
     except ConfigError as exc:
         print(f"noetl-gateway: {exc}", file=sys.stderr)
         return 2
+    if processes == 1:
+        return run_one(config, sockets)
+    if not config.gateway_callback_secret:
+        # One key for all workers, or a callback reaching a sibling would be refused.
+        config = config.model_copy(update={"gateway_callback_secret": secrets.token_urlsafe(48)})
+    return run_workers(processes, sockets, lambda _index: run_one(config, sockets))
+
+
+def run_one(config: GatewayConfig, sockets: list[socket.socket]) -> int:
+    """Serve in this process until stopped."""
+    try:
+        asyncio.run(serve(config, sockets))
     except KeyboardInterrupt:
         pass
     return 0
