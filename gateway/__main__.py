@@ -57,6 +57,9 @@ async def serve(config: GatewayConfig, sockets: list[socket.socket]) -> None:
     server = HTTPServer(
         app, xheaders=False, max_body_size=max(config.gateway_proxy_max_body_bytes, 1 << 20), idle_connection_timeout=75
     )
+    # Connect NATS (bounded wait) before accepting: a worker that took a callback before its NATS
+    # link was up could not forward it to the sibling that waits for it.
+    await services.start()
     server.add_sockets(sockets)
     log.info(
         "noetl-gateway %s listening on %s:%d (NoETL %s)",
@@ -65,7 +68,6 @@ async def serve(config: GatewayConfig, sockets: list[socket.socket]) -> None:
         config.router_port,
         config.noetl_base_url,
     )
-    await services.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
