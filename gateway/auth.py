@@ -13,10 +13,12 @@ import time
 import uuid
 from typing import Any
 
+from gateway.auth0 import Auth0Error, Auth0Verifier
 from gateway.callbacks import CallbackRouter, CallbackTimeout
 from gateway.config import GatewayConfig
 from gateway.logging import short_hash
 from gateway.noetl import NoetlClient, UpstreamError, UpstreamFailure
+from gateway.rate_limit import RateLimiter
 from gateway.session_cache import Session, SessionCache, User, parse_user, session_from_record
 from gateway.tokens import CallbackSigner, is_wellformed_session_token, token_hash
 
@@ -68,6 +70,10 @@ class AuthService:
         self._signer = signer
         self._access_cache: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self.login_limiter = RateLimiter(config.gateway_login_rate_per_minute)
+        self.auth0: Auth0Verifier | None = None
+        if config.auth0_domain:
+            self.auth0 = Auth0Verifier(config.auth0_domain, config.auth0_audience, config.auth0_jwks_url, noetl.http)
 
     # -- playbooks with callbacks ----------------------------------------------------------
 
@@ -108,6 +114,11 @@ class AuthService:
                 "expires_at": None,
                 "message": "Authentication bypassed (GATEWAY_AUTH_BYPASS)",
             }
+        if self.auth0 is not None:
+            try:
+                await self.auth0.verify(str(variables.get("auth0_token", "")))
+            except Auth0Error as exc:
+                raise AuthError(exc.status, exc.public) from None
         callback = await self.run_and_wait(self._config.auth_playbook_login, variables)
         status = str(callback.get("status") or "success")
         data = _data_of(callback)

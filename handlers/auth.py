@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from gateway.auth import AuthError
 from gateway.models import CheckAccessRequest, LoginRequest, LogoutRequest, ValidateRequest
 from gateway.tokens import is_wellformed_session_token
@@ -14,6 +16,13 @@ class LoginHandler(APIHandler):
     route_name = "auth_login"
 
     async def post(self) -> None:
+        retry_after = self.auth.login_limiter.acquire(self.client_ip())
+        if retry_after > 0:
+            raise ApiError(
+                429,
+                "Too many login attempts; retry later",
+                headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+            )
         body = self.parse_body(LoginRequest)
         variables = {
             "auth0_token": body.auth0_token,

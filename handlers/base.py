@@ -38,9 +38,17 @@ _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 class ApiError(HTTPError):
     """An error whose ``public`` text is safe to show; ``log`` text stays in the log."""
 
-    def __init__(self, status: int, public: str, log_message: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        public: str,
+        log_message: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(status, log_message)
         self.public = public
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -136,6 +144,8 @@ class BaseHandler(RequestHandler):
         body: dict[str, Any]
         if isinstance(exc, ApiError):
             body = {"error": exc.public, **exc.extra}
+            for name, value in exc.headers.items():  # send_error() cleared headers: set them here
+                self.set_header(name, value)
         elif isinstance(exc, UpstreamFailure):
             body = {"error": exc.public}
         elif status_code >= 500 and not isinstance(exc, HTTPError):
