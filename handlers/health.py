@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
+
+from gateway.openapi import build_openapi
 from gateway.version import __version__
 from handlers.base import BaseHandler
 
@@ -55,8 +58,22 @@ class MetricsHandler(BaseHandler):
         self.finish(self.metrics.render())
 
 
+class OpenApiHandler(BaseHandler):
+    """The OpenAPI 3.1 document of the REST endpoints (generated from the pydantic models)."""
+
+    route_name = "openapi"
+    _document: bytes | None = None
+
+    def get(self) -> None:
+        if OpenApiHandler._document is None:  # immutable, built on first use
+            OpenApiHandler._document = orjson.dumps(build_openapi())
+        self.set_header("Content-Type", "application/json")
+        self.finish(OpenApiHandler._document)
+
+
 default_handlers = [
     (r"/health", HealthHandler),
     (r"/health/ready", ReadyHandler),
     (r"/metrics", MetricsHandler),
+    (r"/openapi.json", OpenApiHandler),
 ]

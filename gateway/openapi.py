@@ -1,0 +1,266 @@
+"""OpenAPI 3.1 description of the REST endpoints, generated from the pydantic models.
+
+The request models are the ones the handlers validate with, so the document cannot drift
+from what the gateway accepts; response models below mirror CONTRACT.md §3, §6.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from gateway.models import (
+    AsyncCallbackRequest,
+    CallbackRequest,
+    CheckAccessRequest,
+    LoginRequest,
+    LogoutRequest,
+    ProgressRequest,
+    ValidateRequest,
+)
+from gateway.version import __version__
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    details: Any = None
+
+
+class UserInfo(BaseModel):
+    user_id: int
+    email: str
+    display_name: str
+    roles: list[str]
+
+
+class LoginResponse(BaseModel):
+    status: Literal["authenticated"]
+    session_token: str
+    user: UserInfo
+    expires_at: str | None
+    message: str
+
+
+class ValidateResponse(BaseModel):
+    valid: bool
+    user: UserInfo | None
+    expires_at: str | None
+    message: str
+
+
+class CheckAccessResponse(BaseModel):
+    allowed: bool
+    user: UserInfo | None
+    playbook_path: str
+    permission_type: str
+    message: str
+
+
+class LogoutResponse(BaseModel):
+    status: Literal["logged_out"]
+
+
+class CallbackResponse(BaseModel):
+    delivered: bool
+    message: str
+
+
+class AsyncCallbackResponse(BaseModel):
+    status: Literal["delivered", "queued"]
+    clientDisconnected: bool | None = Field(None)  # the wire name (CONTRACT §6)
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "degraded", "unavailable"]
+    nats: str
+    noetl: str
+    version: str
+
+
+_MODELS: list[type[BaseModel]] = [
+    ErrorResponse,
+    UserInfo,
+    LoginResponse,
+    ValidateResponse,
+    CheckAccessResponse,
+    LogoutResponse,
+    CallbackResponse,
+    AsyncCallbackResponse,
+    ReadyResponse,
+    LoginRequest,
+    ValidateRequest,
+    CheckAccessRequest,
+    LogoutRequest,
+    CallbackRequest,
+    AsyncCallbackRequest,
+    ProgressRequest,
+]
+
+_ERROR_TEXT = {
+    400: "Malformed JSON, a missing field or a wrong type (the message names the field)",
+    401: "Missing or invalid token",
+    403: "Token valid but not for this request",
+    404: "Unknown request id",
+    413: "Body too large",
+    415: "Content-Type is not application/json",
+    429: "Rate limited (see Retry-After)",
+    502: "NoETL unreachable or answered with an error",
+    503: "A dependency (NoETL, Auth0 keys) is unavailable",
+    504: "NoETL or the playbook did not answer in time",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _operation(
+    summary: str,
+    request: type[BaseModel] | None,
+    ok: dict[int, tuple[str, type[BaseModel]]],
+    errors: list[int],
+    security: list[dict[str, list[str]]] | None = None,
+    request_required: bool = True,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(code): {"description": text, **_json(model)} for code, (text, model) in ok.items()}
+    for code in errors:
+        responses[str(code)] = {"description": _ERROR_TEXT[code], **_json(ErrorResponse)}
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if request is not None:
+        operation["requestBody"] = {"required": request_required, **_json(request)}
+    if security is not None:
+        operation["security"] = security
+    return operation
+
+
+def build_openapi() -> dict[str, Any]:
+    """The document served at ``/openapi.json``."""
+    schemas: dict[str, Any] = {}
+    for model in _MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, sub)
+        schemas[model.__name__] = schema
+    body_errors = [400, 413, 415]
+    session: list[dict[str, list[str]]] = [{"sessionBearer": []}, {"sessionHeader": []}, {"sessionCookie": []}]
+    callback: list[dict[str, list[str]]] = [{"callbackBearer": []}, {"callbackHeader": []}, {}]
+    paths: dict[str, Any] = {
+        "/health": {
+            "get": {
+                "summary": "Liveness: 200 ok while the process runs",
+                "responses": {"200": {"description": "ok", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            }
+        },
+        "/health/ready": {
+            "get": {
+                "summary": "Readiness: NATS and NoETL state",
+                "responses": {
+                    "200": {"description": "ready or degraded (NATS missing)", **_json(ReadyResponse)},
+                    "503": {"description": "NoETL unreachable", **_json(ReadyResponse)},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/api/auth/login": {
+            "post": _operation(
+                "Exchange an Auth0 token for a gateway session (runs the login playbook)",
+                LoginRequest,
+                {200: ("Authenticated", LoginResponse)},
+                [*body_errors, 401, 429, 502, 503, 504],
+            )
+        },
+        "/api/auth/validate": {
+            "post": _operation(
+                "Is this session token valid?",
+                ValidateRequest,
+                {200: ("Validity (invalid and malformed tokens are 200 with valid=false)", ValidateResponse)},
+                [*body_errors, 502, 503, 504],
+            )
+        },
+        "/api/auth/check-access": {
+            "post": _operation(
+                "May this session execute/view/edit the playbook?",
+                CheckAccessRequest,
+                {200: ("The decision", CheckAccessResponse)},
+                [*body_errors, 502, 503, 504],
+            )
+        },
+        "/api/auth/logout": {
+            "post": _operation(
+                "Revoke the session on every replica",
+                LogoutRequest,
+                {200: ("Logged out", LogoutResponse)},
+                [*body_errors, 401, 403],
+                security=[*session, {}],
+                request_required=False,
+            )
+        },
+        "/api/internal/callback": {
+            "post": _operation(
+                "Answer of an auth playbook to the request waiting for it",
+                CallbackRequest,
+                {200: ("Accepted (delivered=false when nothing waits for the id)", CallbackResponse)},
+                [*body_errors, 401, 403, 404],
+                security=callback,
+            )
+        },
+        "/api/internal/callback/async": {
+            "post": _operation(
+                "Result of an asynchronous playbook, sent to the owning SSE client",
+                AsyncCallbackRequest,
+                {
+                    200: ("Delivered", AsyncCallbackResponse),
+                    202: ("Owner not connected; kept and delivered on reconnect", AsyncCallbackResponse),
+                },
+                [*body_errors, 401, 403, 404],
+                security=callback,
+            )
+        },
+        "/api/internal/progress": {
+            "post": _operation(
+                "Progress of an asynchronous playbook",
+                ProgressRequest,
+                {
+                    200: ("Delivered", AsyncCallbackResponse),
+                    202: ("Owner not connected; kept and delivered on reconnect", AsyncCallbackResponse),
+                },
+                [*body_errors, 401, 403, 404],
+                security=callback,
+            )
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "noetl-gateway",
+            "version": __version__,
+            "description": "REST endpoints of the NoETL API gateway. GraphQL is at /graphql, SSE at /events, "
+            "and /noetl/* proxies to NoETL's /api/*.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "sessionBearer": {"type": "http", "scheme": "bearer"},
+                "sessionHeader": {"type": "apiKey", "in": "header", "name": "X-Session-Token"},
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "session_token"},
+                "callbackBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "callbackHeader": {"type": "apiKey", "in": "header", "name": "X-Callback-Token"},
+            },
+        },
+    }
