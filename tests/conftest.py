@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
+from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from tests.standin.server import StandinState, start_standin
@@ -37,21 +38,33 @@ def own_nats(nats_binary: str) -> Iterator[NatsServer]:
 
 
 class Standin:
-    """The running stand-in: its state plus its base URL."""
+    """The running stand-in: its state, its base URL, and a switch for outage drills."""
 
     def __init__(self, state: StandinState, port: int) -> None:
         self.state = state
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.server: HTTPServer | None = start_standin(port, state)
+
+    async def go_down(self) -> None:
+        """Stop listening and drop open connections (NoETL crashed)."""
+        if self.server is not None:
+            self.server.stop()
+            await self.server.close_all_connections()
+            self.server = None
+
+    def come_back(self) -> None:
+        """Listen again on the same port with the same state."""
+        if self.server is None:
+            self.server = start_standin(self.port, self.state)
 
 
 @pytest.fixture
 def standin(io_loop: IOLoop, nats_server: NatsServer) -> Iterator[Standin]:
     state = StandinState(nats_url=nats_server.url)
-    port = free_port()
-    server = start_standin(port, state)
-    yield Standin(state, port)
-    server.stop()
+    running = Standin(state, free_port())
+    yield running
+    io_loop.run_sync(running.go_down)
     io_loop.run_sync(state.close)
 
 
