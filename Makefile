@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck install clean
+.PHONY: run test lint typecheck install clean e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP)
 	$(BIN)/ruff check gateway handlers schema tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+## End to end against a real NoETL stack (noetl==4.26.0 in a Python 3.12 venv, Postgres, NATS),
+## cached in .e2e-cache/ (first run installs, ~2 min; later runs start in seconds). See docs/e2e.md.
+e2e: $(STAMP)
+	$(BIN)/python -m tests.e2e.stack install
+	$(BIN)/python -m pytest tests/e2e -v -rs
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway handlers schema tests
