@@ -51,6 +51,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.proxy_bytes = Counter(
+            "gateway_proxy_bytes_total",
+            "Body bytes relayed by the /noetl proxy (upload: client to NoETL, download: back)",
+            ["direction"],
+            registry=r,
+        )
         self.sse_clients = Gauge("gateway_sse_clients", "Open SSE streams", registry=r)
         self.sse_events = Counter("gateway_sse_events_total", "SSE events sent by method", ["method"], registry=r)
 

@@ -1,7 +1,324 @@
-"""Placeholder: routes of this module are added by its issue."""
+"""``/noetl/{path}`` → ``{NOETL_BASE_URL}/api/{path}``: the streaming, authenticated proxy (CONTRACT §4).
+
+The session is checked in ``prepare()``, before a byte of the body is read; the body then
+streams to NoETL as it arrives and the answer streams back as it arrives (every flush
+awaited), so the gateway's memory stays flat whatever the size. What is forwarded and
+what is not: docs/proxy.md.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
-default_handlers: list[tuple[str, Any]] = []
+import aiohttp
+import orjson
+from tornado.iostream import StreamClosedError
+from tornado.web import RequestHandler, stream_request_body
+
+from gateway.auth import AuthError
+from gateway.noetl import UpstreamFailure
+from gateway.proxy import ProxyExchange
+from gateway.proxy_headers import client_response_headers, upstream_request_headers
+from gateway.proxy_path import canonical_path, unsafe_path_reason, upstream_url
+from handlers.base import ApiError, AuthenticatedHandler
+
+log = logging.getLogger("gateway.proxy")
+
+PREFIX = "/noetl/"
+# Answers up to this size are read whole and sent in one write (one syscall for headers
+# and body); larger or unsized ones are streamed chunk by chunk.
+SMALL_BODY_BYTES = 64 * 1024
+# Tornado's own body limit sits above ours, so our 413 (JSON) answers first.
+_TORNADO_LIMIT_SLACK = 1 << 20
+# A refused request's body up to this size is read and dropped before the error is sent.
+DISCARD_BODY_BYTES = 1 << 20
+# Paths whose POST starts a playbook: the access check runs first (CONTRACT §2).
+EXECUTE_PATHS = frozenset({"execute"})
+
+
+@stream_request_body
+class ProxyHandler(AuthenticatedHandler):
+    """Every method except OPTIONS (the gateway's CORS preflight) is forwarded."""
+
+    route_name = "proxy"
+
+    def initialize(self) -> None:
+        self._exchange: ProxyExchange | None = None
+        self._buffer: bytearray | None = None
+        self._upstream_target: tuple[Any, list[tuple[str, str]]] | None = None
+        self._received = 0
+        self._relayed = 0
+        self._relay: asyncio.Task[None] | None = None
+        self._client_gone = False
+        self._body_done = False
+        self._deferred_error: ApiError | UpstreamFailure | None = None
+
+    def compute_etag(self) -> str | None:
+        """NoETL's ETag passes through; Tornado must not invent one (or answer 304 itself)."""
+        return None
+
+    # -- before the body -------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Session, path safety and size first; then the upstream call starts."""
+        try:
+            await super().prepare()
+            if self.request.method != "OPTIONS":
+                await self._prepare_upstream()
+        except (ApiError, UpstreamFailure) as exc:
+            if not self._can_defer_error():
+                raise
+            # An answer sent before the body is read makes Tornado close the connection (even
+            # a keep-alive one with no body), and a client still sending may see a reset
+            # instead of the 401/400. So a small body is read and dropped, then the answer goes.
+            self._deferred_error = exc
+
+    def _can_defer_error(self) -> bool:
+        if self._finished or self.request.headers.get("Expect", "").lower() == "100-continue":
+            return False
+        if "chunked" in self.request.headers.get("Transfer-Encoding", "").lower():
+            return True
+        declared = self.request.headers.get("Content-Length", "0").strip()
+        return declared.isdigit() and int(declared) <= DISCARD_BODY_BYTES
+
+    async def _prepare_upstream(self) -> None:
+        raw_path = self.request.path[len(PREFIX) :]
+        reason = unsafe_path_reason(raw_path)
+        if reason is not None:
+            raise ApiError(400, reason)
+        limit = self.config.gateway_proxy_max_body_bytes
+        declared = self._declared_length()
+        chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        if declared is not None and declared > limit:
+            raise ApiError(413, f"Request body too large (limit {limit} bytes)")
+        set_limit = getattr(self.request.connection, "set_max_body_size", None)
+        if set_limit is not None:
+            set_limit(limit + _TORNADO_LIMIT_SLACK)
+        session = self.session
+        assert session is not None
+        headers = upstream_request_headers(
+            list(self.request.headers.get_all()),
+            user_id=str(session.user.user_id),
+            user_email=session.user.email,
+            request_id=self.request_id,
+            peer_ip=self.request.remote_ip or "",
+            scheme=self.request.protocol,
+            host=self.request.host,
+        )
+        if declared is not None and not chunked:
+            headers.append(("Content-Length", str(declared)))
+        url = upstream_url(self.config.noetl_base_url, raw_path, self.request.query)
+        if self._needs_access_check(raw_path):
+            if declared is not None and declared > self.config.gateway_max_body_bytes:
+                raise ApiError(413, f"Request body too large (limit {self.config.gateway_max_body_bytes} bytes)")
+            self._buffer = bytearray()
+            self._upstream_target = (url, headers)
+            return
+        self._exchange = self._new_exchange(url, headers, streamed_body=chunked or bool(declared))
+        self._exchange.start()
+        self._exchange.add_done_callback(self._upstream_settled)
+
+    def _declared_length(self) -> int | None:
+        value = self.request.headers.get("Content-Length")
+        if value is None:
+            return None
+        if not value.strip().isdigit():
+            raise ApiError(400, "Invalid Content-Length header")
+        return int(value)
+
+    def _needs_access_check(self, raw_path: str) -> bool:
+        return (
+            self.config.gateway_enforce_playbook_access
+            and self.request.method == "POST"
+            and canonical_path(raw_path) in EXECUTE_PATHS
+        )
+
+    def _new_exchange(self, url: Any, headers: list[tuple[str, str]], *, streamed_body: bool) -> ProxyExchange:
+        return ProxyExchange(
+            self.services.http,
+            self.request.method or "GET",
+            url,
+            headers,
+            connect_timeout=self.config.noetl_connect_timeout_secs,
+            idle_timeout=self.config.gateway_proxy_timeout_secs,
+            streamed_body=streamed_body,
+        )
+
+    # -- while the body arrives ------------------------------------------------------------
+
+    async def data_received(self, chunk: bytes) -> None:
+        """Count, bound, and pass each chunk on; awaiting here is the backpressure."""
+        if self._finished or self._client_gone:
+            return
+        self._received += len(chunk)
+        if self._deferred_error is not None:
+            if self._received > DISCARD_BODY_BYTES:
+                self._answer_early(self._deferred_error)
+            return
+        limit = self.config.gateway_proxy_max_body_bytes
+        if self._received > limit:
+            self._answer_early(ApiError(413, f"Request body too large (limit {limit} bytes)"))
+            return
+        if self._buffer is not None:
+            if self._received > self.config.gateway_max_body_bytes:
+                limit = self.config.gateway_max_body_bytes
+                self._answer_early(ApiError(413, f"Request body too large (limit {limit} bytes)"))
+                return
+            self._buffer += chunk
+            return
+        if self._exchange is None or self._exchange.pipe is None:
+            return
+        try:
+            await self._exchange.feed(chunk)
+        except UpstreamFailure as exc:
+            self._answer_early(exc)
+
+    def _upstream_settled(self, exchange: ProxyExchange) -> None:
+        """NoETL failed while the client was still sending: answer now, not after the whole body."""
+        failure = exchange.failure()
+        if failure is not None and not self._body_done and not self._finished and not self._client_gone:
+            self._answer_early(failure)
+
+    def _answer_early(self, error: ApiError | UpstreamFailure) -> None:
+        """Answer before the body is complete; Tornado then discards the rest and closes."""
+        if self._exchange is not None:
+            self._exchange.abort("request refused by the gateway")
+        if isinstance(error, UpstreamFailure):
+            self.services.metrics.upstream_errors.labels(type(error).__name__).inc()
+        if not self._finished:
+            status = error.status_code if isinstance(error, ApiError) else error.status
+            self.log_exception(type(error), error, None)
+            self.send_error(status, exc_info=(type(error), error, None))
+        # _execute() waits for the whole body before calling the method; it will not come.
+        body_future = self.request._body_future
+        if not body_future.done():
+            body_future.set_result(None)
+
+    def on_connection_close(self) -> None:
+        """The client left: cancel the upstream request at once."""
+        self._client_gone = True
+        if self._exchange is not None:
+            self._exchange.abort("client disconnected")
+        if self._relay is not None:
+            self._relay.cancel()
+        if not self._finished:
+            log.info("client left during %s %s; upstream request cancelled", self.request.method, self.request.path)
+        RequestHandler.on_connection_close(self)  # wakes _execute() if it waits for the body
+        super().on_connection_close()
+
+    # -- after the body --------------------------------------------------------------------
+
+    async def get(self, *_args: str) -> None:
+        """Forward (every method shares this)."""
+        await self._forward()
+
+    head = post = put = patch = delete = get
+
+    async def _forward(self) -> None:
+        if self._finished or self._client_gone:
+            return
+        self._body_done = True
+        if self._deferred_error is not None:
+            raise self._deferred_error
+        if self._buffer is not None:
+            await self._check_execute_access(bytes(self._buffer))
+            assert self._upstream_target is not None
+            url, headers = self._upstream_target
+            self._exchange = self._new_exchange(url, headers, streamed_body=False)
+            self._exchange.start(bytes(self._buffer))
+            self._buffer = None
+        assert self._exchange is not None
+        self._exchange.body_complete()
+        self._relay = asyncio.ensure_future(self._relay_response(self._exchange))
+        try:
+            await self._relay
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise
+
+    async def _check_execute_access(self, body: bytes) -> None:
+        """POST /noetl/execute runs the same access check as executePlaybook."""
+        try:
+            data = orjson.loads(body) if body.strip() else None
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "Malformed JSON in request body") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "Request body must be a JSON object")
+        path = data.get("path")
+        if not isinstance(path, str) or not path.strip():
+            raise ApiError(400, "Field 'path' is required: playbook access is checked before execution")
+        assert self.session_token is not None
+        try:
+            decision = await self.auth.check_access(self.session_token, path, "execute")
+        except AuthError as exc:
+            raise ApiError(exc.status, exc.public) from None
+        if decision.get("allowed") is not True:
+            raise ApiError(403, str(decision.get("message") or "Access denied"))
+
+    async def _relay_response(self, exchange: ProxyExchange) -> None:
+        """Status, headers, then the body as it arrives; a broken body aborts the connection."""
+        try:
+            response = await exchange.response()
+            self._copy_status_and_headers(response)
+            if self.request.method == "HEAD" or response.status in (204, 304) or 100 <= response.status < 200:
+                await self.flush()
+                self.finish()
+                return
+            length = response.content_length
+            if length is not None and length <= SMALL_BODY_BYTES:
+                body = await response.read()
+                self._relayed += len(body)
+                self.finish(body)
+                return
+            await self.flush()  # headers now: a live stream must not wait for its first chunk
+            while chunk := await response.content.readany():
+                self._relayed += len(chunk)
+                self.write(chunk)
+                await self.flush()
+            self.finish()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Headers are out; a clean end would present a truncated body as complete.
+            log.warning(
+                "NoETL response broke off after %d bytes (%s); closing the client connection",
+                self._relayed,
+                type(exc).__name__,
+            )
+            self.services.metrics.upstream_errors.labels("ProxyBodyBroken").inc()
+            self._drop_client_connection()
+        except StreamClosedError:
+            self._client_gone = True  # on_connection_close() cancels the upstream side
+        finally:
+            exchange.close()
+
+    def _drop_client_connection(self) -> None:
+        self._client_gone = True
+        close = getattr(self.request.connection, "close", None)
+        if close is not None:
+            close()
+
+    def _copy_status_and_headers(self, response: aiohttp.ClientResponse) -> None:
+        self.set_status(response.status, response.reason or "Unknown")
+        self.clear_header("Content-Type")  # Tornado's default; NoETL's own (if any) follows
+        seen: set[str] = set()
+        raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
+        for name, value in client_response_headers(raw):
+            lower = name.lower()
+            if lower in seen:
+                self.add_header(name, value)
+            else:
+                seen.add(lower)
+                self.set_header(name, value)
+
+    def on_finish(self) -> None:
+        """Count what was relayed."""
+        metrics = self.services.metrics
+        if self._received:
+            metrics.proxy_bytes.labels("upload").inc(self._received)
+        if self._relayed:
+            metrics.proxy_bytes.labels("download").inc(self._relayed)
+        super().on_finish()
+
+
+default_handlers: list[tuple[str, Any]] = [(r"/noetl/(.*)", ProxyHandler)]

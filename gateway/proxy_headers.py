@@ -1,0 +1,108 @@
+"""Header hygiene of the ``/noetl/*`` proxy (CONTRACT §4), both directions.
+
+Requests: hop-by-hop headers, ``Host``, every credential the gateway consumed
+(``Authorization``, ``Cookie``, ``X-Session-Token``) and every client-sent identity header
+(``X-User-*``, ``X-Noetl-User-*``) are dropped; the gateway adds who the user is and where
+the request came from. Responses: end-to-end headers pass through, except the ones the
+gateway owns (CORS, request id) and ``Set-Cookie`` (see docs/proxy.md for why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# RFC 9110 §7.6.1 plus the legacy ones proxies still meet; names in lower case.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Request headers never forwarded: credentials the gateway consumed, ``Expect`` (Tornado
+# already answered ``100 Continue``; the upstream leg is ours), and the framing and
+# forwarding headers the gateway sets itself.
+_REQUEST_DROP = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "authorization",
+    "cookie",
+    "x-session-token",
+    "expect",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+}
+_REQUEST_DROP_PREFIXES = ("x-user-", "x-noetl-user-")
+
+# Response headers the gateway owns or refuses to relay.
+_RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "x-request-id"}
+_RESPONSE_DROP_PREFIXES = ("access-control-",)
+
+
+def _connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Header names listed in ``Connection`` are hop-by-hop for this message too."""
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            tokens.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return frozenset(tokens)
+
+
+def upstream_request_headers(
+    client_headers: list[tuple[str, str]],
+    *,
+    user_id: str,
+    user_email: str,
+    request_id: str,
+    peer_ip: str,
+    scheme: str,
+    host: str,
+) -> list[tuple[str, str]]:
+    """Headers to send to NoETL: the client's end-to-end ones, cleaned, plus the gateway's."""
+    listed = _connection_tokens(client_headers)
+    out: list[tuple[str, str]] = []
+    forwarded_for: list[str] = []
+    forwarded_proto = ""
+    forwarded_host = ""
+    for name, value in client_headers:
+        lower = name.lower()
+        if lower == "x-forwarded-for":
+            forwarded_for.append(value.strip())
+        elif lower == "x-forwarded-proto" and not forwarded_proto:
+            forwarded_proto = value.split(",")[0].strip()
+        elif lower == "x-forwarded-host" and not forwarded_host:
+            forwarded_host = value.split(",")[0].strip()
+        if lower in _REQUEST_DROP or lower in listed or lower.startswith(_REQUEST_DROP_PREFIXES):
+            continue
+        out.append((name, value))
+    # Appending the peer keeps the chain an ingress built; Proto/Host set by an ingress in
+    # front of the gateway win over the gateway's own view (it may terminate TLS).
+    forwarded_for.append(peer_ip)
+    out.append(("X-Forwarded-For", ", ".join(part for part in forwarded_for if part)))
+    out.append(("X-Forwarded-Proto", forwarded_proto or scheme))
+    out.append(("X-Forwarded-Host", forwarded_host or host))
+    out.append(("X-Noetl-User-Id", user_id))
+    out.append(("X-Noetl-User-Email", user_email))
+    out.append(("X-Request-Id", request_id))
+    return out
+
+
+def client_response_headers(upstream_headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Headers of NoETL's answer that reach the client (order and repeats kept)."""
+    listed = _connection_tokens(upstream_headers)
+    return [
+        (name, value)
+        for name, value in upstream_headers
+        if (lower := name.lower()) not in _RESPONSE_DROP
+        and lower not in listed
+        and not lower.startswith(_RESPONSE_DROP_PREFIXES)
+    ]
