@@ -17,6 +17,7 @@ import aiohttp
 from gateway.auth import AuthService
 from gateway.callbacks import CallbackRouter
 from gateway.config import GatewayConfig
+from gateway.graphql_engine import GraphQLEngine
 from gateway.kv import KvBucket
 from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
@@ -40,6 +41,7 @@ class Services:
     callbacks: CallbackRouter
     sessions: SessionCache
     auth: AuthService
+    graphql: GraphQLEngine
     buckets: list[KvBucket] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -99,6 +101,7 @@ class Services:
             callbacks=callbacks,
             sessions=sessions,
             auth=auth,
+            graphql=GraphQLEngine(config, metrics),
             buckets=[session_bucket, revoked_bucket],
         )
 

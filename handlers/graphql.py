@@ -1,7 +1,108 @@
-"""Placeholder: routes of this module are added by its issue."""
+"""``/graphql``: GraphQL over HTTP (CONTRACT §5) and the GraphiQL page."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
-default_handlers: list[tuple[str, Any]] = []
+import orjson
+
+from gateway.graphiql import content_security_policy, new_nonce, render_page
+from gateway.graphql_context import RequestContext
+from gateway.graphql_engine import GraphQLOutcome, Outcome
+from gateway.graphql_errors import BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED, simple_error
+from gateway.graphql_http import (
+    GRAPHQL_RESPONSE_JSON,
+    GraphQLRequest,
+    RequestProblem,
+    choose_media_type,
+    request_from_json,
+    request_from_params,
+    wants_html,
+)
+from handlers.base import ApiError, APIHandler
+
+
+class GraphQLHandler(APIHandler):
+    """POST runs any operation, GET runs queries only; a browser GET gets GraphiQL."""
+
+    route_name = "graphql"
+
+    async def get(self) -> None:
+        """GraphiQL for browsers, else a query from the URL parameters."""
+        params = self.request.query_arguments
+        if "query" not in params and wants_html(self.request.headers.get("Accept")):
+            self._write_graphiql()
+            return
+        await self._authenticate()
+        request = self._parse(lambda: request_from_params(params))
+        await self._run(request, allow_mutations=False)
+
+    async def post(self) -> None:
+        """Any operation, from a JSON body."""
+        self.check_cookie_origin()
+        await self._authenticate()
+        request = self._parse(
+            lambda: request_from_json(
+                self.request.body or b"",
+                self.request.headers.get("Content-Type"),
+                self.config.gateway_max_body_bytes,
+            )
+        )
+        await self._run(request, allow_mutations=True)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def _authenticate(self) -> None:
+        """401 JSON like every protected route; the body also carries a GraphQL error."""
+        try:
+            await self.require_session()
+        except ApiError as exc:
+            raise ApiError(exc.status_code, exc.public, errors=[simple_error(exc.public, UNAUTHENTICATED)]) from None
+
+    def _parse(self, read: Callable[[], GraphQLRequest]) -> GraphQLRequest:
+        try:
+            return read()
+        except RequestProblem as exc:
+            raise ApiError(exc.status, exc.public, errors=[simple_error(exc.public, BAD_REQUEST)]) from None
+
+    async def _run(self, request: GraphQLRequest, *, allow_mutations: bool) -> None:
+        assert self.session is not None and self.session_token is not None
+        context = RequestContext(self.services, self.session, self.session_token, self.request_id)
+        result = await self.services.graphql.run(
+            request.query, request.variables, request.operation_name, context, allow_mutations=allow_mutations
+        )
+        self._respond(result)
+
+    def _respond(self, result: GraphQLOutcome) -> None:
+        if result.outcome is Outcome.METHOD_NOT_ALLOWED:
+            # Written here, not raised: send_error() would drop the Allow header.
+            self.set_status(405)
+            self.set_header("Allow", "POST")
+            self.set_header("Content-Type", "application/json")
+            self.finish(
+                orjson.dumps({"error": result.message, "errors": [simple_error(result.message, METHOD_NOT_ALLOWED)]})
+            )
+            return
+        if result.outcome is Outcome.BAD_REQUEST:
+            raise ApiError(400, result.message, errors=result.body["errors"])
+        media = choose_media_type(self.request.headers.get("Accept"))
+        status = 200
+        if result.outcome is Outcome.REQUEST_ERROR and media == GRAPHQL_RESPONSE_JSON:
+            status = 400
+        self.set_status(status)
+        self.set_header("Content-Type", f"{media}; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Vary", "Accept, Origin")
+        self.finish(orjson.dumps(result.body))
+
+    def _write_graphiql(self) -> None:
+        nonce = new_nonce()
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Security-Policy", content_security_policy(nonce))
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Vary", "Accept")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.finish(render_page(nonce))
+
+
+default_handlers = [(r"/graphql/?", GraphQLHandler)]

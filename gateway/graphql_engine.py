@@ -1,0 +1,132 @@
+"""GraphQL execution on graphql-core: schema built once, documents cached, errors made safe.
+
+HTTP-agnostic: the handler turns a :class:`GraphQLOutcome` into a status and a body
+(``handlers/graphql.py``, GraphQL over HTTP).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from inspect import isawaitable
+from typing import Any
+
+from graphql import ExecutionResult, GraphQLSchema, OperationType, execute
+
+from gateway.config import GatewayConfig
+from gateway.graphql_context import RequestContext
+from gateway.graphql_documents import DocumentCache, PreparedDocument
+from gateway.graphql_errors import (
+    BAD_REQUEST,
+    BAD_USER_INPUT,
+    INTERNAL,
+    METHOD_NOT_ALLOWED,
+    format_execution_error,
+    simple_error,
+)
+from gateway.graphql_limits import QueryLimits
+from gateway.metrics import Metrics
+from schema import build_gateway_schema
+
+log = logging.getLogger("gateway.graphql")
+
+
+class Outcome(enum.Enum):
+    """How the request ended, which decides the HTTP status."""
+
+    EXECUTED = "executed"  # data present (maybe with field errors)
+    REQUEST_ERROR = "request_error"  # parse/validation/limits/variables: nothing executed
+    BAD_REQUEST = "bad_request"  # the operation to run cannot be chosen
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # a mutation over GET
+
+
+@dataclass(frozen=True, slots=True)
+class GraphQLOutcome:
+    """The response body plus the outcome."""
+
+    outcome: Outcome
+    body: dict[str, Any]
+
+    @property
+    def message(self) -> str:
+        """The first error's message (for HTTP-level error bodies)."""
+        errors = self.body.get("errors") or [{}]
+        return str(errors[0].get("message") or "")
+
+
+class GraphQLEngine:
+    """The gateway's one schema and document cache; ``run`` executes one request."""
+
+    def __init__(self, config: GatewayConfig, metrics: Metrics, schema: GraphQLSchema | None = None) -> None:
+        self.schema = schema if schema is not None else build_gateway_schema()
+        self.limits = QueryLimits.from_config(config)
+        self.documents = DocumentCache(
+            self.schema, self.limits, config.gateway_graphql_document_cache_size, metrics.graphql_documents
+        )
+
+    def prepare(self, query: str) -> PreparedDocument:
+        """Parse + limits + validation, cached by query text."""
+        return self.documents.prepare(query)
+
+    async def run(
+        self,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: RequestContext,
+        *,
+        allow_mutations: bool = True,
+    ) -> GraphQLOutcome:
+        """Execute one request; never raises for anything a client sent."""
+        prepared = self.documents.prepare(query)
+        if prepared.document is None:
+            return GraphQLOutcome(Outcome.REQUEST_ERROR, {"errors": prepared.errors})
+        chosen = _choose_operation(prepared, operation_name)
+        if isinstance(chosen, GraphQLOutcome):
+            return chosen
+        if chosen is OperationType.MUTATION and not allow_mutations:
+            return GraphQLOutcome(
+                Outcome.METHOD_NOT_ALLOWED,
+                {"errors": [simple_error("Mutations are not allowed over GET; use POST.", METHOD_NOT_ALLOWED)]},
+            )
+        result = execute(
+            self.schema,
+            prepared.document,
+            context_value=context,
+            variable_values=variables,
+            operation_name=operation_name,
+        )
+        if isawaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        return _outcome_of(result, context.request_id)
+
+
+def _choose_operation(prepared: PreparedDocument, operation_name: str | None) -> OperationType | GraphQLOutcome:
+    operations = prepared.operations
+    if operation_name is not None:
+        chosen = operations.get(operation_name)
+        if chosen is None:
+            return _bad_request(f"Unknown operation named '{operation_name[:100]}'.")
+        return chosen
+    if len(operations) != 1:
+        return _bad_request("Must provide operationName if the query contains several operations.")
+    return next(iter(operations.values()))
+
+
+def _bad_request(message: str) -> GraphQLOutcome:
+    return GraphQLOutcome(Outcome.BAD_REQUEST, {"errors": [simple_error(message, BAD_REQUEST)]})
+
+
+def _outcome_of(result: ExecutionResult, request_id: str) -> GraphQLOutcome:
+    errors = result.errors
+    if not errors:
+        return GraphQLOutcome(Outcome.EXECUTED, {"data": result.data})
+    # Request errors (variable coercion) have no path and no data; field errors always have a path.
+    request_error = result.data is None and all(error.path is None for error in errors)
+    default_code = BAD_USER_INPUT if request_error else INTERNAL
+    formatted = [format_execution_error(error, default_code, request_id) for error in errors]
+    if request_error:
+        return GraphQLOutcome(Outcome.REQUEST_ERROR, {"errors": formatted})
+    return GraphQLOutcome(Outcome.EXECUTED, {"data": result.data, "errors": formatted})

@@ -1,0 +1,97 @@
+"""Resolvers of ``schema.graphql``, attached to ``build_schema``'s result by ``schema.build``.
+
+Each resolver is a thin async function: the logic lives in ``gateway.executions`` and
+``gateway.graphql_proxy``; resolvers return dicts keyed by GraphQL field names, which
+graphql-core's default resolver reads for the nested types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from graphql import GraphQLResolveInfo
+
+from gateway import executions
+from gateway.graphql_context import RequestContext
+from gateway.graphql_proxy import proxy_request
+from gateway.version import __version__
+
+
+def _context(info: GraphQLResolveInfo) -> RequestContext:
+    return cast(RequestContext, info.context)
+
+
+# -- Query -------------------------------------------------------------------------------
+
+
+def resolve_health(_root: Any, _info: GraphQLResolveInfo) -> str:
+    """Liveness as a GraphQL field."""
+    return "ok"
+
+
+def resolve_version(_root: Any, _info: GraphQLResolveInfo) -> str:
+    """The package version."""
+    return __version__
+
+
+def resolve_me(_root: Any, info: GraphQLResolveInfo) -> dict[str, Any]:
+    """The session's user (the request is authenticated before execution starts)."""
+    user = _context(info).session.user
+    return {
+        "userId": str(user.user_id),
+        "email": user.email,
+        "displayName": user.display_name,
+        "roles": list(user.roles),
+    }
+
+
+async def resolve_execution(_root: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
+    """NoETL's view of one execution; null when unknown."""
+    return await executions.get_execution(_context(info).services, id)
+
+
+# -- Mutation ----------------------------------------------------------------------------
+
+
+async def resolve_execute_playbook(
+    _root: Any,
+    info: GraphQLResolveInfo,
+    name: str,
+    variables: Any = None,
+    clientId: str | None = None,
+) -> dict[str, Any]:
+    """Start a playbook (access check and live-results seam in gateway.executions)."""
+    context = _context(info)
+    started = await executions.execute_playbook(
+        context.services, context.session, context.token, name, variables, clientId
+    )
+    return {
+        "id": started.execution_id,
+        "executionId": started.execution_id,
+        "requestId": started.request_id,
+        "name": started.name,
+        "status": started.status,
+        "textOutput": None,
+    }
+
+
+async def resolve_proxy_request(_root: Any, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    """One NoETL API call as the signed-in user."""
+    return await proxy_request(_context(info), input["method"], input["endpoint"], input.get("body"))
+
+
+Resolver = Callable[..., Any]
+
+RESOLVERS: dict[str, dict[str, Resolver]] = {
+    "Query": {
+        "health": resolve_health,
+        "version": resolve_version,
+        "me": resolve_me,
+        "execution": resolve_execution,
+    },
+    "Mutation": {
+        "executePlaybook": resolve_execute_playbook,
+        "proxyRequest": resolve_proxy_request,
+    },
+}

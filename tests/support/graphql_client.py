@@ -1,0 +1,77 @@
+"""Helpers for GraphQL tests: sign in through the stand-in and send GraphQL over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+from tests.support.gateway import GatewayInstance, call
+
+EXECUTE_EXAMPLE = """
+mutation {
+  executePlaybook(
+    name: "api_integration/amadeus_ai_api"
+    variables: { query: "Flights from SFO to JFK tomorrow" }
+  ) { id executionId requestId status }
+}
+"""
+
+
+async def login(client: aiohttp.ClientSession, gw: GatewayInstance, auth0_token: str = "good-gql") -> str:
+    """A session token from the stand-in's login playbook."""
+    status, body, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": auth0_token})
+    assert status == 200, body
+    return str(body["session_token"])
+
+
+async def gql(
+    client: aiohttp.ClientSession,
+    gw: GatewayInstance,
+    token: str | None,
+    query: str,
+    variables: Any = None,
+    *,
+    operation_name: str | None = None,
+    accept: str | None = None,
+    method: str = "POST",
+) -> tuple[int, Any, Any]:
+    """One GraphQL request (POST JSON, or GET with URL parameters); returns (status, body, headers)."""
+    headers: dict[str, str] = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if accept is not None:
+        headers["Accept"] = accept
+    if method == "GET":
+        params: dict[str, str] = {"query": query}
+        if variables is not None:
+            import orjson
+
+            params["variables"] = orjson.dumps(variables).decode()
+        if operation_name is not None:
+            params["operationName"] = operation_name
+        return await call(client, "GET", f"{gw.url}/graphql?{urlencode(params)}", headers=headers)
+    body: dict[str, Any] = {"query": query}
+    if variables is not None:
+        body["variables"] = variables
+    if operation_name is not None:
+        body["operationName"] = operation_name
+    return await call(client, "POST", f"{gw.url}/graphql", body, headers=headers)
+
+
+def error_codes(body: Any) -> list[str]:
+    """``extensions.code`` of every error in a GraphQL response body."""
+    return [error["extensions"]["code"] for error in body.get("errors") or []]
+
+
+async def metric_value(client: aiohttp.ClientSession, gw: GatewayInstance, name: str, **labels: str) -> float:
+    """One sample from /metrics (0 when absent)."""
+    status, text, _ = await call(client, "GET", f"{gw.url}/metrics")
+    assert status == 200
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    prefix = f"{name}{{{wanted}}}" if wanted else name
+    for line in str(text).splitlines():
+        if line.startswith(prefix + " "):
+            return float(line.split()[-1])
+    return 0.0
