@@ -16,6 +16,7 @@ CHECK_ACCESS = "api_integration/auth0/check_playbook_access"
 ASYNC_PROGRESS = "e2e/async_progress"
 FAILING = "e2e/failing"
 DEAD_END = "e2e/dead_end"
+ECHO = "e2e/echo"
 
 
 class _BlockDumper(yaml.SafeDumper):
