@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -101,6 +102,7 @@ class CachePaths:
     """Where everything lives. ``venv`` and ``pg`` survive runs; ``run`` is per run."""
 
     root: Path
+    pg: Path  # see postgres_home(): outside ``root`` when the postgres user cannot reach it
 
     @property
     def venv(self) -> Path:
@@ -113,10 +115,6 @@ class CachePaths:
     @property
     def venv_stamp(self) -> Path:
         return self.venv / f".noetl-{NOETL_VERSION}"
-
-    @property
-    def pg(self) -> Path:
-        return self.root / "pg"
 
     @property
     def pg_data(self) -> Path:
@@ -143,8 +141,24 @@ class CachePaths:
         return self.root / "lock"
 
 
+def postgres_home(root: Path) -> Path:
+    """``root/pg``, unless we are root and the ``postgres`` user cannot reach it (a clone under
+    /root, say): then a directory of its own in /var/tmp, kept across runs like the cache."""
+    inside = root / "pg"
+    if os.geteuid() != 0:
+        return inside
+    root.mkdir(parents=True, exist_ok=True)
+    # `test -x` as postgres fails unless every directory above ``root`` can be traversed too.
+    reachable = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(root)], capture_output=True)
+    if reachable.returncode == 0:
+        return inside
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"noetl-gateway-e2e-{digest}" / "pg"
+
+
 def default_cache() -> CachePaths:
-    return CachePaths(Path(os.environ.get("E2E_CACHE_DIR") or REPO / ".e2e-cache").resolve())
+    root = Path(os.environ.get("E2E_CACHE_DIR") or REPO / ".e2e-cache").resolve()
+    return CachePaths(root, postgres_home(root))
 
 
 # -- installation -------------------------------------------------------------------------------

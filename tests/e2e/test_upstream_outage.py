@@ -13,6 +13,7 @@ import pytest
 from tests.e2e import catalog
 from tests.e2e.conftest import Deployed, Login
 from tests.support.gateway import GatewayProcess, call
+from tests.support.graphql_client import error_codes, gql
 from tests.support.waiting import wait_for
 
 
@@ -45,6 +46,14 @@ async def test_noetl_down_gives_502_and_recovery_when_it_is_back(
             client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": deployed.issuer.token("auth0|x", "x@e2e.test")}
         )
         assert status == 502, body
+        # GraphQL: an error with a code a UI can act on, HTTP 200, no upstream address in it.
+        status, body, _ = await gql(
+            client, gw, alice.token, 'mutation { executePlaybook(name: "e2e/echo") { executionId } }'
+        )
+        assert status == 200 and error_codes(body) == ["UPSTREAM_UNAVAILABLE"], body
+        assert "127.0.0.1" not in str(body), body
+        status, body, _ = await gql(client, gw, alice.token, 'query { execution(id: "1") { state } }')
+        assert status == 200 and error_codes(body) == ["UPSTREAM_UNAVAILABLE"], body
         status, ready, _ = await call(client, "GET", f"{gw.url}/health/ready")
         assert status == 503 and ready["status"] == "unavailable", ready
     finally:
