@@ -19,6 +19,7 @@ from gateway.callbacks import CallbackRouter
 from gateway.config import GatewayConfig
 from gateway.graphql_engine import GraphQLEngine
 from gateway.kv import KvBucket
+from gateway.live import LiveHub
 from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
 from gateway.noetl import NoetlClient, make_http_session
@@ -41,6 +42,7 @@ class Services:
     callbacks: CallbackRouter
     sessions: SessionCache
     auth: AuthService
+    live: LiveHub
     graphql: GraphQLEngine
     buckets: list[KvBucket] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +93,8 @@ class Services:
         revoked_bucket = KvBucket(link, config.nats_revoked_bucket, config.gateway_revocation_ttl_secs, mirror=True)
         sessions = SessionCache(session_bucket, revoked_bucket, metrics)
         auth = AuthService(config, noetl, callbacks, sessions, signer)
-        return cls(
+        live = LiveHub(config, link, metrics, sessions)
+        services = cls(
             config=config,
             metrics=metrics,
             http=http,
@@ -101,9 +104,12 @@ class Services:
             callbacks=callbacks,
             sessions=sessions,
             auth=auth,
+            live=live,
             graphql=GraphQLEngine(config, metrics),
             buckets=[session_bucket, revoked_bucket],
         )
+        services.shutdown_hooks.append(live.shutdown)
+        return services
 
     async def start(self, nats_wait_secs: float = 2.0) -> None:
         """Connect what can be connected now; the rest keeps trying in the background."""
@@ -121,6 +127,7 @@ class Services:
 
     async def close(self) -> None:
         """Stop background work, drain NATS, close the HTTP pool."""
+        await self.live.close()
         await self.auth.close()
         for bucket in self.buckets:
             await bucket.close()

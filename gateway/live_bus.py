@@ -1,0 +1,218 @@
+"""Events to SSE clients through JetStream, and their in-process stand-in (CONTRACT §7, §8).
+
+* Every event is published on ``{NATS_EVENTS_SUBJECT_PREFIX}.{client_id}`` into the stream
+  ``NATS_EVENTS_STREAM`` (max age ``GATEWAY_EVENT_RETENTION_SECS``). The JSON-RPC message is the
+  payload, byte for byte what the client receives; routing facts travel in headers.
+* Each process runs **one** ordered push consumer on the whole subject space and hands every
+  event to its local streams (a dict lookup; events for clients held elsewhere are dropped).
+  One consumer per process, not per connection: 10k connections cost no server-side state
+  and no task each, and the stream order is the delivery order. The consumer restarts after
+  every reconnect from the last sequence it delivered, so nothing published meanwhile is missed.
+* Replay (``Last-Event-ID``) reads the client's retained events by subject, directly from the
+  stream (no consumer), one message per request.
+* :class:`MemoryJournal` keeps events made while NATS is away (or never configured), bounded by
+  age and count, so one process still delivers and replays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from nats.js import api
+from nats.js.errors import BadRequestError, NotFoundError
+
+from gateway.config import GatewayConfig
+from gateway.live_events import LiveEvent, Pos
+from gateway.nats_link import NatsLink
+
+log = logging.getLogger("gateway.live")
+
+MAX_EVENTS_PER_CLIENT = 10_000  # per subject in the stream: a runaway progress loop cannot fill the disk
+_H_SESSION = "Gw-Session"
+_H_METHOD = "Gw-Method"
+_H_KIND = "Gw-Kind"
+_H_REQUEST = "Gw-Request"
+
+
+def _event_from(subject: str, prefix: str, seq: int, headers: dict[str, str] | None, data: bytes) -> LiveEvent | None:
+    if not headers or not subject.startswith(prefix):
+        return None
+    session = headers.get(_H_SESSION)
+    method = headers.get(_H_METHOD)
+    if not session or not method:
+        return None
+    return LiveEvent(
+        pos=(seq, 0),
+        client_id=subject[len(prefix) :],
+        session=session,
+        method=method,
+        payload=data,
+        kind=headers.get(_H_KIND) or None,
+        request_id=headers.get(_H_REQUEST) or None,
+    )
+
+
+class EventBus:
+    """Publishes client events to JetStream; feeds the local streams from one consumer."""
+
+    def __init__(self, config: GatewayConfig, link: NatsLink, on_event: Callable[[LiveEvent], None]) -> None:
+        self._link = link
+        self._on_event = on_event
+        self.stream_name = config.nats_events_stream
+        self.prefix = config.nats_events_subject_prefix.rstrip(".") + "."
+        self.retention = float(config.gateway_event_retention_secs)
+        # The last sequence the consumer delivered: where it restarts, and the base of local positions.
+        self.consumed = 0
+        self._started = False
+        self._sub: Any = None
+        link.add_setup_hook("sse-events", self._setup)
+
+    def subject(self, client_id: str) -> str:
+        """The subject of one client's events."""
+        return self.prefix + client_id
+
+    # -- setup (every (re)connect) ---------------------------------------------------------
+
+    async def _setup(self, link: NatsLink) -> None:
+        assert link.js is not None
+        js = link.js
+        config = api.StreamConfig(
+            name=self.stream_name,
+            subjects=[self.prefix + "*"],
+            max_age=self.retention,
+            max_msgs_per_subject=MAX_EVENTS_PER_CLIENT,
+            discard=api.DiscardPolicy.OLD,
+            storage=api.StorageType.FILE,
+            allow_direct=True,
+        )
+        try:
+            info = await js.add_stream(config)
+        except BadRequestError:  # exists with other settings (e.g. another retention): adopt ours
+            info = await js.update_stream(config)
+            log.info("updated stream %s (max age %ss)", self.stream_name, int(self.retention))
+        last = int(info.state.last_seq or 0)
+        if not self._started:
+            self.consumed = last  # a new process delivers what is published from now on
+            self._started = True
+        elif last < self.consumed:
+            log.warning(
+                "stream %s was reset (last seq %d < %d); positions restart", self.stream_name, last, self.consumed
+            )
+            self.consumed = last
+        await self._stop_consumer()
+        self._sub = await js.subscribe(
+            self.prefix + "*",
+            stream=self.stream_name,
+            cb=self._on_message,
+            ordered_consumer=True,
+            config=api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=self.consumed + 1,
+            ),
+        )
+
+    async def _stop_consumer(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+
+    async def _on_message(self, msg: Any) -> None:
+        try:
+            seq = int(msg.metadata.sequence.stream)
+        except Exception:
+            return
+        if seq <= self.consumed:
+            return
+        self.consumed = seq
+        event = _event_from(msg.subject, self.prefix, seq, msg.headers, msg.data)
+        if event is not None:
+            self._on_event(event)
+
+    async def close(self) -> None:
+        """Stop the consumer (the link drains the connection)."""
+        await self._stop_consumer()
+
+    # -- publish / replay ------------------------------------------------------------------
+
+    async def publish(
+        self, client_id: str, session: str, method: str, payload: bytes, kind: str | None, request_id: str | None
+    ) -> LiveEvent:
+        """Store an event in the stream; raises when NATS cannot take it."""
+        js = self._link.js
+        if js is None:
+            raise ConnectionError("NATS is not connected")
+        headers = {_H_SESSION: session, _H_METHOD: method}
+        if kind:
+            headers[_H_KIND] = kind
+        if request_id:
+            headers[_H_REQUEST] = request_id
+        ack = await js.publish(self.subject(client_id), payload, timeout=2.0, stream=self.stream_name, headers=headers)
+        return LiveEvent((int(ack.seq), 0), client_id, session, method, payload, kind, request_id)
+
+    async def replay(self, client_id: str, after_seq: int) -> AsyncIterator[LiveEvent]:
+        """The client's retained events with a sequence above ``after_seq``, in order."""
+        js = self._link.js
+        if js is None:
+            return
+        subject = self.subject(client_id)
+        seq = after_seq + 1
+        while True:
+            try:
+                msg = await js.get_msg(self.stream_name, seq=seq, subject=subject, next=True, direct=True)
+            except NotFoundError:
+                return
+            if msg.seq is None:
+                return
+            event = _event_from(msg.subject or "", self.prefix, msg.seq, msg.headers, msg.data or b"")
+            if event is not None:
+                yield event
+            seq = msg.seq + 1
+
+
+class MemoryJournal:
+    """Recent events kept in process memory, per client, bounded by age and count."""
+
+    def __init__(self, retention_secs: float, per_client: int = 1000, max_clients: int = 100_000) -> None:
+        self.retention = retention_secs
+        self.per_client = per_client
+        self.max_clients = max_clients
+        self._events: OrderedDict[str, deque[tuple[float, LiveEvent]]] = OrderedDict()
+
+    def add(self, event: LiveEvent) -> None:
+        """Keep an event for replay."""
+        events = self._events.get(event.client_id)
+        if events is None:
+            events = self._events[event.client_id] = deque(maxlen=self.per_client)
+            while len(self._events) > self.max_clients:
+                self._events.popitem(last=False)
+        else:
+            self._events.move_to_end(event.client_id)
+        events.append((time.monotonic() + self.retention, event))
+
+    def after(self, client_id: str, pos: Pos) -> list[LiveEvent]:
+        """The client's kept events after ``pos``, in order."""
+        events = self._events.get(client_id)
+        if not events:
+            return []
+        now = time.monotonic()
+        return [event for expires, event in events if expires > now and event.pos > pos]
+
+    def purge(self) -> None:
+        """Drop expired events (called periodically)."""
+        now = time.monotonic()
+        for client_id in list(self._events):
+            events = self._events[client_id]
+            while events and events[0][0] <= now:
+                events.popleft()
+            if not events:
+                del self._events[client_id]
+
+    def __len__(self) -> int:
+        return sum(len(events) for events in self._events.values())

@@ -1,0 +1,74 @@
+"""Helpers for live-results tests: log in, register a pending request, post worker callbacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from gateway.services import Services
+from gateway.tokens import CallbackSigner, token_hash
+from tests.support.gateway import GatewayInstance, GatewayProcess, call
+
+Gateway = GatewayInstance | GatewayProcess
+
+SECRET = "test-callback-secret-0123456789abcdefghij"  # the gateway_env fixture's GATEWAY_CALLBACK_SECRET
+
+
+async def login(client: aiohttp.ClientSession, gw: Gateway, auth0_token: str = "good") -> str:
+    """A fresh session token (stand-in login playbook)."""
+    status, body, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": auth0_token})
+    assert status == 200, body
+    return str(body["session_token"])
+
+
+def services_of(gw: GatewayInstance) -> Services:
+    assert gw.services is not None
+    return gw.services
+
+
+async def pending_request(gw: GatewayInstance, token: str, client_id: str, path: str = "tests/manual") -> str:
+    """What executePlaybook(clientId) does on its side of the seam, without running a playbook."""
+    services = services_of(gw)
+    session = await services.auth.validate(token)
+    assert session is not None
+    request_id = await services.live.prepare_request(session, client_id)
+    await services.live.record_pending(request_id, client_id, session, "9001", path)
+    return request_id
+
+
+def callback_headers(request_id: str) -> dict[str, str]:
+    """The Authorization header a playbook sends with its callback token (any replica: shared secret)."""
+    return {"Authorization": f"Bearer {CallbackSigner(SECRET, 3600).issue(request_id)}"}
+
+
+async def post_result(
+    client: aiohttp.ClientSession,
+    gw: Gateway,
+    request_id: str,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """POST /api/internal/callback/async like a worker."""
+    payload = {"request_id": request_id, "execution_id": "9001", "status": "COMPLETED", "data": {"ok": True}}
+    payload.update(body or {})
+    status, answer, _ = await call(client, "POST", f"{gw.url}/api/internal/callback/async", payload, headers=headers)
+    return status, answer
+
+
+async def post_progress(
+    client: aiohttp.ClientSession,
+    gw: Gateway,
+    request_id: str,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """POST /api/internal/progress like a worker."""
+    payload = {"request_id": request_id, "execution_id": "9001", "step": "s1", "message": "working", "progress": 0.5}
+    payload.update(body or {})
+    status, answer, _ = await call(client, "POST", f"{gw.url}/api/internal/progress", payload, headers=headers)
+    return status, answer
+
+
+def hashed(token: str) -> str:
+    return token_hash(token)

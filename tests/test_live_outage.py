@@ -1,0 +1,74 @@
+"""NATS stops mid-stream: delivery in one process continues; NATS returns: routing across replicas resumes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from tests.conftest import GatewayFactory
+from tests.support.gateway import GatewayInstance
+from tests.support.live import callback_headers, login, pending_request, post_progress, post_result, services_of
+from tests.support.nats_server import NatsServer
+from tests.support.sse_client import SseStream, init_of, open_stream
+from tests.support.waiting import wait_for
+
+
+def nats_up(*gateways: GatewayInstance) -> bool:
+    return all(services_of(gw).nats.connected for gw in gateways)
+
+
+def order_key(event_id: str | None) -> tuple[int, int]:
+    major, _, minor = (event_id or "0").partition(".")
+    return int(major), int(minor or 0)
+
+
+async def result_for(stream: SseStream, request_id: str) -> None:
+    await stream.wait_for(
+        lambda e: e.event == "playbook/result" and e.json["params"]["requestId"] == request_id, timeout=10
+    )
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_nats_stopped_mid_stream_then_back(
+    make_gateway: GatewayFactory, own_nats: NatsServer, client: aiohttp.ClientSession
+) -> None:
+    a = await make_gateway(NATS_URL=own_nats.url)
+    b = await make_gateway(NATS_URL=own_nats.url)
+    token = await login(client, a)
+    stream = await open_stream(client, a.url, token)
+    try:
+        client_id = init_of(stream)["clientId"]
+        before = await pending_request(a, token, client_id)
+        assert (await post_result(client, b, before, headers=callback_headers(before)))[0] == 200
+        await result_for(stream, before)  # routed A <- NATS <- B
+
+        in_flight = await pending_request(a, token, client_id)  # recorded while NATS is up
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, own_nats.stop)
+        await wait_for(lambda: not services_of(a).nats.connected, timeout=10)
+
+        # Single-process delivery goes on: callbacks reaching A, for requests recorded before and during.
+        headers = callback_headers(in_flight)
+        assert (await post_progress(client, a, in_flight, headers=headers))[0] == 200
+        assert (await post_result(client, a, in_flight, headers=headers))[0] == 200
+        await result_for(stream, in_flight)
+        during = await pending_request(a, token, client_id)
+        assert (await post_result(client, a, during, headers=callback_headers(during)))[0] == 200
+        await result_for(stream, during)
+
+        await loop.run_in_executor(None, own_nats.start)
+        await wait_for(lambda: nats_up(a, b), timeout=15)
+
+        # Routing resumes: recorded on A, result posted to B, event on A's stream.
+        after = await pending_request(a, token, client_id)
+        assert (await post_result(client, b, after, headers=callback_headers(after)))[0] == 200
+        await result_for(stream, after)
+
+        got = [e.json["params"]["requestId"] for e in stream.named("playbook/result")]
+        assert got == [before, in_flight, during, after]
+        keys = [order_key(e.id) for e in stream.events[1:] if e.event != "ping"]
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)  # ids keep increasing across the outage
+    finally:
+        await stream.close()
