@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from inspect import isawaitable
-from typing import Any
+from typing import Any, TypeGuard
 
-from graphql import ExecutionResult, GraphQLSchema, OperationType, execute
+from graphql import ExecutionResult, GraphQLResolveInfo, GraphQLSchema, OperationType, default_field_resolver, execute
+from graphql.pyutils import is_awaitable
 
 from gateway.config import GatewayConfig
 from gateway.graphql_context import RequestContext
@@ -30,6 +31,20 @@ from gateway.metrics import Metrics
 from schema import build_gateway_schema
 
 log = logging.getLogger("gateway.graphql")
+
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None), dict, list})
+
+
+def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
+    """graphql-core asks this for every value; plain JSON values answer without attribute lookups."""
+    return type(value) not in _PLAIN_TYPES and is_awaitable(value)
+
+
+def _field_from_dict(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
+    """Resolvers return dicts keyed by field name; a plain lookup skips the Mapping ABC check."""
+    if type(source) is dict:
+        return source.get(info.field_name)
+    return default_field_resolver(source, info, **args)
 
 
 class Outcome(enum.Enum):
@@ -96,8 +111,10 @@ class GraphQLEngine:
             context_value=context,
             variable_values=variables,
             operation_name=operation_name,
+            field_resolver=_field_from_dict,
+            is_awaitable=_is_awaitable,
         )
-        if isawaitable(result):
+        if is_awaitable(result):
             result = await result
         assert isinstance(result, ExecutionResult)
         return _outcome_of(result, context.request_id)

@@ -123,3 +123,33 @@ def test_execution_mapping_tolerates_other_spellings() -> None:
         "not a date",
         None,
     )
+
+
+@pytest.mark.gen_test
+async def test_unexpected_resolver_errors_are_internal_and_logged(
+    gateway: GatewayInstance, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a resolver: the client sees INTERNAL and a generic message, the log has the detail."""
+    token = await login(client, gateway)
+    version = gateway.services.graphql.schema.query_type.fields["version"]  # type: ignore[union-attr]
+    original = version.resolve
+
+    def broken(_root: object, _info: object) -> str:
+        raise RuntimeError("connect to http://10.0.0.7:8082/api/secret failed")
+
+    version.resolve = broken
+    try:
+        status, body, _ = await gql(client, gateway, token, "{ health version }")
+    finally:
+        version.resolve = original
+    assert status == 200
+    assert body["data"] is None  # version is non-null, so the error nulls the whole data
+    assert body["errors"] == [
+        {
+            "message": "Internal server error",
+            "locations": [{"line": 1, "column": 10}],
+            "path": ["version"],
+            "extensions": {"code": "INTERNAL"},
+        }
+    ]
+    assert "10.0.0.7" in caplog.text and "resolver failed at version" in caplog.text
