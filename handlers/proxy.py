@@ -237,6 +237,8 @@ class ProxyHandler(AuthenticatedHandler):
         except asyncio.CancelledError:
             if not self._client_gone:
                 raise
+        if self._client_gone and not self._headers_written:
+            self.set_status(499, "Client Closed Request")  # what the access log shows (nginx's code)
 
     async def _check_execute_access(self, body: bytes) -> None:
         """POST /noetl/execute runs the same access check as executePlaybook."""

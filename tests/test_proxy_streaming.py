@@ -100,7 +100,11 @@ async def test_client_abort_while_upstream_is_silent_cancels_upstream(
     assert not routes.event("disconnected", "hang").is_set()
     request.cancel()  # the client gives up and closes its connection
     await asyncio.wait_for(routes.event("disconnected", "hang").wait(), 5)
-    await wait_for(lambda: gateway.services is not None and gateway.services.inflight == 0, timeout=5)
+    assert gateway.services is not None
+    metrics = gateway.services.metrics.registry
+    labels = {"route": "proxy", "method": "GET", "status": "499"}  # logged as "client closed request"
+    await wait_for(lambda: metrics.get_sample_value("gateway_http_requests_total", labels) == 1, timeout=5)
+    assert gateway.services.inflight == 0
 
 
 @pytest.mark.gen_test
