@@ -27,8 +27,10 @@ COPY schema/ schema/
 
 # A regular (non-editable) install of [project].dependencies only — no test extra, no dev tools —
 # plus dumb-init, the tiny init that runs as PID 1 (why: see the ENTRYPOINT below). Every runtime
-# dependency ships manylinux wheels, so no compiler is needed in this stage either.
-RUN /opt/venv/bin/pip install --no-cache-dir . dumb-init==1.2.5.post1
+# dependency ships manylinux wheels, so no compiler is needed in this stage either. pip and
+# setuptools are then removed: nothing installs anything at run time.
+RUN /opt/venv/bin/pip install --no-cache-dir . dumb-init==1.2.5.post1 \
+ && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 # ---- runtime: the virtualenv on a clean slim base, non-root, read-only friendly -----------------
 FROM ${PYTHON_IMAGE} AS runtime

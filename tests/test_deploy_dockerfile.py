@@ -3,6 +3,7 @@ HEALTHCHECK command against a real gateway, and SIGTERM through the image's init
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -12,13 +13,16 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import zipfile
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, packages_distributions, requires, version
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from gateway.config import env_names
 from tests.support.gateway import GatewayProcess
@@ -146,11 +150,53 @@ def test_only_runtime_dependencies_are_installed() -> None:
     pip_lines = [args for keyword, args in PARSED if keyword == "RUN" and "pip install" in args]
     assert pip_lines
     for line in pip_lines:
-        assert "[" not in line, f"an extra (test/dev dependencies) is installed: {line}"
-        assert "-e " not in line and "--editable" not in line
-        targets = [word for word in shlex.split(line.split("pip install", 1)[1]) if not word.startswith("-")]
+        install = next(part for part in line.split("&&") if "pip install" in part)
+        assert "[" not in install, f"an extra (test/dev dependencies) is installed: {install}"
+        assert "-e " not in install and "--editable" not in install
+        targets = [word for word in shlex.split(install.split("pip install", 1)[1]) if not word.startswith("-")]
         for target in targets:
             assert target == "." or "==" in target, f"unpinned package {target!r}"
+
+
+def runtime_distributions() -> set[str]:
+    """[project].dependencies and everything they require, as installed here (normalised names)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [Requirement(spec) for spec in project["dependencies"]]
+    seen: set[str] = set()
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        for spec in requires(name) or []:
+            sub = Requirement(spec)
+            extras = requirement.extras or {""}
+            if sub.marker is None or any(sub.marker.evaluate({"extra": extra}) for extra in extras):
+                todo.append(sub)
+    return seen
+
+
+def test_runtime_code_imports_only_runtime_dependencies() -> None:
+    """The image installs [project].dependencies only: no runtime module may need a test package."""
+    local = {"gateway", "handlers", "schema"}
+    imported: set[str] = set()
+    for package in local:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - local - set(sys.stdlib_module_names) - {"__future__"}
+    providers = packages_distributions()
+    allowed = runtime_distributions()
+    outside = {
+        module: providers.get(module)
+        for module in third_party
+        if not {canonicalize_name(dist) for dist in providers.get(module, [])} & allowed
+    }
+    assert outside == {}, f"imported at run time but not a runtime dependency: {outside}"
 
 
 def test_port_healthcheck_entrypoint_and_no_baked_configuration() -> None:
@@ -171,8 +217,6 @@ def test_port_healthcheck_entrypoint_and_no_baked_configuration() -> None:
 
 
 def test_console_script_of_the_cmd_exists() -> None:
-    import tomllib
-
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["noetl-gateway"] == "gateway.__main__:main"
 
@@ -212,8 +256,6 @@ def test_dockerignore_allows_exactly_what_is_copied() -> None:
     assert allowed == set(copy_sources())
     assert all((ROOT / source).exists() for source in allowed)
     # Every package setuptools is told to build is in the context.
-    import tomllib
-
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     assert set(packages) <= allowed
 

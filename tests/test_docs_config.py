@@ -128,6 +128,18 @@ def value_paths(node: Any, prefix: str = "") -> list[str]:
     return paths
 
 
+def test_chart_readme_config_defaults_match_values_yaml() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    stale = []
+    for key, value in values["config"].items():
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `config.{key}` |")), "")
+        expected = "`~`" if value is None else f'`"{value}"`'
+        if expected not in row:
+            stale.append(f"{key}: README {row!r}, values.yaml {value!r}")
+    assert stale == []
+
+
 def test_chart_readme_documents_every_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     readme = (CHART / "README.md").read_text()
