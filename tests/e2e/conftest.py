@@ -59,6 +59,18 @@ class Deployed:
         return self.stack.postgres.psql(statement, db=NOETL_DB)
 
 
+_TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How long the stack took to come up (the first run of a cache includes the install)."""
+    if _TIMINGS:
+        terminalreporter.write_line(
+            f"e2e stack: up in {_TIMINGS['up']:.1f}s, of which install/check {_TIMINGS['install']:.1f}s"
+            " (logs in .e2e-cache/logs/)"
+        )
+
+
 @pytest.fixture(scope="session")
 def deployed(issuer: TestIssuer) -> Iterator[Deployed]:
     """Start the stack (cached venv and cluster), then deploy what the gateway relies on."""
@@ -67,6 +79,7 @@ def deployed(issuer: TestIssuer) -> Iterator[Deployed]:
         stack.up()
     except StackError as exc:
         _unavailable(f"NoETL stack unavailable: {exc}")
+    _TIMINGS.update(stack.timings)
     try:
         assert stack.postgres is not None
         stack.postgres.psql(file=AUTH_SQL, db=NOETL_DB)

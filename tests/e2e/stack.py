@@ -490,6 +490,7 @@ class Stack:
     server: Managed | None = None
     server_port: int = 0
     worker: Managed | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: install, up
     _lock: IO[str] | None = None
 
     # -- urls ----------------------------------------------------------------------------------
@@ -537,9 +538,12 @@ class Stack:
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self._lock.close()
+            self._lock = None
             raise StackError(f"another e2e stack is running on {self.paths.root}") from None
         try:
             install(self.paths)
+            self.timings["install"] = time.monotonic() - started
             reap_stale(self.paths)
             shutil.rmtree(self.paths.run, ignore_errors=True)
             for directory in (self.paths.run, self.paths.logs, self.paths.run / "tmp", self.paths.run / "cwd"):
@@ -558,7 +562,8 @@ class Stack:
         except BaseException:
             self.down()
             raise
-        log(f"stack up in {time.monotonic() - started:.1f}s: NoETL {self.noetl_url}, NATS {HOST}:{self.nats_port}")
+        self.timings["up"] = time.monotonic() - started
+        log(f"stack up in {self.timings['up']:.1f}s: NoETL {self.noetl_url}, NATS {HOST}:{self.nats_port}")
         return self
 
     def down(self) -> None:
