@@ -490,7 +490,9 @@ class Stack:
     server: Managed | None = None
     server_port: int = 0
     worker: Managed | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: install, up
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: install, postgres, ..., up
+    _last_lap: float = 0.0
+    _worker_log_offset: int = 0
     _lock: IO[str] | None = None
 
     # -- urls ----------------------------------------------------------------------------------
@@ -543,28 +545,45 @@ class Stack:
             raise StackError(f"another e2e stack is running on {self.paths.root}") from None
         try:
             install(self.paths)
-            self.timings["install"] = time.monotonic() - started
+            self._last_lap = started
+            self._lap("install")
             reap_stale(self.paths)
             shutil.rmtree(self.paths.run, ignore_errors=True)
+            for old_log in self.paths.logs.glob("*.log"):  # this run's logs only (pip.log is the install's)
+                if old_log.name != "pip.log":
+                    old_log.unlink()
             for directory in (self.paths.run, self.paths.logs, self.paths.run / "tmp", self.paths.run / "cwd"):
                 directory.mkdir(parents=True, exist_ok=True)
             self.postgres = Postgres(self.paths)
             self.postgres.start()
             self._save_state()
             self.postgres.prepare_noetl_db(self.noetl_ddl())
+            self._lap("postgres")
             self.start_nats()
             self._save_state()
+            self._lap("nats")
+            # Server and worker start side by side (each spends seconds importing); the worker
+            # retries its registration until the server answers.
             self.server_port = free_port()
-            self.start_server()
+            self.spawn_server()
+            self.spawn_worker()
             self._save_state()
-            self.start_worker()
-            self._save_state()
+            self.wait_server()
+            self._lap("server")
+            self.wait_worker()
+            self._lap("worker")
         except BaseException:
             self.down()
             raise
         self.timings["up"] = time.monotonic() - started
         log(f"stack up in {self.timings['up']:.1f}s: NoETL {self.noetl_url}, NATS {HOST}:{self.nats_port}")
         return self
+
+    def _lap(self, name: str) -> None:
+        """Seconds since the previous lap (the summary shows where start-up time goes)."""
+        now = time.monotonic()
+        self.timings[name] = now - self._last_lap
+        self._last_lap = now
 
     def down(self) -> None:
         """Stop everything we started, newest first, by PID."""
@@ -661,18 +680,26 @@ class Stack:
 
     def start_server(self) -> None:
         """The NoETL server on the port chosen by ``up()`` (kept across stop/start)."""
+        self.spawn_server()
+        self.wait_server()
+
+    def spawn_server(self) -> None:
         args = [str(self.paths.venv_python), "-m", "noetl.server", "--host", HOST, "--port", str(self.server_port)]
         self.server = spawn("server", args, self.paths.logs / "server.log", self.noetl_env(), self.paths.run / "cwd")
-        proc = self.server.proc
+
+    def wait_server(self) -> None:
+        """Ready when ``GET /api/health`` says ok (3-5 s)."""
+        assert self.server is not None
+        server = self.server
 
         def healthy() -> bool:
             status, body = http_json("GET", f"{self.noetl_url}/api/health", timeout=1)
             return status == 200 and isinstance(body, dict) and body.get("status") == "ok"
 
         try:
-            wait_until("NoETL server", healthy, 60, proc)
+            wait_until("NoETL server", healthy, 60, server.proc)
         except StackError as exc:
-            raise StackError(f"{exc}\n{_tail(self.server.log_path)}") from None
+            raise StackError(f"{exc}\n{_tail(server.log_path)}") from None
 
     def stop_server(self) -> None:
         """Stop the NoETL server only (the fault-injection tests restart it with ``start_server``)."""
@@ -681,7 +708,7 @@ class Stack:
             self.server = None
             self._save_state()
 
-    def start_worker(self) -> None:
+    def spawn_worker(self) -> None:
         args = [
             str(self.paths.venv_python),
             "-m",
@@ -692,19 +719,24 @@ class Stack:
             self.noetl_url,
         ]
         log_path = self.paths.logs / "worker.log"
-        offset = log_path.stat().st_size if log_path.exists() else 0
+        self._worker_log_offset = log_path.stat().st_size if log_path.exists() else 0
         env = {**self.noetl_env(), "NOETL_RUN_MODE": "worker"}
         self.worker = spawn("worker", args, log_path, env, self.paths.run / "cwd")
 
+    def wait_worker(self) -> None:
+        """Ready when its log says it subscribed to the command stream (2-3 s)."""
+        assert self.worker is not None
+        worker = self.worker
+
         def subscribed() -> bool:
-            with open(log_path, "rb") as fh:
-                fh.seek(offset)
+            with open(worker.log_path, "rb") as fh:
+                fh.seek(self._worker_log_offset)
                 return b"Subscribed to noetl.commands" in fh.read()
 
         try:
-            wait_until("NoETL worker", subscribed, 60, self.worker.proc)
+            wait_until("NoETL worker", subscribed, 60, worker.proc)
         except StackError as exc:
-            raise StackError(f"{exc}\n{_tail(log_path)}") from None
+            raise StackError(f"{exc}\n{_tail(worker.log_path)}") from None
 
     def _save_state(self) -> None:
         """PIDs and ports, so `down` (or the next run) can stop what a crashed run left."""
