@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck install clean e2e
+.PHONY: run test lint typecheck install clean e2e demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,7 @@ run: $(STAMP)
 
 ## Lint, type-check and run every test.
 test: $(STAMP)
+	sh tests/browser/ensure_chromium.sh
 	$(BIN)/ruff check gateway handlers schema tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -29,6 +30,11 @@ test: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/python -m tests.e2e.stack install
 	$(BIN)/python -m pytest tests/e2e -v -rs
+
+## The gateway working in one command: nats-server, the NoETL DEVELOPMENT STAND-IN, the gateway
+## and the UI on its own origin; prints the URLs and the demo token; Ctrl-C stops it. See docs/demo.md.
+demo: $(STAMP)
+	$(BIN)/python -m tests.fixtures.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway handlers schema tests

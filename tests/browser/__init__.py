@@ -1,0 +1,1 @@
+"""Browser tests: the UI fixture in headless Chromium against a real gateway."""
