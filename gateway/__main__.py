@@ -52,6 +52,12 @@ def listen_sockets(config: GatewayConfig) -> list[socket.socket]:
 
 async def serve(config: GatewayConfig, sockets: list[socket.socket]) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully."""
+    # Handlers first: a SIGTERM during the NATS wait below must not be lost (PID 1 ignores
+    # signals it has no handler for).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     services = Services.create(config)
     app = make_app(config, services)
     server = HTTPServer(
@@ -68,11 +74,6 @@ async def serve(config: GatewayConfig, sockets: list[socket.socket]) -> None:
         config.router_port,
         config.noetl_base_url,
     )
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
 
     log.info("stopping: no new connections, closing streams, finishing in-flight requests")

@@ -39,6 +39,7 @@ class GatewayConfig(BaseModel):
     gateway_log_format: Literal["text", "json"] = "text"
     gateway_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     gateway_shutdown_grace_secs: float = Field(10.0, ge=0)
+    gateway_trusted_proxy_hops: int = Field(1, ge=0, le=10)
 
     # Upstream NoETL
     noetl_base_url: str = "http://localhost:8082"

@@ -178,10 +178,17 @@ class BaseHandler(RequestHandler):
     # -- helpers ---------------------------------------------------------------------------
 
     def client_ip(self) -> str:
-        """The caller's address, first X-Forwarded-For hop when behind the ingress."""
+        """The caller's address: the X-Forwarded-For entry added by the nearest trusted proxy.
+
+        Entries left of the proxies' own are client-controlled, so the first entry is never
+        trusted blindly (it would let anyone dodge the per-IP login limit).
+        """
+        hops = self.config.gateway_trusted_proxy_hops
         forwarded = self.request.headers.get("X-Forwarded-For", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        if hops and forwarded:
+            entries = [part.strip() for part in forwarded.split(",") if part.strip()]
+            if entries:
+                return entries[-hops] if len(entries) >= hops else entries[0]
         return self.request.remote_ip or ""
 
 

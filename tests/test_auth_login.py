@@ -79,7 +79,7 @@ async def test_login_client_ip_honours_forwarded_for(
         "POST",
         f"{gateway.url}/api/auth/login",
         {"auth0_token": "good"},
-        headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1", "User-Agent": "ua-test/1"},
+        headers={"X-Forwarded-For": "198.51.100.66, 203.0.113.9", "User-Agent": "ua-test/1"},
     )
     assert status == 200
     variables = standin.state.calls_to("/api/execute")[0].body["workload"]
@@ -177,3 +177,19 @@ async def test_body_too_large_is_413(gateway: GatewayInstance, client: aiohttp.C
     )
     assert status == 413
     assert "too large" in body["error"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(("hops", "expected"), [("0", "127.0.0.1"), ("2", "198.51.100.66"), ("5", "198.51.100.66")])
+async def test_trusted_proxy_hops(
+    make_gateway, standin: Standin, client: aiohttp.ClientSession, hops: str, expected: str
+) -> None:
+    gw = await make_gateway(GATEWAY_TRUSTED_PROXY_HOPS=hops)
+    await call(
+        client,
+        "POST",
+        f"{gw.url}/api/auth/login",
+        {"auth0_token": "good"},
+        headers={"X-Forwarded-For": "198.51.100.66, 203.0.113.9"},
+    )
+    assert standin.state.calls_to("/api/execute")[0].body["workload"]["client_ip"] == expected
