@@ -60,6 +60,20 @@ class Target:
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # CPU time of the proxy per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its children (nginx's worker), from /proc."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(child) for child in children.read_text().split()]
+    for one in pids:
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def nginx_conf(workdir: Path, name: str, body: str) -> Path:
@@ -113,12 +127,16 @@ def run_wrk(target: Target, duration: float, connections: int) -> None:
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     for header in target.headers:
         cmd += ["-H", header]
+    cpu_before = cpu_seconds(target.proc.pid) if target.proc else 0.0
     done = subprocess.run([*cmd, target.url], capture_output=True, text=True, timeout=duration + 30)
+    cpu_used = cpu_seconds(target.proc.pid) - cpu_before if target.proc else 0.0
     out = done.stdout
     if "Requests/sec" not in out:
         raise SystemExit(f"wrk failed for {target.name}: {done.stderr or out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     target.rps.append(rps)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    target.cpu_us.append(cpu_used / max(requests, 1) * 1e6)
     target.p50_ms.append(_latency(out, "50%"))
     target.p99_ms.append(_latency(out, "99%"))
     if "Non-2xx" in out or "Socket errors" in out:
@@ -234,12 +252,14 @@ def main() -> None:
             target.rps.clear()
             target.p50_ms.clear()
             target.p99_ms.clear()
+            target.cpu_us.clear()
         for round_no in range(args.rounds):
             shift = round_no % len(targets)
             for target in targets[shift:] + targets[:shift]:
                 run_wrk(target, args.duration, args.connections)
-                rps, p99 = target.rps[-1], target.p99_ms[-1]
-                print(f"round {round_no + 1} {target.name:14s} {rps:9.0f} rps  p99 {p99:.2f} ms", flush=True)
+                rps, p99, cpu = target.rps[-1], target.p99_ms[-1], target.cpu_us[-1]
+                line = f"round {round_no + 1} {target.name:14s} {rps:9.0f} rps  p99 {p99:8.2f} ms  {cpu:6.0f} CPU µs/req"
+                print(line, flush=True)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -255,18 +275,32 @@ def main() -> None:
     load = os.getloadavg()
     print(f"\nwrk -t1 -c{args.connections}, {args.rounds} x {args.duration:g}s per target; load average {load[0]:.2f}")
     print("best = the round with the most rps (other load on the machine only ever lowers a round)")
-    print("| target | rps median | rps best | × bare-aiohttp (best) | p50 ms (best) | p99 ms (best) | p99 ms median |")
-    print("|---|---|---|---|---|---|---|")
+    print("CPU µs/req = the proxy process's own CPU time per request served (other load barely moves it)")
+    print(
+        "| target | rps best | × bare-aiohttp | p50 ms | p99 ms | rps median | p99 ms median "
+        "| CPU µs/req | capacity × bare-aiohttp |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     results = []
     base_best = max(base.rps) if base else float("nan")
+    base_cpu = statistics.median(base.cpu_us) if base else float("nan")
     for target in targets:
         best = max(range(len(target.rps)), key=lambda i: target.rps[i])
+        cpu = statistics.median(target.cpu_us)
         print(
-            f"| {target.name} | {statistics.median(target.rps):,.0f} | {target.rps[best]:,.0f} | "
-            f"{target.rps[best] / base_best:.2f} | {target.p50_ms[best]:.2f} | {target.p99_ms[best]:.2f} | "
-            f"{statistics.median(target.p99_ms):.2f} |"
+            f"| {target.name} | {target.rps[best]:,.0f} | {target.rps[best] / base_best:.2f} | "
+            f"{target.p50_ms[best]:.2f} | {target.p99_ms[best]:.2f} | {statistics.median(target.rps):,.0f} | "
+            f"{statistics.median(target.p99_ms):.2f} | {cpu:.0f} | {base_cpu / cpu:.2f} |"
         )
-        results.append({"target": target.name, "rps": target.rps, "p50_ms": target.p50_ms, "p99_ms": target.p99_ms})
+        results.append(
+            {
+                "target": target.name,
+                "rps": target.rps,
+                "p50_ms": target.p50_ms,
+                "p99_ms": target.p99_ms,
+                "cpu_us_per_request": target.cpu_us,
+            }
+        )
         if target.errors:
             print(f"  ! {target.name}: {'; '.join(target.errors)}")
     if args.json:

@@ -57,6 +57,9 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+        # Labelled children resolved once: the proxy counts on every request.
+        self.proxy_bytes_up = self.proxy_bytes.labels("upload")
+        self.proxy_bytes_down = self.proxy_bytes.labels("download")
         self.sse_clients = Gauge("gateway_sse_clients", "Open SSE streams", registry=r)
         self.sse_events = Counter("gateway_sse_events_total", "SSE events sent by method", ["method"], registry=r)
 

@@ -134,11 +134,16 @@ class ProxyExchange:
         self._response: aiohttp.ClientResponse | None = None
         self.sent_bytes = 0
 
-    def start(self, body: bytes | None = None) -> None:
-        """Send the request now; a streamed body follows through ``feed``."""
-        data = self.pipe.chunks() if self.pipe is not None else body
-        self._task = asyncio.ensure_future(self._open(data))
+    def start(self) -> None:
+        """Send the request now, in the background: the streamed body follows through ``feed``."""
+        assert self.pipe is not None
+        self._task = asyncio.ensure_future(self._open(self.pipe.chunks()))
         self._task.add_done_callback(_retrieve)
+
+    @property
+    def started(self) -> bool:
+        """True once the request went out in the background (``start``)."""
+        return self._task is not None
 
     def add_done_callback(self, callback: Callable[[ProxyExchange], None]) -> None:
         """Call ``callback(self)`` once NoETL answered or the call failed."""
@@ -196,9 +201,14 @@ class ProxyExchange:
         if self.pipe is not None:
             self.pipe.finish()
 
-    async def response(self) -> aiohttp.ClientResponse:
-        """NoETL's answer (status and headers); raises the mapped UpstreamFailure."""
-        assert self._task is not None
+    async def response(self, body: bytes | None = None) -> aiohttp.ClientResponse:
+        """NoETL's answer (status and headers); raises the mapped UpstreamFailure.
+
+        A request without a streamed body is sent here, in the caller's task (no extra task
+        on the hot path); the caller cancels its own task to give up.
+        """
+        if self._task is None:
+            return await self._open(body)
         return await self._task
 
     def abort(self, reason: str) -> None:

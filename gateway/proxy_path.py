@@ -20,10 +20,13 @@ _ENCODED_SEPARATOR = re.compile(r"%(?:25)*(?:2f|5c)", re.IGNORECASE)
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
 _MAX_DECODE_ROUNDS = 4
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_~/:@!$&'()*+,;=-]*")
 
 
 def unsafe_path_reason(raw_path: str) -> str | None:
     """Why ``raw_path`` (the undecoded part after ``/noetl/``) is refused, or None if safe."""
+    if _PLAIN_PATH.fullmatch(raw_path):
+        return None  # the common case: nothing encoded, no dot, nothing to decode
     if "\\" in raw_path:
         return "Path must not contain a backslash"
     if _ENCODED_SEPARATOR.search(raw_path):

@@ -50,10 +50,10 @@ class ProxyHandler(AuthenticatedHandler):
         self._upstream_target: tuple[Any, list[tuple[str, str]]] | None = None
         self._received = 0
         self._relayed = 0
-        self._relay: asyncio.Task[None] | None = None
         self._client_gone = False
         self._body_done = False
         self._deferred_error: ApiError | UpstreamFailure | None = None
+        self._waiting_task: asyncio.Task[Any] | None = None
 
     def compute_etag(self) -> str | None:
         """NoETL's ETag passes through; Tornado must not invent one (or answer 304 itself)."""
@@ -117,8 +117,10 @@ class ProxyHandler(AuthenticatedHandler):
             self._upstream_target = (url, headers)
             return
         self._exchange = self._new_exchange(url, headers, streamed_body=chunked or bool(declared))
-        self._exchange.start()
-        self._exchange.add_done_callback(self._upstream_settled)
+        if self._exchange.pipe is not None:
+            # The body streams to NoETL while it arrives, so the call starts now, in the background.
+            self._exchange.start()
+            self._exchange.add_done_callback(self._upstream_settled)
 
     def _declared_length(self) -> int | None:
         value = self.request.headers.get("Content-Length")
@@ -201,8 +203,8 @@ class ProxyHandler(AuthenticatedHandler):
         self._client_gone = True
         if self._exchange is not None:
             self._exchange.abort("client disconnected")
-        if self._relay is not None:
-            self._relay.cancel()
+        if self._waiting_task is not None:
+            self._waiting_task.cancel()  # it may be waiting for NoETL's first byte
         if not self._finished:
             log.info("client left during %s %s; upstream request cancelled", self.request.method, self.request.path)
         RequestHandler.on_connection_close(self)  # wakes _execute() if it waits for the body
@@ -222,21 +224,29 @@ class ProxyHandler(AuthenticatedHandler):
         self._body_done = True
         if self._deferred_error is not None:
             raise self._deferred_error
+        body: bytes | None = None
         if self._buffer is not None:
-            await self._check_execute_access(bytes(self._buffer))
+            body = bytes(self._buffer)
+            self._buffer = None
+            await self._check_execute_access(body)
             assert self._upstream_target is not None
             url, headers = self._upstream_target
             self._exchange = self._new_exchange(url, headers, streamed_body=False)
-            self._exchange.start(bytes(self._buffer))
-            self._buffer = None
         assert self._exchange is not None
         self._exchange.body_complete()
-        self._relay = asyncio.ensure_future(self._relay_response(self._exchange))
+        self._waiting_task = asyncio.current_task()
         try:
-            await self._relay
+            await self._relay_response(self._exchange, body)
         except asyncio.CancelledError:
+            # on_connection_close() cancelled this task (or the background call it awaited):
+            # the client is gone, which is not an error of this request.
+            task = asyncio.current_task()
             if not self._client_gone:
                 raise
+            if task is not None and task.cancelling():
+                task.uncancel()
+        finally:
+            self._waiting_task = None
         if self._client_gone and not self._headers_written:
             self.set_status(499, "Client Closed Request")  # what the access log shows (nginx's code)
 
@@ -259,10 +269,10 @@ class ProxyHandler(AuthenticatedHandler):
         if decision.get("allowed") is not True:
             raise ApiError(403, str(decision.get("message") or "Access denied"))
 
-    async def _relay_response(self, exchange: ProxyExchange) -> None:
+    async def _relay_response(self, exchange: ProxyExchange, body: bytes | None) -> None:
         """Status, headers, then the body as it arrives; a broken body aborts the connection."""
         try:
-            response = await exchange.response()
+            response = await exchange.response(body)
             self._copy_status_and_headers(response)
             if self.request.method == "HEAD" or response.status in (204, 304) or 100 <= response.status < 200:
                 await self.flush()
@@ -270,9 +280,9 @@ class ProxyHandler(AuthenticatedHandler):
                 return
             length = response.content_length
             if length is not None and length <= SMALL_BODY_BYTES:
-                body = await response.read()
-                self._relayed += len(body)
-                self.finish(body)
+                content = await response.read()
+                self._relayed += len(content)
+                self.finish(content)
                 return
             await self.flush()  # headers now: a live stream must not wait for its first chunk
             while chunk := await response.content.readany():
@@ -281,6 +291,8 @@ class ProxyHandler(AuthenticatedHandler):
                 await self.flush()
             self.finish()
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if self._client_gone:
+                return  # abort() closed the upstream response under us
             # Headers are out; a clean end would present a truncated body as complete.
             log.warning(
                 "NoETL response broke off after %d bytes (%s); closing the client connection",
@@ -317,9 +329,9 @@ class ProxyHandler(AuthenticatedHandler):
         """Count what was relayed."""
         metrics = self.services.metrics
         if self._received:
-            metrics.proxy_bytes.labels("upload").inc(self._received)
+            metrics.proxy_bytes_up.inc(self._received)
         if self._relayed:
-            metrics.proxy_bytes.labels("download").inc(self._relayed)
+            metrics.proxy_bytes_down.inc(self._relayed)
         super().on_finish()
 
 
