@@ -47,6 +47,17 @@ def _playbook_reason(data: Any, fallback: str) -> str:
     return message or error or fallback
 
 
+def _callback_status(callback: dict[str, Any]) -> str:
+    """``status`` defaults to success only when absent (an empty string is not a success)."""
+    status = callback.get("status")
+    return "success" if status is None else str(status)
+
+
+def _validate_api_missing(status: int, answer: Any) -> bool:
+    """A 404 from the router (no such endpoint), not NoETL's 404 for a missing credential."""
+    return status == 404 and (not isinstance(answer, dict) or answer.get("detail") in (None, "Not Found"))
+
+
 def _data_of(callback: dict[str, Any]) -> dict[str, Any]:
     data = callback.get("data")
     return data if isinstance(data, dict) else {}
@@ -120,7 +131,7 @@ class AuthService:
             except Auth0Error as exc:
                 raise AuthError(exc.status, exc.public) from None
         callback = await self.run_and_wait(self._config.auth_playbook_login, variables)
-        status = str(callback.get("status") or "success")
+        status = _callback_status(callback)
         data = _data_of(callback)
         if status != "success":
             raise AuthError(401, _playbook_reason(data, "Invalid credentials"))
@@ -163,10 +174,15 @@ class AuthService:
         if self.sessions.is_revoked(hashed):
             return None
         status, answer = await self._noetl.validate_session(token, self._config.auth_session_db_credential)
-        if status == 404:
+        if _validate_api_missing(status, answer):
             return await self._validate_via_playbook(token, hashed)
         if status >= 400 or not isinstance(answer, dict):
             raise UpstreamError(f"NoETL session validation failed with status {status}", status, answer)
+        if answer.get("status", "ok") != "ok":
+            # NoETL could not decide (e.g. its auth database is down): that is not "invalid", and
+            # evicting would log out every user whose session is not cached.
+            log.warning("NoETL session validation could not be done (status %s)", answer.get("status"))
+            raise UpstreamError("Session validation is unavailable right now", status, answer, gateway_status=503)
         return await self._accept_validation(answer, hashed)
 
     async def _validate_via_playbook(self, token: str, hashed: str) -> Session | None:
@@ -174,7 +190,7 @@ class AuthService:
             callback = await self.run_and_wait(self._config.auth_playbook_validate_session, {"session_token": token})
         except AuthError as exc:
             raise UpstreamError(exc.public, exc.status) from None
-        if str(callback.get("status") or "success") != "success":
+        if _callback_status(callback) != "success":
             raise UpstreamError(_playbook_reason(callback.get("data"), "Session validation failed"), 502)
         data = callback.get("data")
         return await self._accept_validation(data if isinstance(data, dict) else {}, hashed)
@@ -206,7 +222,7 @@ class AuthService:
                 {"session_token": token, "playbook_path": playbook_path, "action": permission},
             )
             data = _data_of(callback)
-            if str(callback.get("status") or "success") != "success":
+            if _callback_status(callback) != "success":
                 raise AuthError(502, _playbook_reason(data, "The access check failed"))
             user = parse_user(data.get("user"))
             allowed = data.get("allowed") is True or str(data.get("allowed")).lower() == "true"

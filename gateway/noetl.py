@@ -42,10 +42,11 @@ class UpstreamError(UpstreamFailure):
 
     code = "UPSTREAM_ERROR"
 
-    def __init__(self, public: str, upstream_status: int, body: Any = None) -> None:
+    def __init__(self, public: str, upstream_status: int, body: Any = None, gateway_status: int = 502) -> None:
         super().__init__(public)
         self.upstream_status = upstream_status
         self.body = body
+        self.status = gateway_status
 
 
 def make_http_session(connect_timeout: float, limit: int = 200) -> aiohttp.ClientSession:

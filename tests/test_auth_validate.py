@@ -164,3 +164,49 @@ async def test_session_seen_by_second_replica_without_noetl(
     _, body = await validate(client, b, login["session_token"])
     assert body["valid"] is True
     assert validate_calls(standin) == 0  # B found it in the shared cache
+
+
+@pytest.mark.gen_test
+async def test_noetl_that_cannot_decide_is_503_and_keeps_cache(
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+) -> None:
+    _, login, _ = await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "good-db"})
+    standin.state.validate_failure = "db_down"
+    status, body = await validate(client, gateway, "tok-not-cached")
+    assert status == 503 and body == {"error": "Session validation is unavailable right now"}
+    # A protected route says the same instead of 401.
+    status, body, _ = await call(
+        client,
+        "POST",
+        f"{gateway.url}/graphql",
+        {"query": "{ health }"},
+        headers={"Authorization": "Bearer tok-not-cached"},
+    )
+    assert status == 503
+    # The cached session keeps working.
+    _, body = await validate(client, gateway, login["session_token"])
+    assert body["valid"] is True
+
+
+@pytest.mark.gen_test
+async def test_missing_credential_is_not_mistaken_for_missing_api(
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+) -> None:
+    standin.state.validate_failure = "no_credential"
+    status, body = await validate(client, gateway, "tok-any-2")
+    assert status == 502
+    assert not standin.state.calls_to("/api/execute")  # no fallback playbook ran
+
+
+@pytest.mark.gen_test
+async def test_empty_callback_status_is_not_success(
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+) -> None:
+    async def blank_status(run) -> None:
+        await run.callback(
+            "", {"status": "authenticated", "session_token": "sess_x", "user": {"user_id": 1, "email": "e@x"}}
+        )
+
+    standin.state.playbooks[playbooks.LOGIN] = blank_status
+    status, body, _ = await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "good"})
+    assert status == 401

@@ -58,6 +58,7 @@ class StandinState:
         self.executions: dict[str, Execution] = {}
         self.sessions: dict[str, dict[str, Any]] = {}
         self.validate_api = True
+        self.validate_failure: str | None = None  # "db_down" | "no_credential"
         self.denied_paths: set[str] = set()
         self.callback_transport = "http"  # or "nats"
         self.nats_url = nats_url
@@ -154,7 +155,8 @@ class _Handler(RequestHandler):
 
     @property
     def state(self) -> StandinState:
-        return self.settings["state"]  # type: ignore[no-any-return]
+        state: StandinState = self.settings["state"]
+        return state
 
     def prepare(self) -> None:
         body: Any = None
@@ -261,6 +263,12 @@ class ValidateSessionHandler(_Handler):
     def post(self) -> None:
         if not self.state.validate_api:
             self.reply({"detail": "Not Found"}, 404)
+            return
+        if self.state.validate_failure == "db_down":  # what NoETL 4.26 answers when its auth DB is down
+            self.reply({"status": "error", "valid": False, "user": None, "error": "connection failed"})
+            return
+        if self.state.validate_failure == "no_credential":
+            self.reply({"detail": "Credential not found"}, 404)
             return
         body = self.body if isinstance(self.body, dict) else {}
         record = self.state.sessions.get(str(body.get("session_token")))
