@@ -54,6 +54,8 @@ def make_http_session(connect_timeout: float, limit: int = 200) -> aiohttp.Clien
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=60, force_close=False)
     return aiohttp.ClientSession(
         connector=connector,
+        # Shared by every user: a cookie NoETL sets for one must never be replayed for another.
+        cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         auto_decompress=False,
         json_serialize=lambda obj: orjson.dumps(obj).decode(),

@@ -436,11 +436,6 @@ async def test_execute_without_enforcement_is_forwarded_unchecked(
 
 
 @pytest.mark.gen_test
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/noetl.py make_http_session keeps aiohttp's default CookieJar: a cookie NoETL sets on one "
-    "user's proxied request is sent on every later request to NoETL (fix: cookie_jar=aiohttp.DummyCookieJar())",
-)
 async def test_cookie_set_by_noetl_for_one_user_never_reaches_noetl_for_another(
     make_gateway: object, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
