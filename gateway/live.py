@@ -329,8 +329,11 @@ class LiveHub:
         event = await self._publish(
             record, "playbook/result", notification("playbook/result", params), KIND_RESULT, request_id
         )
-        await self.requests.put(request_id, {**record, "result": format_pos(event.pos)})
-        return await self._connected(record)
+        connected = await self._connected(record)
+        if not connected:
+            # Kept until the client is back; marked so pendingRequests no longer lists it.
+            await self.requests.put(request_id, {**record, "result": format_pos(event.pos)})
+        return connected
 
     async def deliver_progress(
         self,
