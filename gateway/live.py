@@ -20,7 +20,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -226,7 +226,7 @@ class LiveHub:
         loop = asyncio.get_running_loop()
         stream.set_timer("ping", loop.call_later(self.config.gateway_heartbeat_interval_secs, self._ping, stream))
 
-    async def replay(self, opened: Opened) -> AsyncIterator[LiveEvent]:
+    async def replay(self, opened: Opened) -> AsyncGenerator[LiveEvent, None]:
         """Missed events, in order, each once: the stream's (NATS) merged with this process's own."""
         after = opened.replay_after
         if after is None:

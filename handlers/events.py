@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from contextlib import aclosing
 
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
@@ -75,11 +76,12 @@ class EventsHandler(APIHandler):
             await self._send(
                 sse_frame(format_pos(opened.start), "message", init_message(opened.client_id, opened.pending))
             )
-            async for event in live.replay(opened):
-                if stream.reason is not None:
-                    break
-                await self._send(event.frame())
-                live.sent(stream, event)
+            async with aclosing(live.replay(opened)) as missed:
+                async for event in missed:
+                    if stream.reason is not None:
+                        break
+                    await self._send(event.frame())
+                    live.sent(stream, event)
             stream.go_live()
             await self._pump(stream)
             await self._goodbye(stream)
