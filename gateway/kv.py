@@ -72,6 +72,9 @@ class KvBucket:
             else:
                 await kv.put(key, orjson.dumps(value))
             self._queued.pop(key, None)
+        if not self.mirrored:
+            # The outage copies are in the bucket now; a stale copy must not hide later writes.
+            self._local.clear()
 
     async def _restart_watch(self, kv: KeyValue) -> None:
         if self._watch_task is not None:
@@ -188,6 +191,8 @@ class KvBucket:
         if kv is not None:
             try:
                 await kv.put(key, orjson.dumps(value))
+                if not self.mirrored:
+                    self._local.pop(key, None)
                 return
             except Exception as exc:
                 log.warning("KV %s put failed (%s); queued for replay", self.name, type(exc).__name__)
