@@ -313,17 +313,21 @@ class ProxyHandler(AuthenticatedHandler):
             close()
 
     def _copy_status_and_headers(self, response: aiohttp.ClientResponse) -> None:
-        self.set_status(response.status, response.reason or "Unknown")
+        reason = response.reason
+        self.set_status(response.status, reason if reason and reason.isascii() else None)
         self.clear_header("Content-Type")  # Tornado's default; NoETL's own (if any) follows
         seen: set[str] = set()
         raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
         for name, value in client_response_headers(raw):
             lower = name.lower()
-            if lower in seen:
-                self.add_header(name, value)
-            else:
-                seen.add(lower)
-                self.set_header(name, value)
+            try:
+                if lower in seen:
+                    self.add_header(name, value)
+                else:
+                    seen.add(lower)
+                    self.set_header(name, value)
+            except ValueError:  # Tornado refuses control characters (a tab) in a value
+                log.warning("dropped response header %s from NoETL: value not sendable", name)
 
     def on_finish(self) -> None:
         """Count what was relayed."""

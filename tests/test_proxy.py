@@ -265,7 +265,7 @@ async def test_gateway_adds_its_own_view_and_invents_nothing(
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("code", [200, 201, 404, 409, 500])
+@pytest.mark.parametrize("code", [200, 201, 404, 409, 418, 500, 599])
 async def test_upstream_status_body_and_headers_pass_through(
     gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, code: int
 ) -> None:
