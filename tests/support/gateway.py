@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from typing import Any
 
 import aiohttp
@@ -17,6 +15,7 @@ from gateway.app import make_app
 from gateway.config import GatewayConfig, load_config
 from gateway.services import Services
 from tests.support.nats_server import free_port
+from tests.support.processes import stop_process, wait_http_ok
 
 
 class GatewayInstance:
@@ -76,30 +75,14 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway"], env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=0.5) as resp:
-                    if resp.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.05)  # polling the health endpoint until it answers
-        raise RuntimeError("gateway did not start")
+        wait_http_ok(self.proc, f"{self.url}/health", "gateway", timeout)
+        return self
 
     def stop(self) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        code = stop_process(self.proc, 15)
         if self.log_file is not None:
             self.log_file.close()
-        return self.proc.returncode if self.proc else None
+        return code
 
 
 async def call(

@@ -8,11 +8,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import stop_process, wait_http_ok
 
 
 def free_port() -> int:
@@ -78,29 +78,12 @@ class NatsServer:
         if self.user:
             args += ["--user", self.user, "--pass", self.password or ""]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(url, timeout=0.5) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)  # polling the readiness endpoint, not synchronising on time
-        raise RuntimeError("nats-server did not become healthy")
+        wait_http_ok(self.proc, url, "nats-server", timeout)
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL); the store stays for a restart."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 5)
         self.proc = None
 
     def close(self) -> None:
