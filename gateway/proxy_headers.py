@@ -66,8 +66,14 @@ def upstream_request_headers(
     peer_ip: str,
     scheme: str,
     host: str,
+    trust_forwarded: bool = True,
 ) -> list[tuple[str, str]]:
-    """Headers to send to NoETL: the client's end-to-end ones, cleaned, plus the gateway's."""
+    """Headers to send to NoETL: the client's end-to-end ones, cleaned, plus the gateway's.
+
+    ``trust_forwarded`` (a proxy sits in front, ``GATEWAY_TRUSTED_PROXY_HOPS`` > 0): its
+    ``X-Forwarded-Proto``/``-Host`` are passed on; otherwise they came from the client and
+    the gateway's own view replaces them.
+    """
     listed = _connection_tokens(client_headers)
     out: list[tuple[str, str]] = []
     forwarded_for: list[str] = []
@@ -84,9 +90,12 @@ def upstream_request_headers(
         if lower in _REQUEST_DROP or lower in listed or lower.startswith(_REQUEST_DROP_PREFIXES):
             continue
         out.append((name, value))
-    # Appending the peer keeps the chain an ingress built; Proto/Host set by an ingress in
-    # front of the gateway win over the gateway's own view (it may terminate TLS).
+    # Appending the peer keeps the chain an ingress built (NoETL decides how much of it to
+    # trust); Proto/Host set by a trusted ingress in front of the gateway win over the
+    # gateway's own view (the ingress may terminate TLS).
     forwarded_for.append(peer_ip)
+    if not trust_forwarded:
+        forwarded_proto = forwarded_host = ""
     out.append(("X-Forwarded-For", ", ".join(part for part in forwarded_for if part)))
     out.append(("X-Forwarded-Proto", forwarded_proto or scheme))
     out.append(("X-Forwarded-Host", forwarded_host or host))

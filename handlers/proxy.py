@@ -106,6 +106,7 @@ class ProxyHandler(AuthenticatedHandler):
             peer_ip=self.request.remote_ip or "",
             scheme=self.request.protocol,
             host=self.request.host,
+            trust_forwarded=self.config.gateway_trusted_proxy_hops > 0,
         )
         if declared is not None and not chunked:
             headers.append(("Content-Length", str(declared)))

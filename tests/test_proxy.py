@@ -265,6 +265,29 @@ async def test_gateway_adds_its_own_view_and_invents_nothing(
 
 
 @pytest.mark.gen_test
+async def test_forwarded_proto_and_host_from_the_client_are_ignored_without_a_trusted_proxy(
+    make_gateway: object, standin: Standin, client: aiohttp.ClientSession
+) -> None:
+    gw = await make_gateway(GATEWAY_TRUSTED_PROXY_HOPS="0")  # type: ignore[operator]
+    token = await login(client, gw)
+    head = request_head(
+        "GET",
+        "/noetl/direct",
+        token,
+        "X-Forwarded-For: 10.9.9.9",
+        "X-Forwarded-Proto: https",
+        "X-Forwarded-Host: evil.example",
+    )
+    status, _, _ = await raw_request(gw.port, head)
+    assert status == 200
+    (recorded,) = standin.state.calls_to("/api/direct")
+    sent = {name.lower(): value for name, value in recorded.headers.items()}
+    assert sent["x-forwarded-proto"] == "http"
+    assert sent["x-forwarded-host"] == "gateway.test"
+    assert sent["x-forwarded-for"] == "10.9.9.9, 127.0.0.1"  # the chain, ending with the real peer
+
+
+@pytest.mark.gen_test
 @pytest.mark.parametrize("code", [200, 201, 404, 409, 418, 500, 599])
 async def test_upstream_status_body_and_headers_pass_through(
     gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, code: int
