@@ -258,7 +258,9 @@ def main() -> None:
             for target in targets[shift:] + targets[:shift]:
                 run_wrk(target, args.duration, args.connections)
                 rps, p99, cpu = target.rps[-1], target.p99_ms[-1], target.cpu_us[-1]
-                line = f"round {round_no + 1} {target.name:14s} {rps:9.0f} rps  p99 {p99:8.2f} ms  {cpu:6.0f} CPU µs/req"
+                line = (
+                    f"round {round_no + 1} {target.name:14s} {rps:9.0f} rps  p99 {p99:8.2f} ms  {cpu:6.0f} CPU µs/req"
+                )
                 print(line, flush=True)
     finally:
         for proc in reversed(procs):
