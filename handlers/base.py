@@ -117,6 +117,8 @@ class BaseHandler(RequestHandler):
         self._uncount()
 
     def on_connection_close(self) -> None:
+        # super() ends a streamed request body that will never complete (else the handler leaks).
+        super().on_connection_close()
         self._uncount()
 
     def options(self, *args: Any, **kwargs: Any) -> None:
@@ -304,12 +306,17 @@ def log_request(handler: RequestHandler) -> None:
     if route == "health" and status < 400:
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return
+    uri = handler.request.uri or ""
+    if "?" in uri:  # tokens travel in query strings; the log filter scrubs the whole line again
+        uri = scrub(uri)
     access_log.log(
         level,
         "%d %s %s %.1fms",
         status,
         handler.request.method,
-        scrub(handler.request.uri or ""),
+        uri,
         duration * 1000.0,
         extra={"request_id": getattr(handler, "request_id", "-")},
     )

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 from tornado.iostream import StreamClosedError
-from tornado.web import RequestHandler, stream_request_body
+from tornado.web import stream_request_body
 
 from gateway.auth import AuthError
 from gateway.noetl import UpstreamFailure
@@ -208,7 +208,6 @@ class ProxyHandler(AuthenticatedHandler):
             self._waiting_task.cancel()  # it may be waiting for NoETL's first byte
         if not self._finished:
             log.info("client left during %s %s; upstream request cancelled", self.request.method, self.request.path)
-        RequestHandler.on_connection_close(self)  # wakes _execute() if it waits for the body
         super().on_connection_close()
 
     # -- after the body --------------------------------------------------------------------

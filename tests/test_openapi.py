@@ -82,7 +82,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(live_gateway: Gateway
             "--max-examples",
             os.environ.get("OPENAPI_FUZZ_EXAMPLES", "25"),
             "--workers",
-            "2",
+            "1",  # one thread: parallel workers hit a CPython compile race ("AST constructor recursion")
             "--seed",
             "1",
             "--report-dir",
