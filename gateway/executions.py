@@ -65,11 +65,28 @@ class ClientNotOwned(ExecutionRefused):
         super().__init__(public)
 
 
+class TooManyPending(ExecutionRefused):
+    """The session already has ``GATEWAY_MAX_PENDING_PER_SESSION`` requests waiting for results."""
+
+    code = "RATE_LIMITED"
+    status = 429
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Too many pending requests for this session (limit {limit}); wait for their results and retry"
+        )
+
+
 class LiveResults(Protocol):
     """What the SSE module provides as ``services.live`` for ``clientId`` executions."""
 
     async def prepare_request(self, session: Session, client_id: str) -> str:
-        """Check the client belongs to the session (else raise ClientNotOwned); return a new request_id."""
+        """Check the client belongs to the session (else ClientNotOwned), take a pending slot (else
+        TooManyPending), store the request provisionally; return its new request_id."""
+        ...
+
+    async def release_request(self, session: Session, request_id: str) -> None:
+        """The start failed after ``prepare_request``: forget the request and free its slot."""
         ...
 
     async def record_pending(
@@ -141,6 +158,30 @@ async def execute_playbook(
         if not client_id.strip():
             raise BadExecutionInput("clientId must not be empty")
         request_id = await live.prepare_request(session, client_id)
+    try:
+        answer = await _start(services, token, name, variables, request_id)
+        execution_id = _execution_id_of(answer)
+    except BaseException:
+        if live is not None and request_id is not None:
+            await live.release_request(session, request_id)
+        raise
+    started = StartedExecution(
+        execution_id=str(execution_id),
+        name=str(answer.get("name") or name),
+        status=None if answer.get("status") is None else str(answer.get("status")),
+        request_id=request_id,
+        answer=answer,
+    )
+    if live is not None and request_id is not None and client_id is not None:
+        await live.record_pending(request_id, client_id, session, started.execution_id, name)
+    log.info("playbook %s started (execution %s)", name, started.execution_id)
+    return started
+
+
+async def _start(
+    services: Services, token: str, name: str, variables: dict[str, Any], request_id: str | None
+) -> dict[str, Any]:
+    """Access check, then NoETL's execute call (with the live-results variables); NoETL's answer."""
     await require_access(services, token, name)
     if request_id is not None:
         variables = {
@@ -153,20 +194,14 @@ async def execute_playbook(
         answer = await services.noetl.execute(name, variables)
     except orjson.JSONEncodeError:
         raise BadExecutionInput("variables cannot be sent as JSON (nested too deeply?)") from None
+    return answer
+
+
+def _execution_id_of(answer: dict[str, Any]) -> Any:
     execution_id = answer.get("execution_id") or answer.get("executionId") or answer.get("id")
     if execution_id is None or isinstance(execution_id, bool | dict | list):
         raise UpstreamError("NoETL answered the execute call without an execution id", 502, answer)
-    started = StartedExecution(
-        execution_id=str(execution_id),
-        name=str(answer.get("name") or name),
-        status=None if answer.get("status") is None else str(answer.get("status")),
-        request_id=request_id,
-        answer=answer,
-    )
-    if live is not None and request_id is not None and client_id is not None:
-        await live.record_pending(request_id, client_id, session, started.execution_id, name)
-    log.info("playbook %s started (execution %s)", name, started.execution_id)
-    return started
+    return execution_id
 
 
 # -- reading an execution -----------------------------------------------------------------

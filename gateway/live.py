@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from gateway.config import GatewayConfig
-from gateway.executions import ClientNotOwned
+from gateway.executions import ClientNotOwned, TooManyPending
 from gateway.live_bus import EventBus, MemoryJournal
 from gateway.live_events import (
     KIND_PROGRESS,
@@ -41,6 +41,7 @@ from gateway.live_events import (
     progress_params,
     result_params,
 )
+from gateway.live_slots import SessionSlots
 from gateway.live_store import ClientRegistry, RequestStore
 from gateway.live_stream import EXPIRED, REVOKED, SHUTDOWN, LiveStream, expires_in
 from gateway.metrics import Metrics
@@ -75,6 +76,7 @@ class LiveHub:
         retention = float(config.gateway_event_retention_secs)
         self.clients = ClientRegistry(link, config.nats_client_bucket, retention)
         self.requests = RequestStore(link, config.nats_request_bucket, config.nats_request_ttl_secs)
+        self.slots = SessionSlots(self.requests, config.nats_request_ttl_secs, config.gateway_max_pending_per_session)
         self.bus = EventBus(config, link, self._dispatch)
         self.journal = MemoryJournal(retention)
         self._streams: dict[str, set[LiveStream]] = {}
@@ -85,7 +87,7 @@ class LiveHub:
         # Write-behind of client records and delivered requests: one task, coalesced, never on
         # a connection's critical path.
         self._record_writes: dict[str, dict[str, Any]] = {}
-        self._request_deletes: set[str] = set()
+        self._request_deletes: dict[str, str] = {}  # request id -> session hash (frees its slot)
         self._writes_due = asyncio.Event()
         self._refresh_secs = max(1.0, min(retention / 3.0, 300.0))
         self._tasks = [
@@ -97,26 +99,41 @@ class LiveHub:
     # -- the GraphQL seam (gateway/executions.py LiveResults) ------------------------------
 
     async def prepare_request(self, session: Session, client_id: str) -> str:
-        """A new request id for an execution whose result goes to ``client_id`` of this session."""
+        """A new request id for an execution whose result goes to ``client_id`` of this session.
+
+        Takes one of the session's pending slots (``GATEWAY_MAX_PENDING_PER_SESSION``) and stores
+        the request before the playbook starts: a fast worker's callback may arrive before
+        NoETL has answered the execute call, and must find its client.
+        """
         if not await self.owns(session.token_hash, client_id):
             raise ClientNotOwned()
-        return str(uuid.uuid4())
+        request_id = str(uuid.uuid4())
+        if not await self.slots.reserve(session.token_hash, request_id):
+            raise TooManyPending(self.slots.limit)
+        record = {
+            "client_id": client_id,
+            "session": session.token_hash,
+            "execution_id": None,
+            "playbook_path": None,
+            "created_at": int(time.time()),
+        }
+        await self.requests.put(request_id, record)
+        return request_id
+
+    async def release_request(self, session: Session, request_id: str) -> None:
+        """The playbook did not start: forget the provisional request and free its slot."""
+        await asyncio.gather(self.requests.delete(request_id), self.slots.release(session.token_hash, request_id))
 
     async def record_pending(
         self, request_id: str, client_id: str, session: Session, execution_id: str, playbook_path: str
     ) -> None:
-        """Remember where the request's callbacks go (CONTRACT §7 pending request)."""
-        record = {
-            "client_id": client_id,
-            "session": session.token_hash,
-            "execution_id": str(execution_id),
-            "playbook_path": playbook_path,
-            "created_at": int(time.time()),
-        }
-        await asyncio.gather(
-            self.requests.put(request_id, record),
-            self.requests.add_to_index(client_id, request_id),
-        )
+        """Complete the request ``prepare_request`` stored (CONTRACT §7 pending request).
+
+        Unless its result was delivered meanwhile: then there is nothing left to wait for.
+        """
+        fields = {"execution_id": str(execution_id), "playbook_path": playbook_path}
+        if await self.requests.complete(request_id, fields):
+            await self.requests.add_to_index(client_id, request_id)
 
     async def owns(self, session_hash: str, client_id: str) -> bool:
         """True if ``client_id`` is a stream client of that session (on any replica)."""
@@ -261,7 +278,7 @@ class LiveHub:
         self._metrics.sse_events.labels(event.method).inc()
         if event.kind == KIND_RESULT:
             if event.request_id:
-                self._request_deletes.add(event.request_id)
+                self._request_deletes[event.request_id] = event.session
             self._note_record(stream, connected=True)
 
     def _note_record(self, stream: LiveStream, *, connected: bool) -> None:
@@ -400,9 +417,10 @@ class LiveHub:
 
     async def _flush_writes(self) -> None:
         records, self._record_writes = self._record_writes, {}
-        deletes, self._request_deletes = self._request_deletes, set()
+        deletes, self._request_deletes = self._request_deletes, {}
         jobs: list[Callable[[], Awaitable[None]]] = [partial(self.clients.put, c, r) for c, r in records.items()]
         jobs += [partial(self.requests.delete, rid) for rid in deletes]
+        jobs += [partial(self.slots.release, session, rid) for rid, session in deletes.items()]
         for start in range(0, len(jobs), 64):
             results = await asyncio.gather(*(job() for job in jobs[start : start + 64]), return_exceptions=True)
             for result in results:

@@ -9,7 +9,10 @@
   position of its published result until that result is delivered), TTL ``NATS_REQUEST_TTL_SECS``.
   A small per-client index (key ``by-client.<client_id>``: the client's latest request ids) lists
   them for ``pendingRequests`` without scanning keys; entries are checked against the bucket
-  when read, so a stale index entry is harmless.
+  when read, so a stale index entry is harmless. A request is stored provisionally (no
+  ``execution_id`` yet) before its playbook starts and completed when NoETL answers, so a fast
+  worker's callback always finds it. Per-session slots (``by-session.<token hash>``) live in the
+  same bucket: ``gateway/live_slots.py``.
 
 Both keep a local copy of what *this* process wrote, consulted while NATS is away, so a
 single process keeps working through an outage (CONTRACT §1).
@@ -18,13 +21,20 @@ single process keeps working through an outage (CONTRACT §1).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from typing import Any
 
+import orjson
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
 from gateway.kv import KvBucket
 from gateway.live_events import is_client_id, is_request_id
 from gateway.nats_link import NatsLink
+
+log = logging.getLogger("gateway.live")
 
 INDEX_PREFIX = "by-client."
 MAX_INDEX = 100  # request ids remembered per client (the newest; older ones expire anyway)
@@ -95,6 +105,17 @@ class RequestStore:
         self._local = LocalTtl(ttl_secs)
         # Index updates are read-modify-write: serialise them per client within this process.
         self._index_locks = [asyncio.Lock() for _ in range(64)]
+        self._kv: KeyValue | None = None
+        link.add_setup_hook(f"cas:{bucket}", self._setup_cas)  # after the bucket's own hook
+
+    async def _setup_cas(self, link: NatsLink) -> None:
+        assert link.js is not None
+        self._kv = await link.js.key_value(self.bucket.name)
+
+    @property
+    def cas(self) -> KeyValue | None:
+        """The bucket itself, for compare-and-set writes, while NATS is up."""
+        return self._kv if self._link.connected else None
 
     async def _read(self, key: str) -> dict[str, Any] | None:
         if self._link.connected:
@@ -114,6 +135,37 @@ class RequestStore:
         """Store or update a pending request."""
         self._local.put(request_id, record)
         await self.bucket.put(request_id, record)
+
+    async def complete(self, request_id: str, fields: dict[str, Any]) -> bool:
+        """Add ``fields`` to a provisional request; False (nothing written) if it is gone meanwhile.
+
+        Gone means delivered (a fast worker's result can arrive before NoETL's answer to the
+        execute call) or expired: writing then would resurrect a request nobody will complete.
+        """
+        kv = self.cas
+        if kv is not None:
+            for _ in range(5):
+                try:
+                    entry = await kv.get(request_id)
+                    current = orjson.loads(entry.value) if entry.value else None
+                    if not isinstance(current, dict):
+                        return False
+                    record = {**current, **fields}
+                    await kv.update(request_id, orjson.dumps(record), last=entry.revision)
+                    self._local.put(request_id, record)
+                    return True
+                except KeyNotFoundError:
+                    return False  # delivered meanwhile
+                except KeyWrongLastSequenceError:
+                    continue  # changed meanwhile (e.g. its result was queued): read again
+                except Exception as exc:
+                    log.warning("pending request not completed in NATS (%s); retrying locally", type(exc).__name__)
+                    break
+        current = await self.get(request_id)
+        if current is None:
+            return False
+        await self.put(request_id, {**current, **fields})
+        return True
 
     async def delete(self, request_id: str) -> None:
         """The result was delivered: forget the request everywhere."""
