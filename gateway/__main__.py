@@ -41,10 +41,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def listen_sockets(config: GatewayConfig) -> list[socket.socket]:
-    """Bind the port once (before forking, so every worker shares it)."""
+def listen_sockets(config: GatewayConfig, workers: int = 1) -> list[list[socket.socket]]:
+    """Bind the port before forking: one set of listening sockets per worker.
+
+    Several workers each get their own ``SO_REUSEPORT`` socket, so the kernel spreads new
+    connections over them. With one shared socket the worker that wakes first accepts a whole
+    burst: measured with wrk -c50 (bench/processes_bench.py), one of two workers got every
+    connection. The supervisor keeps every socket open, so a restarted worker finds its own
+    again, with the connections waiting in it.
+    """
     try:
-        return bind_sockets(config.router_port, address=config.gateway_bind, backlog=2048)
+        if workers == 1:
+            return [bind_sockets(config.router_port, address=config.gateway_bind, backlog=2048)]
+        sets: list[list[socket.socket]] = []
+        port = config.router_port
+        for _ in range(workers):
+            sockets = bind_sockets(port, address=config.gateway_bind, backlog=2048, reuse_port=True)
+            port = sockets[0].getsockname()[1]  # ROUTER_PORT=0: every worker on the port the first got
+            sets.append(sockets)
+        return sets
     except OSError as exc:
         raise ConfigError(
             f"ROUTER_PORT: cannot listen on {config.gateway_bind}:{config.router_port} ({exc.strerror})"
@@ -119,16 +134,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        sockets = listen_sockets(config)
+        socket_sets = listen_sockets(config, processes)
     except ConfigError as exc:
         print(f"noetl-gateway: {exc}", file=sys.stderr)
         return 2
     if processes == 1:
-        return run_one(config, sockets)
+        return run_one(config, socket_sets[0])
     if not config.gateway_callback_secret:
         # One key for all workers, or a callback reaching a sibling would be refused.
         config = config.model_copy(update={"gateway_callback_secret": secrets.token_urlsafe(48)})
-    return run_workers(processes, sockets, lambda _index: run_one(config, sockets))
+    every_socket = [sock for sockets in socket_sets for sock in sockets]
+
+    def worker(index: int) -> int:
+        for sock in every_socket:  # a worker listens on its own sockets only
+            if sock not in socket_sets[index]:
+                sock.close()
+        return run_one(config, socket_sets[index])
+
+    return run_workers(processes, every_socket, worker)
 
 
 def tune_gc() -> None:

@@ -1,4 +1,4 @@
-"""Pre-forked worker processes sharing one listening socket (``GATEWAY_PROCESSES``).
+"""Pre-forked worker processes sharing the port (``GATEWAY_PROCESSES``; a ``SO_REUSEPORT`` socket each).
 
 Tornado's ``fork_processes`` leaves signal forwarding to the caller: under Kubernetes SIGTERM
 reaches PID 1 only, so this supervisor forwards it to every child and waits for their graceful

@@ -69,3 +69,30 @@ def test_several_processes_need_nats() -> None:
     )
     assert result.returncode == 2
     assert "GATEWAY_PROCESSES" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_new_connections_spread_over_workers(
+    gateway_env: dict[str, str], standin: Standin, tmp_path: Path
+) -> None:
+    """Each worker has its own SO_REUSEPORT socket: a burst of connections reaches both, not the first awake."""
+    proc = GatewayProcess({**gateway_env, "GATEWAY_PROCESSES": "2"})
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, proc.start, str(tmp_path / "gw.log"))
+    try:
+        # Every worker counts in its own registry, so the first /metrics a worker answers shows no
+        # earlier /metrics request: two such answers mean two workers took connections. The
+        # connections open at once, as wrk's do (with one shared socket, one worker took them all).
+        opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", proc.port) for _ in range(32)))
+        request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{proc.port}\r\nConnection: close\r\n\r\n".encode()
+        firsts = 0
+        for reader, writer in opened:
+            writer.write(request)
+            answer = await reader.read()
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 200")
+            if b'route="metrics"' not in answer:
+                firsts += 1
+        assert firsts == 2
+    finally:
+        await loop.run_in_executor(None, proc.stop)
