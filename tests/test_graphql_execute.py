@@ -149,6 +149,7 @@ class RecordingLive:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self.pending: list[tuple[str, str, str, str, str]] = []
+        self.released: list[str] = []
 
     async def prepare_request(self, session: Session, client_id: str) -> str:
         if client_id != self.owner:
@@ -159,6 +160,9 @@ class RecordingLive:
         self, request_id: str, client_id: str, session: Session, execution_id: str, playbook_path: str
     ) -> None:
         self.pending.append((request_id, client_id, session.user.email, execution_id, playbook_path))
+
+    async def release_request(self, session: Session, request_id: str) -> None:
+        self.released.append(request_id)
 
 
 @pytest.mark.gen_test
@@ -192,6 +196,11 @@ async def _seam_contract(
     status, body, _ = await gql(client, gateway, token, query, {"c": "client-1", "v": [1]})
     assert error_codes(body) == ["BAD_USER_INPUT"]
     assert len(executes(standin, "tests/noop")) == 1 and len(live.pending) == 1
+    # A start that fails after the request was prepared gives the request back.
+    standin.state.execute_status = 503
+    _, body, _ = await gql(client, gateway, token, query, {"c": "client-1", "v": {}})
+    assert error_codes(body) == ["UPSTREAM_ERROR"]
+    assert live.released == ["rid-2"] and len(live.pending) == 1
 
 
 @pytest.mark.gen_test
