@@ -236,7 +236,18 @@ async def get_execution(services: Services, execution_id: str) -> dict[str, Any]
         if exc.upstream_status == 404:
             return None
         raise
-    return describe_execution(execution_id, answer)
+    described = describe_execution(execution_id, answer)
+    if described["finished"] and await _completion_only_inferred(services, execution_id):
+        # NoETL's summary says done too early; its /status knows the completion is only inferred.
+        described["finished"] = False
+        described["state"] = "RUNNING"
+    return described
+
+
+async def _completion_only_inferred(services: Services, execution_id: str) -> bool:
+    """True when ``/api/executions/{id}/status`` says ``completion_inferred`` (not finished yet)."""
+    status, answer = await services.noetl.request_json("GET", f"executions/{execution_id}/status")
+    return status == 200 and isinstance(answer, dict) and answer.get("completion_inferred") is True
 
 
 def describe_execution(execution_id: str, answer: dict[str, Any]) -> dict[str, Any]:

@@ -93,6 +93,7 @@ class NoetlClient:
                 data=data,
                 headers=send_headers,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+                allow_redirects=False,  # a redirect must not carry user headers to another host
             ) as resp:
                 raw = await resp.read()
                 status = resp.status

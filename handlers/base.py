@@ -7,6 +7,7 @@ import logging
 import uuid
 from http.client import responses
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -256,8 +257,14 @@ class APIHandler(BaseHandler):
         if not self.get_cookie("session_token"):
             return
         origin = self.request.headers.get("Origin")
-        if origin is not None and origin not in self.config.cors_allowed_origins:
-            raise ApiError(403, "Origin not allowed for cookie-authenticated requests")
+        if origin is None or origin in self.config.cors_allowed_origins or self.is_own_origin(origin):
+            return
+        raise ApiError(403, "Origin not allowed for cookie-authenticated requests")
+
+    def is_own_origin(self, origin: str) -> bool:
+        """A page served by this gateway (e.g. GraphiQL): browsers cannot forge Origin."""
+        netloc = urlsplit(origin).netloc.lower()
+        return bool(netloc) and netloc in (self.request.host.lower(), urlsplit(self.config.public_url).netloc.lower())
 
 
 class AuthenticatedHandler(APIHandler):

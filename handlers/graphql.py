@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -52,19 +51,6 @@ class GraphQLHandler(APIHandler):
         await self._run(request, allow_mutations=True)
 
     # -- steps -----------------------------------------------------------------------------
-
-    def check_cookie_origin(self) -> None:
-        """Same-origin requests (the GraphiQL page this handler serves) pass the CSRF guard too."""
-        origin = self.request.headers.get("Origin")
-        if origin and self._is_own_origin(origin):
-            return
-        super().check_cookie_origin()
-
-    def _is_own_origin(self, origin: str) -> bool:
-        """A browser cannot forge Origin, and it matches Host only for pages served from here."""
-        netloc = urlsplit(origin).netloc.lower()
-        own = {self.request.host.lower(), urlsplit(self.config.public_url).netloc.lower()}
-        return bool(netloc) and netloc in own
 
     async def _authenticate(self) -> None:
         """401 JSON like every protected route; the body also carries a GraphQL error."""

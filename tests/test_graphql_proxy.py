@@ -146,3 +146,14 @@ async def test_proxy_when_noetl_is_down(make_gateway: GatewayFactory, client: ai
     assert status == 200 and body["data"] is None
     assert error_codes(body) == ["UPSTREAM_UNAVAILABLE"]
     assert dead not in str(body)
+
+
+@pytest.mark.gen_test
+async def test_proxy_request_never_follows_redirects(
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+) -> None:
+    token = await login(client, gateway)
+    status, body = await proxy(client, gateway, token, "GET", "/api/standin/status/302")
+    result = body["data"]["proxyRequest"]
+    assert result["success"] is False and result["status"] == 302
+    assert [c.query for c in standin.state.calls_to("/api/standin/status/302")] == [""]  # asked once, not followed

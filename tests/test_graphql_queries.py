@@ -67,7 +67,26 @@ async def test_execution_status_fields(
     assert data["running"]["progress"] == 50.0
     assert data["unknown"] is None  # NoETL 404 → null, not an error
     asked = sorted(call.path for call in standin.state.calls if call.path.startswith("/api/executions/"))
-    assert asked == [f"/api/executions/{i}" for i in ("123", "9001", "9002", "9003")]
+    assert asked == [
+        "/api/executions/123",
+        "/api/executions/9001",
+        "/api/executions/9001/status",  # finished executions are confirmed on /status
+        "/api/executions/9002",
+        "/api/executions/9002/status",
+        "/api/executions/9003",
+    ]
+
+
+@pytest.mark.gen_test
+async def test_inferred_completion_is_not_finished(
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+) -> None:
+    """NoETL's summary can say COMPLETED early; /status's completion_inferred says it is not done."""
+    token = await login(client, gateway)
+    standin.state.executions["9100"] = Execution("9100", "tests/noop", {}, status="COMPLETED", completion_inferred=True)
+    status, body, _ = await gql(client, gateway, token, "{ execution(id: 9100) { status state finished } }")
+    assert status == 200 and "errors" not in body, body
+    assert body["data"]["execution"] == {"status": "COMPLETED", "state": "RUNNING", "finished": False}
 
 
 @pytest.mark.gen_test

@@ -77,3 +77,21 @@ async def test_wrong_method_is_json_405(gateway: GatewayInstance, client: aiohtt
     status, body, headers = await call(client, "GET", f"{gateway.url}/api/auth/login")
     assert status == 405 and body == {"error": "Method Not Allowed"}
     assert headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.gen_test
+async def test_cookie_authenticated_writes_check_origin(
+    gateway: GatewayInstance, client: aiohttp.ClientSession
+) -> None:
+    async def logout_with_cookie(origin: str | None) -> int:
+        _, login, _ = await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "good-csrf"})
+        headers = {"Cookie": f"session_token={login['session_token']}"}
+        if origin:
+            headers["Origin"] = origin
+        status, _, _ = await call(client, "POST", f"{gateway.url}/api/auth/logout", headers=headers)
+        return status
+
+    assert await logout_with_cookie("http://evil.example") == 403
+    assert await logout_with_cookie(UI) == 200  # an allowed CORS origin
+    assert await logout_with_cookie(gateway.url) == 200  # a page served by the gateway itself
+    assert await logout_with_cookie(None) == 200  # not a browser cross-site request

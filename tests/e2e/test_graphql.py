@@ -88,12 +88,6 @@ async def test_execute_and_poll_until_finished(gw: GatewayProcess, alice: Login,
     assert final["startTime"] and final["endTime"] and final["error"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gateway bug: gateway/executions.py get_execution() reads only GET /api/executions/{id}, whose status "
-    "says COMPLETED while NoETL's /status has completion_inferred=true; finished must stay false then",
-)
 @pytest.mark.gen_test(timeout=60)
 async def test_completion_inferred_is_not_finished(
     gw: GatewayProcess, deployed: Deployed, alice: Login, client: aiohttp.ClientSession

@@ -45,6 +45,7 @@ class Execution:
     result: Any = None
     error: Any = None
     created_at: float = field(default_factory=time.time)
+    completion_inferred: bool = False  # NoETL could only infer the end (no terminal event)
 
 
 PlaybookFn = Callable[["PlaybookRun"], Awaitable[None]]
@@ -251,6 +252,25 @@ class ExecutionHandler(_Handler):
         )
 
 
+class ExecutionStatusHandler(_Handler):
+    """``/api/executions/{id}/status`` as NoETL 4.26 shapes it (completion may be only inferred)."""
+
+    def get(self, execution_id: str) -> None:
+        execution = self.state.executions.get(execution_id)
+        if execution is None:
+            self.reply({"detail": "Execution not found"}, 404)
+            return
+        done = execution.status in ("COMPLETED", "FAILED")
+        self.reply(
+            {
+                "execution_id": execution.execution_id,
+                "completed": done,
+                "failed": execution.status == "FAILED",
+                "completion_inferred": done and execution.completion_inferred,
+            }
+        )
+
+
 class ExecutionListHandler(_Handler):
     def get(self) -> None:
         items = [
@@ -316,6 +336,7 @@ def make_standin_app(state: StandinState, extra_routes: list[Any] | None = None)
         (r"/api/execute", ExecuteHandler),
         (r"/api/executions", ExecutionListHandler),
         (r"/api/executions/([^/]+)", ExecutionHandler),
+        (r"/api/executions/([^/]+)/status", ExecutionStatusHandler),
         (r"/api/auth/session/validate", ValidateSessionHandler),
         *(extra_routes or []),
         (r"/api/(.*)", EchoHandler),
