@@ -14,6 +14,7 @@ import orjson
 
 from gateway.executions import BadExecutionInput, require_access, started_playbook
 from gateway.graphql_context import RequestContext
+from gateway.noetl import upstream_detail
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 MAX_ENDPOINT_LENGTH = 2048
@@ -94,9 +95,5 @@ async def proxy_request(context: RequestContext, method: str, endpoint: str, bod
 
 
 def _describe(status: int, answer: Any) -> str:
-    detail = None
-    if isinstance(answer, dict):
-        detail = answer.get("detail") or answer.get("error") or answer.get("message")
-    if isinstance(detail, str) and detail:
-        return f"NoETL answered {status}: {detail[:300]}"
-    return f"NoETL answered {status}"
+    detail = upstream_detail(answer)
+    return f"NoETL answered {status}: {detail}" if detail else f"NoETL answered {status}"

@@ -143,10 +143,17 @@ class NoetlClient:
         return status < 500
 
 
-def _describe_error(status: int, answer: Any, what: str) -> str:
-    detail = None
+def upstream_detail(answer: Any) -> str | None:
+    """NoETL's own error text (FastAPI ``detail``, or ``error``/``message``), shortened."""
     if isinstance(answer, dict):
         detail = answer.get("detail") or answer.get("error") or answer.get("message")
-    if isinstance(detail, str) and detail:
-        return f"NoETL {what} failed ({status}): {detail[:300]}"
+        if isinstance(detail, str) and detail:
+            return detail[:300]
+    return None
+
+
+def _describe_error(status: int, answer: Any, what: str) -> str:
+    detail = upstream_detail(answer)
+    if detail:
+        return f"NoETL {what} failed ({status}): {detail}"
     return f"NoETL {what} failed with status {status}"
