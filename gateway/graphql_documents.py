@@ -92,9 +92,20 @@ class DocumentCache:
             return PreparedDocument(
                 None, [{"message": "Document is nested too deeply.", "extensions": {"code": PARSE_FAILED}}]
             )
-        errors = limit_errors(document, self.limits)
-        if not errors:
-            errors = validate(self.schema, document, VALIDATION_RULES, max_errors=20)
+        try:
+            errors = limit_errors(document, self.limits)
+            if not errors:
+                errors = validate(self.schema, document, VALIDATION_RULES, max_errors=20)
+        except RecursionError:  # e.g. a chain of ~500 fragment spreads, within every other limit
+            return PreparedDocument(
+                None,
+                [
+                    {
+                        "message": "Document is nested too deeply.",
+                        "extensions": {"code": VALIDATION_FAILED, "limit": "depth"},
+                    }
+                ],
+            )
         if errors:
             return PreparedDocument(None, [format_document_error(error, VALIDATION_FAILED) for error in errors])
         operations = {
