@@ -34,8 +34,9 @@ class LiveStream:
 
     __slots__ = (
         "_force_close",
+        "_queue",
         "_timers",
-        "_wake",
+        "_waiter",
         "client_id",
         "created_at",
         "dropped",
@@ -43,7 +44,6 @@ class LiveStream:
         "last_pos",
         "limit",
         "ping_due",
-        "queue",
         "reason",
         "sent_pos",
         "session",
@@ -53,7 +53,10 @@ class LiveStream:
         self.client_id = client_id
         self.session = session  # token hash; events carry their owner's, and must match it
         self.limit = limit
-        self.queue: deque[LiveEvent] = deque()
+        # An idle stream (the common case: 10k of them) holds neither a deque nor an Event
+        # (≈ 760 and ≈ 1,100 bytes): the queue exists while events wait, the waiter while the
+        # writer sleeps (bench/sse_bench.py: RSS per idle stream).
+        self._queue: deque[LiveEvent] | None = None
         self.held: list[LiveEvent] | None = []  # not None while replaying
         self.last_pos: Pos = start  # highest position queued or sent
         self.sent_pos: Pos = start  # highest position flushed to the client
@@ -61,9 +64,19 @@ class LiveStream:
         self.reason: str | None = None
         self.ping_due = False
         self.dropped = 0
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._force_close: Callable[[], None] | None = None
+
+    @property
+    def queue(self) -> deque[LiveEvent] | tuple[()]:
+        """Events waiting for the writer (read-only view; empty tuple when none)."""
+        return self._queue if self._queue is not None else ()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- producers -------------------------------------------------------------------------
 
@@ -79,11 +92,14 @@ class LiveStream:
         if event.pos <= self.last_pos:
             return  # already queued or sent (replay/live overlap, or a second delivery path)
         self.last_pos = event.pos
-        self.queue.append(event)
-        if len(self.queue) > self.limit:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(event)
+        if len(queue) > self.limit:
             self.end(SLOW)
             return
-        self._wake.set()
+        self._wake()
 
     def replayed(self, event: LiveEvent) -> bool:
         """Record that the replay is sending ``event``; False if it is not newer than what was sent."""
@@ -101,7 +117,7 @@ class LiveStream:
     def request_ping(self) -> None:
         """Heartbeat due (flag, not a queued event: pings never pile up behind a slow client)."""
         self.ping_due = True
-        self._wake.set()
+        self._wake()
 
     def end(self, reason: str) -> None:
         """Stop this stream; the writer says goodbye according to ``reason``."""
@@ -109,10 +125,10 @@ class LiveStream:
             return
         self.reason = reason
         self.dropped = len(self.queue) + len(self.held or ())
-        self.queue.clear()
+        self._queue = None
         if self.held is not None:
             self.held.clear()
-        self._wake.set()
+        self._wake()
         if reason == SLOW and self._force_close is not None:
             # The writer may be stuck in flush() on a client that stopped reading.
             self.set_timer("grace", asyncio.get_running_loop().call_later(SLOW_GRACE_SECS, self._force_close))
@@ -121,14 +137,23 @@ class LiveStream:
 
     def take(self) -> LiveEvent | None:
         """Next queued event, or None."""
-        return self.queue.popleft() if self.queue else None
+        queue = self._queue
+        if not queue:
+            return None
+        event = queue.popleft()
+        if not queue:
+            self._queue = None  # drained: an idle stream keeps no deque
+        return event
 
     async def wait(self) -> None:
         """Sleep until something is offered, a ping is due or the stream ends."""
-        if self.queue or self.ping_due or self.reason is not None:
+        if self._queue or self.ping_due or self.reason is not None:
             return
-        self._wake.clear()
-        await self._wake.wait()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     # -- timers (referenced, cancelled on close) -------------------------------------------
 
@@ -154,7 +179,7 @@ class LiveStream:
             timer.cancel()
         self._timers.clear()
         self._force_close = None
-        self.queue.clear()
+        self._queue = None
         self.held = None
 
 
