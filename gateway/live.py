@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -51,6 +52,7 @@ from gateway.session_cache import Session, SessionCache
 log = logging.getLogger("gateway.live")
 
 SHUTDOWN_GRACE_SECS = 5.0
+HEARTBEAT_SPREAD = 0.05  # fraction of the interval over which first pings are spread
 
 
 @dataclass
@@ -228,7 +230,11 @@ class LiveHub:
         self._all_closed.clear()
         self._metrics.sse_clients.inc()
         loop = asyncio.get_running_loop()
-        stream.set_timer("ping", loop.call_later(self.config.gateway_heartbeat_interval_secs, self._ping, stream))
+        # The first ping comes up to 5% early, at random: streams accepted in one burst would
+        # otherwise be due in the same loop iteration, every interval, and their writes would
+        # hold up everything else (measured by bench/heartbeat_bench.py). The period stays exact.
+        first = self.config.gateway_heartbeat_interval_secs * (1.0 - HEARTBEAT_SPREAD * random.random())
+        stream.set_timer("ping", loop.call_later(first, self._ping, stream))
         remaining = expires_in(session.expires_epoch)
         if remaining is not None:
             stream.set_timer("expiry", loop.call_later(remaining, stream.end, EXPIRED))
