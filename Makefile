@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck install clean e2e demo
+.PHONY: run test lint typecheck install clean e2e demo bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,24 @@ e2e: $(STAMP)
 ## and the UI on its own origin; prints the URLs and the demo token; Ctrl-C stops it. See docs/demo.md.
 demo: $(STAMP)
 	$(BIN)/python -m tests.fixtures.demo
+
+## Benchmark suite (bench/run_all.py): every scenario against its baseline in the same run, on
+## loopback, ~12 min; rewrites the summary table in docs/benchmarks.md. Needs wrk and nginx
+## (installed with apt-get when missing and running as root) and the bench extra.
+bench: $(STAMP) $(VENV)/.bench-installed
+	@if ! command -v wrk >/dev/null 2>&1 || ! { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }; then \
+		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing wrk and nginx for the benchmarks (apt-get) ..."; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk nginx; \
+		else \
+			echo "wrk and nginx are needed: sudo apt-get install wrk nginx" >&2; exit 1; \
+		fi; \
+	fi
+	$(BIN)/python bench/run_all.py
+
+$(VENV)/.bench-installed: pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway handlers schema tests

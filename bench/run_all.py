@@ -1,0 +1,394 @@
+"""The whole benchmark suite in one command (``make bench``): every scenario against its baseline.
+
+Runs each benchmark script as its own process (each starts the servers it needs on 127.0.0.1
+and stops them), collects their results, and writes the summary table into
+``docs/benchmarks.md`` between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` (the
+hand-written sections around it stay as they are). Ratios against a baseline measured in the
+same run, because absolute figures drift on a shared machine; median of ≥ 3 runs with the spread.
+
+``--smoke`` runs every script with tiny counts and one run (seconds each; what CI runs so the
+scripts cannot rot) and writes the table to ``--doc`` only if given one.
+
+Usage: .venv/bin/python bench/run_all.py [--smoke] [--only NAMES] [--doc docs/benchmarks.md] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import harness
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+@dataclass
+class Row:
+    """One line of the summary table."""
+
+    scenario: str
+    gateway: str = "—"
+    baseline: str = "—"
+    result: str = "—"
+    goal: str = ""
+    status: str = "not run"
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    smoke: bool
+    workdir: Path
+    timeout: float
+    log: list[str] = field(default_factory=list)
+
+    def run(self, name: str, argv: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """One benchmark script in its own process; its output is kept for the raw-results file."""
+        started = time.monotonic()
+        print(f"== {name}: {' '.join(argv[1:])}", flush=True)
+        done = subprocess.run(
+            [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout or self.timeout
+        )
+        secs = time.monotonic() - started
+        (self.workdir / f"{name}.out").write_text(done.stdout + "\n--- stderr\n" + done.stderr)
+        print(f"   {name}: exit {done.returncode} after {secs:.0f}s", flush=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(f"{Path(argv[0]).name} failed: {' / '.join(tail)}")
+        return done
+
+    def json_of(self, name: str, argv: list[str], timeout: float | None = None) -> Any:
+        out = self.workdir / f"{name}.json"
+        self.run(name, [*argv, "--json", str(out)], timeout)
+        return json.loads(out.read_text())
+
+
+def spread(values: dict[str, float], fmt: str = "{:.2f}", unit: str = "") -> str:
+    """'median (min–max)' of a harness.median_spread() result."""
+    med, lo, hi = (fmt.format(values[k]) for k in ("median", "min", "max"))
+    return f"{med}{unit} ({lo}–{hi})" if lo != hi else f"{med}{unit}"
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    return harness.median_spread(values)
+
+
+def status(met: bool, smoke: bool) -> str:
+    if smoke:
+        return "smoke (not measured)"
+    return "**met**" if met else "**missed**"
+
+
+def missing_tools(*tools: str) -> list[str]:
+    return [tool for tool in tools if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+def health(ctx: Context) -> Row:
+    args = ["--runs", "1", "--smoke"] if ctx.smoke else ["--runs", "5", "--duration", "4"]
+    data = ctx.json_of("health", [str(BENCH / "health_bench.py"), *args])
+    row = Row("`GET /health`", goal="≥ 0.9× rps")
+    row.gateway = f"{data['gateway_rps']['median']:,.0f} rps, {data['gateway_cpu_us']['median']:.0f} µs CPU/req"
+    row.baseline = (
+        f"bare Tornado hello: {data['baseline_rps']['median']:,.0f} rps, {data['baseline_cpu_us']['median']:.0f} µs"
+    )
+    row.result = f"{spread(data['ratio'], unit='×')} rps; by CPU/req {spread(data['capacity_ratio'], unit='×')}"
+    row.status = status(data["met"], ctx.smoke)
+    row.notes.append(f"load: {data['tool']} -c50, servers pinned to CPU 0, load generator to CPU 1")
+    return row
+
+
+def proxy(ctx: Context) -> Row:
+    row = Row("authenticated proxied GET, session cached", goal="≥ 0.8× rps")
+    if missing_tools("wrk", "nginx"):
+        row.status = f"not run: {', '.join(missing_tools('wrk', 'nginx'))} missing"
+        return row
+    args = ["--rounds", "1", "--duration", "1", "--skip", "gateway-nolog,nginx"]
+    if not ctx.smoke:
+        args = ["--rounds", "5", "--duration", "4", "--skip", "gateway-nolog"]
+    data = {t["target"]: t for t in ctx.json_of("proxy", [str(BENCH / "proxy_bench.py"), *args])}
+    gw, bare = data["gateway"], data["bare-aiohttp"]
+    ratios = [g / b for g, b in zip(gw["rps"], bare["rps"], strict=True)]
+    capacity = statistics.median(bare["cpu_us_per_request"]) / statistics.median(gw["cpu_us_per_request"])
+    ratio = ms(ratios)
+    row.gateway = (
+        f"{statistics.median(gw['rps']):,.0f} rps, {statistics.median(gw['cpu_us_per_request']):.0f} µs CPU/req"
+    )
+    row.baseline = (
+        f"bare Tornado proxy (same aiohttp client): {statistics.median(bare['rps']):,.0f} rps, "
+        f"{statistics.median(bare['cpu_us_per_request']):.0f} µs"
+    )
+    row.result = f"{spread(ratio, unit='×')} rps; by CPU/req {capacity:.2f}×"
+    row.status = status(ratio["median"] >= 0.8, ctx.smoke)
+    if "nginx" in data:
+        row.notes.append(f"nginx proxy_pass in the same run: {statistics.median(data['nginx']['rps']):,.0f} rps")
+    return row
+
+
+_SESSION_ROW = re.compile(r"^\| AuthService\.validate[^|]*\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", re.M)
+_DICT_ROW = re.compile(r"^\| dict lookup[^|]*\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", re.M)
+
+
+def session(ctx: Context) -> Row:
+    runs = 1 if ctx.smoke else 3
+    args = ["--sessions", "100", "--lookups", "1000"] if ctx.smoke else ["--sessions", "10000", "--lookups", "100000"]
+    p50, p99, d50 = [], [], []
+    for index in range(runs):
+        out = ctx.run(f"session-{index + 1}", [str(BENCH / "session_lookup.py"), *args]).stdout
+        gw, plain = _SESSION_ROW.search(out), _DICT_ROW.search(out)
+        if gw is None or plain is None:
+            raise RuntimeError("session_lookup.py: result table not found in its output")
+        p50.append(float(gw.group(1)))
+        p99.append(float(gw.group(2)))
+        d50.append(float(plain.group(1)))
+    row = Row("session check on a cache hit", goal="p50 ≤ 20 µs, p99 ≤ 100 µs")
+    row.gateway = f"p50 {spread(ms(p50))} µs, p99 {spread(ms(p99))} µs"
+    row.baseline = f"dict lookup p50 {statistics.median(d50):.2f} µs"
+    row.result = row.gateway
+    row.status = status(statistics.median(p50) <= 20 and statistics.median(p99) <= 100, ctx.smoke)
+    return row
+
+
+_GRAPHQL_ROUND = re.compile(r"^round (\d+) (.+?)\s+(throughput|latency)\s+c=\s*(\d+)\s+([\d.]+) rps", re.M)
+
+
+def graphql(ctx: Context) -> list[Row]:
+    rows = [
+        Row("`executePlaybook` via GraphQL vs Strawberry, default", goal="≥ 1.5× rps"),
+        Row("`executePlaybook` via GraphQL vs Strawberry, parser+validation caches", goal="≥ 1.2× rps"),
+    ]
+    absent = missing_tools("wrk") + [m for m in ("strawberry", "uvicorn") if importlib.util.find_spec(m) is None]
+    if absent:
+        for row in rows:
+            row.status = f"not run: {', '.join(absent)} missing (pip install -e '.[bench]')"
+        return rows
+    args = ["--rounds", "1", "--duration", "1"] if ctx.smoke else ["--rounds", "3", "--duration", "5"]
+    name = "graphql"
+    out = ctx.workdir / f"{name}.json"
+    done = ctx.run(name, [str(BENCH / "graphql_bench.py"), *args, "--json", str(out)])
+    summary = json.loads(out.read_text())
+    per_round: dict[int, dict[str, float]] = {}
+    for match in _GRAPHQL_ROUND.finditer(done.stdout):
+        if match.group(3) == "throughput":
+            per_round.setdefault(int(match.group(1)), {})[match.group(2).strip()] = float(match.group(5))
+    gateway, plain, cached = summary["rows"][1], summary["rows"][2], summary["rows"][3]
+    for row, other, key in ((rows[0], plain, "default"), (rows[1], cached, "cached")):
+        ratios = [r[gateway["target"]] / r[other["target"]] for r in per_round.values() if other["target"] in r]
+        ratio = ms(ratios or [summary[f"ratio_vs_strawberry_{key}"]])
+        row.gateway = f"{gateway['rps']:,.0f} rps, {gateway['cpu_us_per_request']:.0f} µs CPU/req"
+        row.baseline = f"{other['target']}: {other['rps']:,.0f} rps, {other['cpu_us_per_request']:.0f} µs"
+        cpu = summary[f"cpu_ratio_vs_strawberry_{key}"]
+        row.result = f"{spread(ratio, unit='×')} rps per round; by CPU/req {cpu:.2f}×"
+        goal = 1.5 if key == "default" else 1.2
+        row.status = status(ratio["median"] >= goal, ctx.smoke)
+    rows[0].notes.append(
+        f"gateway p50 at one connection {gateway['p50_ms']:.2f} ms, of which {gateway['added_p50_ms']:.2f} ms "
+        "added to the stand-in's own"
+    )
+    return rows
+
+
+def sse(ctx: Context) -> list[Row]:
+    runs = 1 if ctx.smoke else 3
+    args = ["--sizes", "20", "--samples", "5"] if ctx.smoke else ["--sizes", "1000,10000", "--samples", "300"]
+    per_conn: dict[str, list[float]] = {"gateway": [], "bare tornado": []}
+    p50: dict[str, list[float]] = {"gateway": [], "bare tornado": []}
+    p99: dict[str, list[float]] = {"gateway": [], "bare tornado": []}
+    for index in range(runs):
+        out = ctx.run(f"sse-{index + 1}", [str(BENCH / "sse_bench.py"), *args], timeout=900).stdout
+        start = out.find("\n{")
+        if start < 0:
+            raise RuntimeError("sse_bench.py: JSON result not found in its output")
+        results = json.loads(out[start:])
+        for target, result in results.items():
+            largest = max(result["rss"], key=int)
+            per_conn[target].append(result["rss"][largest]["per_connection_kib"] * 1.024)  # KiB -> kB
+            p50[target].append(result["latency"]["p50_ms"])
+            p99[target].append(result["latency"]["p99_ms"])
+    size = "20" if ctx.smoke else "10k"
+    idle = Row(f"SSE: {size} idle connections", goal="≤ 20 KB RSS per connection")
+    idle.gateway = f"{spread(ms(per_conn['gateway']), '{:.1f}')} KB per connection"
+    idle.baseline = f"bare Tornado SSE: {spread(ms(per_conn['bare tornado']), '{:.1f}')} KB"
+    idle.result = idle.gateway
+    idle.status = status(statistics.median(per_conn["gateway"]) <= 20, ctx.smoke)
+    latency = Row(f"callback → SSE event, {'20' if ctx.smoke else '1k'} connected", goal="p50 ≤ 5 ms, p99 ≤ 50 ms")
+    latency.gateway = f"p50 {spread(ms(p50['gateway']))} ms, p99 {spread(ms(p99['gateway']), '{:.1f}')} ms"
+    latency.baseline = (
+        f"bare Tornado push: p50 {statistics.median(p50['bare tornado']):.2f} ms, "
+        f"p99 {statistics.median(p99['bare tornado']):.1f} ms"
+    )
+    latency.result = latency.gateway
+    latency.status = status(
+        statistics.median(p50["gateway"]) <= 5 and statistics.median(p99["gateway"]) <= 50, ctx.smoke
+    )
+    return [idle, latency]
+
+
+def heartbeat(ctx: Context) -> Row:
+    args = ["--smoke"] if ctx.smoke else ["--runs", "4", "--interval", "16"]
+    data = ctx.json_of("heartbeat", [str(BENCH / "heartbeat_bench.py"), *args])
+    row = Row(f"heartbeat to {data['streams']:,} connected while serving requests", goal="p99 during ≤ 2× without")
+    row.gateway = f"request p99 during heartbeats {spread(data['p99_during_ms'], '{:.1f}')} ms"
+    row.baseline = f"same process, between heartbeats: {spread(data['p99_without_ms'], '{:.1f}')} ms"
+    row.result = f"{spread(data['ratio'], unit='×')}"
+    row.status = status(data["met"], ctx.smoke)
+    row.notes.append(
+        f"{data['pings_sent']:,} pings over {len(data['cycles'])} cycles of {data['interval_s']:g} s; "
+        f"GET /health open-loop at {data['rate']:g}/s; streams opened in {data['open_secs']:.1f} s"
+    )
+    return row
+
+
+def proxy_memory(ctx: Context) -> Row:
+    args = ["--smoke"] if ctx.smoke else ["--runs", "3"]
+    data = ctx.json_of("proxy-memory", [str(BENCH / "proxy_memory_bench.py"), *args])
+    mib = data["mib_each_way"]
+    row = Row(f"proxy {mib} MiB up and {mib} MiB down", goal="≤ 16 MB RSS growth")
+    row.gateway = (
+        f"growth {spread(data['growth_mb'], '{:.1f}')} MB; {data['upload_mib_s']['median']:.0f} MiB/s up, "
+        f"{data['download_mib_s']['median']:.0f} MiB/s down"
+    )
+    row.result = f"{spread(data['growth_mb'], '{:.1f}')} MB"
+    row.status = status(data["met"], ctx.smoke)
+    return row
+
+
+def processes(ctx: Context) -> Row:
+    args = ["--smoke"] if ctx.smoke else ["--runs", "5", "--duration", "4"]
+    data = ctx.json_of("processes", [str(BENCH / "processes_bench.py"), *args])
+    row = Row("2 processes vs 1 (`GET /health`)", goal="≥ 1.6× rps")
+    row.gateway = f"2 processes: {data['two_rps']['median']:,.0f} rps"
+    row.baseline = f"1 process: {data['one_rps']['median']:,.0f} rps"
+    row.result = f"{spread(data['ratio'], unit='×')}"
+    row.status = status(data["met"], ctx.smoke)
+    shares = data["worker_cpu_shares"]
+    if shares:
+        row.notes.append("CPU split between the two workers: " + ", ".join(f"{s[0]:.0%}/{s[-1]:.0%}" for s in shares))
+    return row
+
+
+SCENARIOS: dict[str, Callable[[Context], Row | list[Row]]] = {
+    "health": health,
+    "proxy": proxy,
+    "session": session,
+    "graphql": graphql,
+    "sse": sse,
+    "heartbeat": heartbeat,
+    "proxy_memory": proxy_memory,
+    "processes": processes,
+}
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def render(rows: list[Row], ctx: Context, started: float, loads: list[float]) -> str:
+    minutes = (time.monotonic() - started) / 60
+    lines = [
+        BEGIN,
+        "## Summary (generated by `make bench`)",
+        "",
+        f"Run of {datetime.date.today().isoformat()} at commit `{git_commit()}`"
+        f"{' — SMOKE RUN, figures meaningless' if ctx.smoke else ''}: Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {minutes:.1f} min, load average {min(loads):.1f}–{max(loads):.1f} during the run "
+        "(other jobs share this machine). Each figure is the median over runs with the spread (min–max) in "
+        "brackets; every ratio compares with a baseline measured in the same run. `bench/run_all.py` rewrites "
+        "this section; the sections below it are written by hand.",
+        "",
+        "| scenario | gateway | baseline (same run) | result | goal | status |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row.scenario} | {row.gateway} | {row.baseline} | {row.result} | {row.goal} | {row.status} |")
+    notes = [(row.scenario, note) for row in rows for note in row.notes]
+    if notes:
+        lines.append("")
+        lines += [f"* {scenario}: {note}" for scenario, note in notes]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_doc(path: Path, section: str) -> None:
+    """Replace the generated section, or put it before the first hand-written ``##`` section."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + section + tail
+    else:
+        index = text.find("\n## ")
+        text = text + "\n" + section + "\n" if index < 0 else text[: index + 1] + section + "\n\n" + text[index + 1 :]
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny counts, one run each; no figures")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--doc", type=Path, help=f"Markdown file to update (default {DOC.relative_to(ROOT)}, none with --smoke)"
+    )
+    parser.add_argument("--keep", type=Path, help="keep every script's raw output in this directory")
+    args = parser.parse_args()
+    doc = args.doc if args.doc or args.smoke else DOC
+    chosen = [name for name in args.only.split(",") if name] or list(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="bench-all-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(smoke=args.smoke, workdir=workdir, timeout=180 if args.smoke else 900)
+    harness.raise_fd_limit()
+    started = time.monotonic()
+    loads = [os.getloadavg()[0]]
+    rows: list[Row] = []
+    failed = []
+    for name in chosen:
+        try:
+            result = SCENARIOS[name](ctx)
+        except (RuntimeError, subprocess.TimeoutExpired, KeyError, ValueError) as exc:
+            failed.append(name)
+            result = Row(name, status=f"failed: {str(exc)[:300]}")
+            print(f"   {name}: FAILED {exc}", flush=True)
+        rows += result if isinstance(result, list) else [result]
+        loads.append(os.getloadavg()[0])
+    section = render(rows, ctx, started, loads)
+    print()
+    print(section)
+    if doc is not None:
+        write_doc(doc, section)
+        print(f"\nwritten to {doc}")
+    if args.keep:
+        print(f"raw outputs: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
