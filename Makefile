@@ -39,6 +39,7 @@ demo: $(STAMP)
 ## Benchmark suite (bench/run_all.py): every scenario against its baseline in the same run, on
 ## loopback, ~12 min; rewrites the summary table in docs/benchmarks.md. Needs wrk and nginx
 ## (installed with apt-get when missing and running as root) and the bench extra.
+## BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--only health,proxy --keep /tmp/raw".
 bench: $(STAMP) $(VENV)/.bench-installed
 	@if ! command -v wrk >/dev/null 2>&1 || ! { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }; then \
 		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
@@ -48,7 +49,7 @@ bench: $(STAMP) $(VENV)/.bench-installed
 			echo "wrk and nginx are needed: sudo apt-get install wrk nginx" >&2; exit 1; \
 		fi; \
 	fi
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 $(VENV)/.bench-installed: pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'

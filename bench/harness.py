@@ -278,7 +278,8 @@ def run_load(target: str, plan: LoadPlan, server_pid: int | None = None) -> Load
     )
 
 
-def _taskset(cpu: int | None) -> list[str]:
+def taskset(cpu: int | None) -> list[str]:
+    """Command prefix pinning a process to one CPU (empty when taskset or the CPU is missing)."""
     if cpu is None or shutil.which("taskset") is None or (os.cpu_count() or 1) <= cpu:
         return []
     return ["taskset", "-c", str(cpu)]
@@ -290,7 +291,7 @@ def _wrk(plan: LoadPlan) -> dict[str, Any]:
         script.write(WRK_LUA % {"setup": setup})
     try:
         argv = [
-            *_taskset(plan.cpu),
+            *taskset(plan.cpu),
             "wrk",
             "-t1",
             f"-c{plan.connections}",
@@ -307,7 +308,7 @@ def _wrk(plan: LoadPlan) -> dict[str, Any]:
 
 
 def _python_load(plan: LoadPlan) -> dict[str, Any]:
-    argv = [*_taskset(plan.cpu), PYTHON, str(Path(__file__)), "load", json.dumps(asdict(plan))]
+    argv = [*taskset(plan.cpu), PYTHON, str(Path(__file__)), "load", json.dumps(asdict(plan))]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=plan.duration + 60)
     if done.returncode != 0:
         raise RuntimeError(f"python load generator failed: {done.stderr[-2000:]}")

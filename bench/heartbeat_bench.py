@@ -8,14 +8,18 @@ difference between the two samples is the heartbeat traffic:
   streams then open as fast as the gateway accepts them, which packs the heartbeats — each
   stream's timer runs from its own start — as densely as they can ever be) with
   ``GATEWAY_HEARTBEAT_INTERVAL_SECS`` = ``--interval``;
-* a holder process opens ``--streams`` streams at once and timestamps every ``ping`` it reads;
+* a holder process opens ``--streams`` streams in ``--waves`` waves (each as fast as the gateway
+  accepts, the waves ``interval / (waves + 1)`` apart) and timestamps every ``ping`` it reads, so
+  within every interval bursts of heartbeats alternate with quiet gaps: other load on a shared
+  machine, which comes and goes over seconds, then falls on both samples alike;
 * a request process sends ``GET /health`` open-loop at ``--rate`` per second over 8 keep-alive
   connections, each request's latency counted from its *scheduled* send time (a stall delays
   everything behind it, and is counted, unlike a closed-loop generator's).
 
 Each heartbeat cycle of the interval is one run: requests scheduled in a 100 ms slot in which
-pings arrived are "during heartbeats", those at least 0.5 s away from any ping "without". The
-ratio of the two p99s is reported per cycle (median and spread over ``--runs`` cycles).
+pings arrived are "during heartbeats", those at least 0.2 s away from any ping "without". The
+ratio of the two p99s is reported per cycle (median and spread over ``--runs`` cycles) and over
+all cycles pooled.
 
 Usage: .venv/bin/python bench/heartbeat_bench.py [--streams 10000] [--runs 3] [--smoke] [--json FILE]
 """
@@ -38,13 +42,13 @@ from harness import HttpConnection, Processes
 
 GOAL = 2.0
 SLOT = 0.1  # seconds: the resolution at which pings and requests are matched
-QUIET = 0.5  # "without heartbeats": no ping this close
+QUIET = 0.2  # "without heartbeats": no ping this close (a ping write delays others by ≪ 0.2 s)
 
 
 # -- the holder process: keeps the streams open, timestamps pings --------------------------------
 
 
-async def hold(url: str, count: int) -> dict[str, Any]:
+async def hold(url: str, count: int, waves: int, gap: float) -> dict[str, Any]:
     host, port, _ = harness.split_url(url)
     pings: list[float] = []
     writers: list[asyncio.StreamWriter] = []
@@ -69,9 +73,16 @@ async def hold(url: str, count: int) -> dict[str, Any]:
             readers.append(asyncio.create_task(read(reader)))
 
     opened_at = time.monotonic()
-    await asyncio.gather(*(one(i) for i in range(count)))
+    spans = []
+    per_wave = -(-count // waves)
+    for wave in range(waves):  # waves ``gap`` apart: heartbeat bursts and quiet gaps alternate
+        await asyncio.sleep(max(0.0, opened_at + wave * gap - time.monotonic()))
+        began = time.monotonic()
+        await asyncio.gather(*(one(i) for i in range(wave * per_wave, min(count, (wave + 1) * per_wave))))
+        spans.append((began, time.monotonic()))
     open_done = time.monotonic()
-    print(json.dumps({"opened": count, "opened_at": opened_at, "open_secs": open_done - opened_at}), flush=True)
+    opened = {"opened": len(writers), "opened_at": opened_at, "open_secs": open_done - opened_at, "waves": spans}
+    print(json.dumps(opened), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # held until the driver is done
     for task in readers:
         task.cancel()
@@ -149,6 +160,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     runs = 1 if args.smoke else args.runs
     interval = 2.0 if args.smoke else args.interval
     rate = 100.0 if args.smoke else args.rate
+    waves = 2 if args.smoke else args.waves
+    gap = interval / (waves + 1)
     harness.raise_fd_limit()
     with Processes("heartbeat") as procs:
         port = harness.free_port()
@@ -159,10 +172,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             GATEWAY_HEARTBEAT_INTERVAL_SECS=str(interval),
             GATEWAY_LOG_LEVEL="WARNING",
         )
-        gateway = procs.start("gateway", [harness.PYTHON, "-m", "gateway"], env)
+        # The gateway alone on CPU 0; the holder (busy reading pings during a burst) and the
+        # request process on CPU 1, so that neither takes CPU from the gateway it measures.
+        gateway = procs.start("gateway", [harness.PYTHON, "-m", "gateway"], env, cpus={0})
         harness.wait_http(f"{base}/health", gateway)
         holder = subprocess.Popen(
-            [harness.PYTHON, __file__, "--hold", base, str(streams)],
+            [*harness.taskset(1), harness.PYTHON, __file__, "--hold", base, str(streams), str(waves), str(gap)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -177,13 +192,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("streams did not all register")
                 time.sleep(0.1)  # polling the gateway's own gauge
-            # ``runs`` whole cycles, each centred on the start of one heartbeat round (every
-            # stream's first ping is due one interval after it opened; CLOCK_MONOTONIC is shared).
-            start = max(time.monotonic() + 0.5, opened["opened_at"] + interval / 2)
+            # ``runs`` whole cycles, each from just before one heartbeat round (every stream's
+            # first ping is due about one interval after it opened; CLOCK_MONOTONIC is shared).
+            start = max(time.monotonic() + 0.5, opened["opened_at"] + interval - gap / 2)
             seconds = interval * runs
+            window = (rate, start, seconds)
             pings_before = ping_count(base)
             done = subprocess.run(
-                [harness.PYTHON, __file__, "--requests", f"{base}/health", str(rate), str(start), str(seconds)],
+                [*harness.taskset(1), harness.PYTHON, __file__, "--requests", f"{base}/health", *map(str, window)],
                 capture_output=True,
                 text=True,
                 timeout=seconds + 60,
@@ -217,14 +233,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         print(f"cycle {index + 1}: {json.dumps(cycles[-1])}", flush=True)
     valid = [c["ratio"] for c in cycles if c["ratio"] == c["ratio"]]
-    # How bunched the heartbeats are: the most pings read within any 10 ms (writes done in one
-    # loop iteration arrive together; that burst is how long other requests wait).
-    ordered = sorted(pings)
-    burst, lo = 0, 0
-    for hi, t in enumerate(ordered):
-        while t - ordered[lo] > 0.01:
-            lo += 1
-        burst = max(burst, hi - lo + 1)
+    during, without = classify(samples, pings, start, start + runs * interval)
+    pooled = {
+        "requests_during": len(during),
+        "requests_without": len(without),
+        "p99_during_ms": harness.pct(during, 0.99),
+        "p99_without_ms": harness.pct(without, 0.99),
+        "ratio": harness.pct(during, 0.99) / harness.pct(without, 0.99) if during and without else float("nan"),
+    }
     ratio = (
         harness.median_spread(valid) if valid else {"median": float("nan"), "min": float("nan"), "max": float("nan")}
     )
@@ -236,8 +252,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "open_secs": held["open_done"] - held["opened_at"],
         "pings_sent": pings_sent,
         "pings_read": len(pings),
-        "largest_ping_burst_10ms": burst,
+        "waves": waves,
         "cycles": cycles,
+        "pooled": pooled,
         "p99_during_ms": harness.median_spread([c["p99_during_ms"] for c in cycles]),
         "p99_without_ms": harness.median_spread([c["p99_without_ms"] for c in cycles]),
         "ratio": ratio,
@@ -252,13 +269,14 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--interval", type=float, default=20.0, help="heartbeat interval of the gateway (s)")
     parser.add_argument("--rate", type=float, default=500.0, help="requests per second (open loop)")
-    parser.add_argument("--hold", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--waves", type=int, default=5, help="streams open in this many waves")
+    parser.add_argument("--hold", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--requests", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hold:
         harness.raise_fd_limit()
-        url, count = args.hold
-        print(json.dumps(asyncio.run(hold(url, int(count)))))
+        url, count, waves, gap = args.hold
+        print(json.dumps(asyncio.run(hold(url, int(count), int(waves), float(gap)))))
         return
     if args.requests:
         url, rate, start, seconds = args.requests
