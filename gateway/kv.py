@@ -48,7 +48,9 @@ class KvBucket:
         self._watch_task: asyncio.Task[None] | None = None
         self._listeners: list[ChangeListener] = []
         self.mirror_synced = asyncio.Event()
+        self._replay_task: asyncio.Task[None] | None = None
         link.add_setup_hook(f"kv:{name}", self._setup)
+        link.add_state_listener(self._on_link_state)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -65,16 +67,38 @@ class KvBucket:
             await self._restart_watch(kv)
 
     async def _replay_queued(self, kv: KeyValue) -> None:
-        while self._queued:
-            key, value = next(iter(self._queued.items()))
-            if value is None:
-                await kv.delete(key)
-            else:
-                await kv.put(key, orjson.dumps(value))
-            self._queued.pop(key, None)
-        if not self.mirrored:
+        """Write the keys queued *now*. Writes queued meanwhile (the link is not ready until every
+        hook ran) follow once it is: draining until empty never ends under load, nor would setup."""
+        for key in list(self._queued):
+            if key not in self._queued:
+                continue  # written online meanwhile: the bucket has the newer value
+            value = self._queued.pop(key)
+            try:
+                if value is None:
+                    await kv.delete(key)
+                else:
+                    await kv.put(key, orjson.dumps(value))
+            except BaseException:
+                if key not in self._queued:
+                    self._queued[key] = value
+                    self._queued.move_to_end(key, last=False)
+                raise
+            if not self.mirrored and key not in self._queued:
+                self._local.pop(key, None)
+        if not self.mirrored and not self._queued:
             # The outage copies are in the bucket now; a stale copy must not hide later writes.
             self._local.clear()
+
+    def _on_link_state(self, connected: bool) -> None:
+        if connected and self._queued and self._kv is not None:
+            if self._replay_task is None or self._replay_task.done():
+                self._replay_task = asyncio.create_task(self._replay_rest(self._kv), name=f"kv-replay-{self.name}")
+
+    async def _replay_rest(self, kv: KeyValue) -> None:
+        try:
+            await self._replay_queued(kv)
+        except Exception as exc:
+            log.warning("KV %s: queued writes wait for the next connect (%s)", self.name, type(exc).__name__)
 
     async def _restart_watch(self, kv: KeyValue) -> None:
         if self._watch_task is not None:
@@ -124,6 +148,8 @@ class KvBucket:
 
     async def close(self) -> None:
         """Stop the watch (the link drains the connection)."""
+        if self._replay_task is not None:
+            self._replay_task.cancel()
         if self._watch_task is not None:
             self._watch_task.cancel()
             try:
@@ -189,6 +215,7 @@ class KvBucket:
             self._remember(key, value)
         kv = self._online
         if kv is not None:
+            self._queued.pop(key, None)  # before sending: an older queued value must not be replayed over it
             try:
                 await kv.put(key, orjson.dumps(value))
                 if not self.mirrored:
@@ -204,6 +231,7 @@ class KvBucket:
         self._local.pop(key, None)
         kv = self._online
         if kv is not None:
+            self._queued.pop(key, None)
             try:
                 await kv.delete(key)
                 return
@@ -228,6 +256,8 @@ class KvBucket:
         self._queued[key] = value
         while len(self._queued) > _MAX_QUEUED_WRITES:
             self._queued.popitem(last=False)
+        if self._link.connected:  # failed across a reconnect (a timeout): NATS is back, replay now
+            self._on_link_state(True)
 
     def __len__(self) -> int:
         return len(self._local)

@@ -52,6 +52,7 @@ from gateway.session_cache import Session, SessionCache
 log = logging.getLogger("gateway.live")
 
 SHUTDOWN_GRACE_SECS = 5.0
+MAX_OUTBOX = 10_000  # results made during an NATS outage for clients held elsewhere
 HEARTBEAT_SPREAD = 0.05  # fraction of the interval over which first pings are spread
 
 
@@ -78,7 +79,9 @@ class LiveHub:
         retention = float(config.gateway_event_retention_secs)
         self.clients = ClientRegistry(link, config.nats_client_bucket, retention)
         self.requests = RequestStore(link, config.nats_request_bucket, config.nats_request_ttl_secs)
-        self.slots = SessionSlots(self.requests, config.nats_request_ttl_secs, config.gateway_max_pending_per_session)
+        self.slots = SessionSlots(
+            self.requests, link, config.nats_request_ttl_secs, config.gateway_max_pending_per_session
+        )
         self.bus = EventBus(config, link, self._dispatch)
         self.journal = MemoryJournal(retention)
         self._streams: dict[str, set[LiveStream]] = {}
@@ -97,6 +100,11 @@ class LiveHub:
             asyncio.create_task(self._housekeeping(), name="live-housekeeping"),
         ]
         sessions.revoked.add_listener(self._on_revoked)
+        # Results made while NATS was away for a client this process does not hold: published
+        # when NATS is back, so they reach the client's replica (or wait in the stream for it).
+        self._outbox: dict[str, LiveEvent] = {}
+        self._outbox_task: asyncio.Task[None] | None = None
+        link.add_state_listener(self._on_link_state)
 
     # -- the GraphQL seam (gateway/executions.py LiveResults) ------------------------------
 
@@ -256,26 +264,31 @@ class LiveHub:
             return
         local = self.journal.after(opened.client_id, after)
         index = 0
+        results: set[str] = set()  # a result forwarded after an outage is in the journal and the stream
         if self._link.connected:
             try:
                 async for event in self.bus.replay(opened.client_id, after[0]):
                     while index < len(local) and local[index].pos < event.pos:
-                        if self._wanted(opened, local[index]):
+                        if self._wanted(opened, local[index], results):
                             yield local[index]
                         index += 1
-                    if self._wanted(opened, event):
+                    if self._wanted(opened, event, results):
                         yield event
             except Exception as exc:  # NATS went away mid-replay: what follows comes live
                 log.warning("replay for client %s cut short: %s", opened.client_id[:8], type(exc).__name__)
         for event in local[index:]:
-            if self._wanted(opened, event):
+            if self._wanted(opened, event, results):
                 yield event
 
-    def _wanted(self, opened: Opened, event: LiveEvent) -> bool:
+    def _wanted(self, opened: Opened, event: LiveEvent, results: set[str]) -> bool:
         if event.session != opened.stream.session:
             return False
         if opened.results_only and event.kind != KIND_RESULT:
             return False
+        if event.kind == KIND_RESULT and event.request_id:
+            if event.request_id in results:
+                return False
+            results.add(event.request_id)
         return opened.stream.replayed(event)
 
     def sent(self, stream: LiveStream, event: LiveEvent) -> None:
@@ -354,8 +367,16 @@ class LiveHub:
         )
         connected = await self._connected(record)
         if not connected:
-            # Kept until the client is back; marked so pendingRequests no longer lists it.
-            await self.requests.put(request_id, {**record, "result": format_pos(event.pos)})
+            # Kept until the client is back; marked so pendingRequests no longer lists it (unless
+            # it was delivered meanwhile: a plain write would bring the request back).
+            await self.requests.complete(request_id, {"result": format_pos(event.pos)})
+            if event.pos[1] and self._link.enabled:  # made in-process while NATS is away
+                self._outbox.pop(request_id, None)
+                self._outbox[request_id] = event
+                while len(self._outbox) > MAX_OUTBOX:
+                    dropped = next(iter(self._outbox))
+                    del self._outbox[dropped]
+                    log.warning("result for request %s not kept for forwarding (outbox full)", dropped[:8])
         return connected
 
     async def deliver_progress(
@@ -415,6 +436,29 @@ class LiveHub:
 
     # -- background ------------------------------------------------------------------------
 
+    def _on_link_state(self, connected: bool) -> None:
+        if connected and self._outbox and (self._outbox_task is None or self._outbox_task.done()):
+            self._outbox_task = asyncio.create_task(self._forward_outbox(), name="live-outbox")
+
+    async def _forward_outbox(self) -> None:
+        """Publish the results made during the outage that are still undelivered (NATS is back)."""
+        forwarded = 0
+        while self._outbox and self._link.connected:
+            request_id, event = next(iter(self._outbox.items()))
+            record = await self.requests.get(request_id)
+            if record is not None and record.get("result"):  # else delivered meanwhile, or expired
+                try:
+                    await self.bus.publish(
+                        event.client_id, event.session, event.method, event.payload, event.kind, request_id
+                    )
+                except Exception as exc:  # away again: the next connect resumes here
+                    log.warning("forwarding results after the outage paused: %s", type(exc).__name__)
+                    return
+                forwarded += 1
+            self._outbox.pop(request_id, None)
+        if forwarded:
+            log.info("%d result(s) made during the NATS outage forwarded", forwarded)
+
     async def _write_behind(self) -> None:
         while True:
             await self._writes_due.wait()
@@ -443,6 +487,8 @@ class LiveHub:
 
     async def close(self) -> None:
         """Cancel background work, then one last write-behind pass (bounded)."""
+        if self._outbox_task is not None:
+            self._tasks.append(self._outbox_task)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -454,6 +500,7 @@ class LiveHub:
             await asyncio.wait_for(self._flush_writes(), 2.0)
         except (TimeoutError, Exception) as exc:
             log.warning("live state not fully written at close: %s", type(exc).__name__)
+        await self.slots.close()
         await self.bus.close()
         await self.clients.bucket.close()
         await self.requests.bucket.close()

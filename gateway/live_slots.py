@@ -9,7 +9,7 @@ Only a session at its limit pays more: its entries are checked against the pendi
 themselves, so a release that was lost (a replica died) never locks a session out.
 
 While NATS is away the same accounting runs in process memory (per process, like every other
-piece of state then).
+piece of state then); releases made meanwhile are applied to the bucket when NATS is back.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from gateway.live_store import RequestStore
+from gateway.nats_link import NatsLink
 
 log = logging.getLogger("gateway.live")
 
@@ -30,6 +31,7 @@ SESSION_PREFIX = "by-session."
 _CAS_ATTEMPTS = 10
 _RESERVE_GRACE_SECS = 10.0  # a slot is taken just before its provisional request is written
 _MAX_LOCAL_SESSIONS = 10_000
+_MAX_DEFERRED = 100_000
 
 Held = dict[str, float]
 
@@ -37,13 +39,16 @@ Held = dict[str, float]
 class SessionSlots:
     """Pending-request slots per session (see module doc); ``reserve`` is the only hot-path call."""
 
-    def __init__(self, requests: RequestStore, ttl_secs: float, limit: int) -> None:
+    def __init__(self, requests: RequestStore, link: NatsLink, ttl_secs: float, limit: int) -> None:
         self._requests = requests
         self.ttl = float(ttl_secs)
         self.limit = limit
         self._local: dict[str, Held] = {}
         # Read-modify-write per session: serialise within this process, CAS across processes.
         self._locks = [asyncio.Lock() for _ in range(64)]
+        self._deferred: dict[tuple[str, str], None] = {}  # releases made while NATS was away
+        self._deferred_task: asyncio.Task[None] | None = None
+        link.add_state_listener(self._on_link_state)
 
     async def reserve(self, session: str, request_id: str) -> bool:
         """Take a slot for ``request_id``; False when the session already has ``limit`` pending."""
@@ -72,6 +77,8 @@ class SessionSlots:
         async with self._lock(session):
             for _ in range(_CAS_ATTEMPTS):
                 held, revision = await self._load(session)
+                if revision is None:  # the bucket may hold the slot too: free it there once NATS is back
+                    self._defer(session, request_id)
                 if request_id not in held:
                     return
                 del held[request_id]
@@ -83,6 +90,37 @@ class SessionSlots:
         held, _ = await self._load(session)
         now = time.time()
         return sum(1 for at in held.values() if at + self.ttl > now)
+
+    def _defer(self, session: str, request_id: str) -> None:
+        self._deferred[(session, request_id)] = None
+        while len(self._deferred) > _MAX_DEFERRED:
+            del self._deferred[next(iter(self._deferred))]
+        if self._requests.cas is not None:  # the read failed across a reconnect: NATS is already back
+            self._start_deferred()
+
+    def _on_link_state(self, connected: bool) -> None:
+        if connected:
+            self._local.clear()  # the outage's own accounting ends with it: the bucket counts again
+            self._start_deferred()
+
+    def _start_deferred(self) -> None:
+        if self._deferred and (self._deferred_task is None or self._deferred_task.done()):
+            self._deferred_task = asyncio.create_task(self._release_deferred(), name="slots-deferred")
+
+    async def _release_deferred(self) -> None:
+        while self._deferred and self._requests.cas is not None:
+            session, request_id = next(iter(self._deferred))
+            del self._deferred[(session, request_id)]
+            await self.release(session, request_id)
+
+    async def close(self) -> None:
+        """Stop releasing deferred slots (any left expire with the request TTL)."""
+        if self._deferred_task is not None:
+            self._deferred_task.cancel()
+            try:
+                await self._deferred_task
+            except (asyncio.CancelledError, Exception):
+                pass
 
     # -- storage ---------------------------------------------------------------------------
 
@@ -106,6 +144,8 @@ class SessionSlots:
     async def _store(self, session: str, held: Held, revision: int | None) -> bool:
         """Write if nobody else did since ``_load``; False means: load again."""
         kv = self._requests.cas
+        if revision is None and kv is not None:
+            return False  # NATS came back since the load: count in the bucket again
         if revision is not None and kv is not None:
             payload = orjson.dumps({"requests": held})
             key = SESSION_PREFIX + session

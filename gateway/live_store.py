@@ -87,6 +87,9 @@ class ClientRegistry:
         if self._link.connected:
             record = await self.bucket.get(client_id)
             if record is not None:
+                # Remembered for an outage: the owner check of a client this replica has seen
+                # keeps working (a client id's session never changes while its record lives).
+                self._local.put(client_id, record)
                 return record
         return self._local.get(client_id) or await self.bucket.get(client_id)
 
@@ -118,9 +121,23 @@ class RequestStore:
         return self._kv if self._link.connected else None
 
     async def _read(self, key: str) -> dict[str, Any] | None:
-        if self._link.connected:
-            return await self.bucket.get(key)
-        return self._local.get(key) or await self.bucket.get(key)
+        kv = self.cas
+        if kv is None:
+            return self._local.get(key) or await self.bucket.get(key)
+        queued = self.bucket.get_local(key)  # written while NATS was away, not replayed yet
+        if queued is not None:
+            return queued
+        try:
+            entry = await kv.get(key)
+            value = orjson.loads(entry.value) if entry.value else None
+        except KeyNotFoundError:
+            return None
+        except Exception as exc:
+            # A failed read is not a miss (NATS went away mid-read): a callback answered 404 here
+            # would lose its result. What this process wrote is the best answer.
+            log.warning("KV %s get failed (%s); using this process's copy", self.bucket.name, type(exc).__name__)
+            return self._local.get(key)
+        return value if isinstance(value, dict) else None
 
     async def get(self, request_id: str) -> dict[str, Any] | None:
         """A pending request, or None (unknown, expired, delivered, or not a request id)."""
@@ -141,31 +158,33 @@ class RequestStore:
 
         Gone means delivered (a fast worker's result can arrive before NoETL's answer to the
         execute call) or expired: writing then would resurrect a request nobody will complete.
+        So while NATS is up the write is a compare-and-set, never a plain put.
         """
-        kv = self.cas
-        if kv is not None:
-            for _ in range(5):
-                try:
-                    entry = await kv.get(request_id)
-                    current = orjson.loads(entry.value) if entry.value else None
-                    if not isinstance(current, dict):
-                        return False
-                    record = {**current, **fields}
-                    await kv.update(request_id, orjson.dumps(record), last=entry.revision)
-                    self._local.put(request_id, record)
-                    return True
-                except KeyNotFoundError:
-                    return False  # delivered meanwhile
-                except KeyWrongLastSequenceError:
-                    continue  # changed meanwhile (e.g. its result was queued): read again
-                except Exception as exc:
-                    log.warning("pending request not completed in NATS (%s); retrying locally", type(exc).__name__)
-                    break
-        current = await self.get(request_id)
-        if current is None:
-            return False
-        await self.put(request_id, {**current, **fields})
-        return True
+        for _ in range(5):
+            kv = self.cas
+            if kv is None or self.bucket.get_local(request_id) is not None:
+                # NATS is away, or the request was stored while it was and is not replayed yet.
+                current = await self.get(request_id)
+                if current is None:
+                    return False
+                await self.put(request_id, {**current, **fields})
+                return True
+            try:
+                entry = await kv.get(request_id)
+                current = orjson.loads(entry.value) if entry.value else None
+                if not isinstance(current, dict):
+                    return False
+                record = {**current, **fields}
+                await kv.update(request_id, orjson.dumps(record), last=entry.revision)
+                self._local.put(request_id, record)
+                return True
+            except KeyNotFoundError:
+                return False  # delivered meanwhile
+            except KeyWrongLastSequenceError:
+                continue  # changed meanwhile (e.g. its result was queued): read again
+            except Exception as exc:  # e.g. a timeout across a reconnect: try again, as NATS is now
+                log.warning("pending request %s not completed (%s)", request_id[:8], type(exc).__name__)
+        return False
 
     async def delete(self, request_id: str) -> None:
         """The result was delivered: forget the request everywhere."""
