@@ -101,7 +101,8 @@ def make_gateway(io_loop: IOLoop, gateway_env: dict[str, str]) -> Iterator[Gatew
 
 @pytest.fixture
 def gateway(io_loop: IOLoop, make_gateway: GatewayFactory) -> GatewayInstance:
-    return io_loop.run_sync(make_gateway, timeout=15)  # type: ignore[no-any-return]
+    instance: GatewayInstance = io_loop.run_sync(make_gateway, timeout=15)
+    return instance
 
 
 @pytest.fixture

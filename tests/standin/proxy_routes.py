@@ -74,7 +74,8 @@ class _Route(RequestHandler):
 
     @property
     def state(self) -> StandinState:
-        return self.settings["state"]  # type: ignore[no-any-return]
+        state: StandinState = self.settings["state"]
+        return state
 
     @property
     def routes(self) -> ProxyRoutesState:
