@@ -125,7 +125,7 @@ def proxy(ctx: Context) -> Row:
         return row
     args = ["--rounds", "1", "--duration", "1", "--skip", "gateway-nolog,nginx"]
     if not ctx.smoke:
-        args = ["--rounds", "5", "--duration", "4", "--skip", "gateway-nolog"]
+        args = ["--rounds", "5", "--duration", "4"]
     data = {t["target"]: t for t in ctx.json_of("proxy", [str(BENCH / "proxy_bench.py"), *args])}
     gw, bare = data["gateway"], data["bare-aiohttp"]
     ratios = [g / b for g, b in zip(gw["rps"], bare["rps"], strict=True)]
@@ -140,6 +140,14 @@ def proxy(ctx: Context) -> Row:
     )
     row.result = f"{spread(ratio, unit='×')} rps; by CPU/req {capacity:.2f}×"
     row.status = status(ratio["median"] >= 0.8, ctx.smoke)
+    if "gateway-nolog" in data:
+        quiet = data["gateway-nolog"]
+        ratios = [g / b for g, b in zip(quiet["rps"], bare["rps"], strict=True)]
+        cpu = statistics.median(bare["cpu_us_per_request"]) / statistics.median(quiet["cpu_us_per_request"])
+        row.notes.append(
+            f"the gateway with GATEWAY_LOG_LEVEL=WARNING (no access-log line per request), same run: "
+            f"{spread(ms(ratios), unit='×')} rps, by CPU/req {cpu:.2f}×"
+        )
     if "nginx" in data:
         row.notes.append(f"nginx proxy_pass in the same run: {statistics.median(data['nginx']['rps']):,.0f} rps")
     return row
