@@ -64,6 +64,10 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         "one_cpu_us": harness.median_spread([r["1 process"].cpu_us for r in rounds]),
         "two_cpu_us": harness.median_spread([r["2 processes"].cpu_us for r in rounds]),
         "worker_cpu_shares": shares,
+        # Cores each gateway kept busy (rps x CPU per request): the two-process one can only scale
+        # as far as other jobs on the machine leave it the second core.
+        "one_cores": harness.median_spread([r["1 process"].rps * r["1 process"].cpu_us / 1e6 for r in rounds]),
+        "two_cores": harness.median_spread([r["2 processes"].rps * r["2 processes"].cpu_us / 1e6 for r in rounds]),
         "ratio": ratio,
         "goal": GOAL,
         "met": ratio["median"] >= GOAL,

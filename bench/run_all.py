@@ -292,7 +292,9 @@ def processes(ctx: Context) -> Row:
     row.result = f"{spread(data['ratio'], unit='×')}"
     row.status = status(data["met"], ctx.smoke)
     row.notes.append(
-        f"the least disturbed round (other load only lowers the two-process figure): {data['ratio']['max']:.2f}×"
+        f"cores kept busy: one process {data['one_cores']['median']:.2f}, two processes "
+        f"{spread(data['two_cores'])} of 2 (wrk and other jobs take the rest); the least disturbed round "
+        f"(other load only lowers the two-process figure): {data['ratio']['max']:.2f}×"
     )
     shares = data["worker_cpu_shares"]
     if shares:

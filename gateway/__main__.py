@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"noetl-gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.gateway_log_format, config.gateway_log_level)
+    skip_unused_record_fields()
     processes = config.gateway_processes or os.cpu_count() or 1
     if processes > 1 and not config.nats_enabled:
         print(
@@ -152,6 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         return run_one(config, socket_sets[index])
 
     return run_workers(processes, every_socket, worker)
+
+
+def skip_unused_record_fields() -> None:
+    """Log records without caller, thread and process fields, which no gateway format prints.
+
+    The logging HOWTO's own switches ("Optimization"); they save the stack walk and lookups
+    behind every access-log line. Set here, not in setup_logging(): tests keep caller info.
+    """
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def tune_gc() -> None:
