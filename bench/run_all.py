@@ -366,7 +366,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny counts, one run each; no figures")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
     parser.add_argument(
-        "--doc", type=Path, help=f"Markdown file to update (default {DOC.relative_to(ROOT)}; none with --smoke or --only)"
+        "--doc", type=Path, help=f"Markdown file to update (default {DOC.relative_to(ROOT)}; not with --smoke/--only)"
     )
     parser.add_argument("--keep", type=Path, help="keep every script's raw output in this directory")
     args = parser.parse_args()
