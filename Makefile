@@ -46,7 +46,7 @@ demo: $(STAMP)
 	$(BIN)/python -m tests.fixtures.demo
 
 ## Benchmark suite (bench/run_all.py): every scenario against its baseline in the same run, on
-## loopback, ~12 min; rewrites the summary table in docs/benchmarks.md. Needs wrk and nginx
+## loopback, ~9 min; rewrites the summary table in docs/benchmarks.md. Needs wrk and nginx
 ## (installed with apt-get when missing and running as root) and the bench extra.
 ## BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--only health,proxy --keep /tmp/raw".
 bench: $(STAMP) $(VENV)/.bench-installed
