@@ -185,10 +185,11 @@ def graphql(ctx: Context) -> list[Row]:
         Row("`executePlaybook` via GraphQL vs Strawberry, default", goal="≥ 1.5× rps"),
         Row("`executePlaybook` via GraphQL vs Strawberry, parser+validation caches", goal="≥ 1.2× rps"),
     ]
-    absent = missing_tools("wrk") + [m for m in ("strawberry", "uvicorn") if importlib.util.find_spec(m) is None]
+    modules = [m for m in ("strawberry", "uvicorn") if importlib.util.find_spec(m) is None]
+    absent = missing_tools("wrk") + modules
     if absent:
         for row in rows:
-            row.status = f"not run: {', '.join(absent)} missing (pip install -e '.[bench]')"
+            row.status = f"not run: {', '.join(absent)} missing" + (" (pip install -e '.[bench]')" if modules else "")
         return rows
     args = ["--rounds", "1", "--duration", "1"] if ctx.smoke else ["--rounds", "3", "--duration", "5"]
     name = "graphql"
@@ -318,7 +319,10 @@ SCENARIOS: dict[str, Callable[[Context], Row | list[Row]]] = {
 
 
 def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:  # no git here (a source tarball)
+        return "unknown"
     return done.stdout.strip() or "unknown"
 
 
