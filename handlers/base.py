@@ -33,6 +33,7 @@ CORS_ALLOWED_HEADERS = (
     "X-Callback-Token, Last-Event-ID, Accept"
 )
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+_METRIC_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -321,7 +322,9 @@ def log_request(handler: RequestHandler) -> None:
     route = getattr(handler, "route_name", "other")
     services = handler.settings.get("services")
     if services is not None:
-        services.metrics.observe_request(route, handler.request.method or "", status, duration)
+        method = handler.request.method or ""
+        # The label set stays bounded: a client inventing methods must not create metric series.
+        services.metrics.observe_request(route, method if method in _METRIC_METHODS else "other", status, duration)
     if route == "health" and status < 400:
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR

@@ -95,3 +95,13 @@ async def test_cookie_authenticated_writes_check_origin(
     assert await logout_with_cookie(UI) == 200  # an allowed CORS origin
     assert await logout_with_cookie(gateway.url) == 200  # a page served by the gateway itself
     assert await logout_with_cookie(None) == 200  # not a browser cross-site request
+
+
+@pytest.mark.gen_test
+async def test_invented_methods_do_not_grow_metrics(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
+    for method in ("FOO1", "FOO2", "FOO3"):
+        status, _, _ = await call(client, method, f"{gateway.url}/health")
+        assert status == 405
+    _, text, _ = await call(client, "GET", f"{gateway.url}/metrics")
+    assert "FOO" not in text
+    assert 'method="other"' in text
