@@ -9,7 +9,6 @@ misspelt field fails too.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from gateway.config import GatewayConfig, env_names, load_config
+from tests.support.missing import fail_in_ci_else_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "noetl-gateway"
@@ -113,9 +113,7 @@ def require_module(name: str) -> ModuleType:
         return __import__(name)
     except ImportError:
         message = f"python package {name} not installed (run `make test`, which installs the test extra)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        fail_in_ci_else_skip(message)
 
 
 def validate_objects(objects: list[dict[str, Any]]) -> None:

@@ -20,12 +20,12 @@ from importlib.metadata import PackageNotFoundError, packages_distributions, req
 from pathlib import Path
 from typing import Any
 
-import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from gateway.config import env_names
 from tests.support.gateway import GatewayProcess
+from tests.support.missing import fail_in_ci_else_skip
 from tests.support.nats_server import free_port, require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -318,9 +318,7 @@ def pid_namespace_available() -> str:
     unshare = shutil.which("unshare")
     if unshare is None or os.geteuid() != 0:
         reason = "unshare (util-linux) as root is needed to run the gateway as PID 1 of a PID namespace"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        fail_in_ci_else_skip(reason)
     return unshare
 
 

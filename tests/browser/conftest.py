@@ -7,7 +7,6 @@ failure in CI (CI=true), like a missing nats-server.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.stack import UiStack
+from tests.support.missing import fail_in_ci_else_skip
 from tests.support.nats_server import NatsServer, require_binary
 
 try:
@@ -53,9 +53,7 @@ def artifacts() -> Path:
 def playwright() -> Iterator[Playwright]:
     if sync_playwright is None:
         message = "playwright (Python package) not installed (run `make test`, which installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        fail_in_ci_else_skip(message)
     require_binary("chromium", chromium_binary())
     with sync_playwright() as running:
         yield running

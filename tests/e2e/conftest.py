@@ -6,7 +6,6 @@ Run with ``make e2e`` (``pytest tests/e2e``); ``make test`` ignores this directo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from tests.e2e import catalog
 from tests.e2e.issuer import AUDIENCE, TestIssuer
 from tests.e2e.stack import NOETL_DB, Stack, StackError, http_json
 from tests.support.gateway import GatewayProcess
+from tests.support.missing import fail_in_ci_else_skip
 
 AUTH_SQL = Path(__file__).parent / "sql" / "auth_schema.sql"
 CALLBACK_SECRET = "e2e-callback-secret-0123456789abcdefghijklmn"
@@ -28,9 +28,7 @@ BOB = {"sub": "auth0|e2e-bob", "email": "bob@e2e.test", "name": "Bob Viewer"}  #
 
 def _unavailable(message: str) -> None:
     """A stack that cannot start fails in CI and skips on a developer machine (like a missing binary)."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    fail_in_ci_else_skip(message)
 
 
 @pytest.fixture(scope="session")

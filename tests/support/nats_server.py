@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -10,8 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
+from tests.support.missing import fail_in_ci_else_skip
 from tests.support.processes import stop_process, wait_http_ok
 
 
@@ -35,9 +33,7 @@ def require_binary(name: str, path: str | None) -> str:
     if path:
         return path
     message = f"{name} binary not found (run `make test`, which installs it)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    fail_in_ci_else_skip(message)
 
 
 class NatsServer:
