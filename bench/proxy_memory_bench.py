@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import threading
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -27,32 +26,11 @@ import aiohttp
 import harness
 from harness import Processes
 
+from tests.support.rss import RssSampler, status_kib
+
 MIB = 1024 * 1024
 GOAL_MB = 16.0
 BLOCK = bytes(range(256)) * (MIB // 256)  # 1 MiB, reused: the client holds no copy of the body
-
-
-class RssSampler:
-    """Peak VmRSS of a process, sampled in a thread while the loop moves bytes."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak_kib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, harness.proc_status_kib(self.pid, "VmRSS"))
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def blocks(size: int) -> AsyncIterator[bytes]:
@@ -71,7 +49,7 @@ def reset_peak(pid: int) -> bool:
 
 async def one_run(http: aiohttp.ClientSession, base: str, token: str, pid: int, size: int) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {token}"}
-    baseline = harness.proc_status_kib(pid, "VmRSS")
+    baseline = status_kib(pid, "VmRSS")
     hwm_reset = reset_peak(pid)
     with RssSampler(pid) as sampler:
         started = time.monotonic()
@@ -92,7 +70,7 @@ async def one_run(http: aiohttp.ClientSession, base: str, token: str, pid: int, 
         down_secs = time.monotonic() - started
         if received != size:
             raise RuntimeError(f"download: {received} of {size} bytes")
-    peak = max(sampler.peak_kib, harness.proc_status_kib(pid, "VmHWM") if hwm_reset else 0)
+    peak = max(sampler.peak_kib, status_kib(pid, "VmHWM") if hwm_reset else 0)
     return {
         "baseline_rss_mib": baseline / 1024,
         "peak_rss_mib": peak / 1024,

@@ -8,7 +8,6 @@ kernel's own peak) is read at the end, so a spike between samples cannot hide.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ import pytest
 from tests.conftest import Standin
 from tests.standin.proxy_routes import PATTERN, pattern_crc, routes_state
 from tests.support.gateway import GatewayProcess
+from tests.support.rss import RssSampler, status_kib
 from tests.test_proxy import bearer, login
 
 SIZE = 256 * 1024 * 1024
@@ -28,36 +28,6 @@ BLOCK = PATTERN * 16  # 1 MiB, reused: the client side holds no copy of the body
 GROWTH_BOUND = 64 * MIB
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
-
-
-def status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} missing")
-
-
-class RssSampler:
-    """Peak VmRSS of a process, sampled in a thread (the test's loop is busy moving bytes)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak_kib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def blocks(size: int) -> AsyncIterator[bytes]:

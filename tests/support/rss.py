@@ -1,0 +1,37 @@
+"""Memory of another process, read from /proc (tests and bench/ measure the gateway this way)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} missing for pid {pid}")
+
+
+class RssSampler:
+    """Peak VmRSS of a process, sampled in a thread (the caller's loop is busy moving bytes)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
