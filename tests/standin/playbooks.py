@@ -3,7 +3,7 @@
 Auth playbooks read the Auth0 token to choose a script (so one stand-in serves every
 test): ``reject…`` is refused, ``error…`` fails, ``silent…`` never calls back,
 ``slow…`` answers after ``slow_secs`` variables or 1 s, ``nats…`` answers over NATS,
-anything else logs in.
+``member…`` logs in as a user without the admin role, anything else logs in as an admin.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ NOOP = "tests/noop"
 AMADEUS = "api_integration/amadeus_ai_api"
 
 DEFAULT_USER = {"user_id": "42", "email": "alice@example.com", "display_name": None, "roles": "{admin,analyst}"}
+# "member…" Auth0 tokens log in as a signed-in user without the admin role.
+MEMBER_USER = {"user_id": "77", "email": "mia@example.com", "display_name": "Mia", "roles": "{analyst}"}
 
 
 def _iso(epoch: float) -> str:
@@ -49,7 +51,7 @@ async def auth0_login(run: PlaybookRun) -> None:
     if token.startswith("expired"):
         hours = -1
     session_token = "sess_" + secrets.token_urlsafe(24)
-    user = dict(DEFAULT_USER)
+    user = dict(MEMBER_USER if token.startswith("member") else DEFAULT_USER)
     if ":" in token:  # "good:bob@example.com" logs in as that address
         user["email"] = token.split(":", 1)[1]
         user["user_id"] = str(abs(hash(user["email"])) % 100000)
