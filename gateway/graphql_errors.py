@@ -14,7 +14,7 @@ from typing import Any
 from graphql import GraphQLError
 
 from gateway.auth import AuthError
-from gateway.executions import ExecutionRefused
+from gateway.errors import ExecutionRefused
 from gateway.noetl import UpstreamError, UpstreamFailure
 
 log = logging.getLogger("gateway.graphql")

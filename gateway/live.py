@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from gateway.config import GatewayConfig
-from gateway.executions import ClientNotOwned, TooManyPending
+from gateway.errors import ClientNotOwned, TooManyPending
 from gateway.live_bus import EventBus, MemoryJournal
 from gateway.live_events import (
     KIND_PROGRESS,

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.executions import ClientNotOwned
+from gateway.errors import ClientNotOwned
 from gateway.session_cache import Session
 from tests.conftest import GatewayFactory, Standin
 from tests.standin import playbooks

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.executions import ClientNotOwned
+from gateway.errors import ClientNotOwned
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance
 from tests.support.live import callback_headers, login, pending_request, post_progress, post_result, services_of
