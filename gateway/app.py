@@ -1,4 +1,7 @@
-"""The Tornado Application: routes plus the services, injected through settings."""
+"""The Tornado Application: routes, the services and the GraphQL engine, injected through settings.
+
+The one place that wires handlers and the schema to the services: services never import either.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 from tornado.web import Application
 
 from gateway.config import GatewayConfig
+from gateway.graphql_engine import GraphQLEngine
 from gateway.services import Services
 from handlers import all_handlers
 from handlers.base import log_request
@@ -18,6 +22,7 @@ def make_app(config: GatewayConfig, services: Services, **overrides: Any) -> App
     settings: dict[str, Any] = {
         "services": services,
         "config": config,
+        "graphql": GraphQLEngine(config, services.metrics),
         "log_function": log_request,
         "default_handler_class": NotFoundHandler,
         "xsrf_cookies": False,  # bearer tokens; cookie-authenticated writes check Origin instead

@@ -17,7 +17,6 @@ import aiohttp
 from gateway.auth import AuthService
 from gateway.callbacks import CallbackRouter
 from gateway.config import GatewayConfig
-from gateway.graphql_engine import GraphQLEngine
 from gateway.kv import KvBucket
 from gateway.live import LiveHub
 from gateway.metrics import Metrics
@@ -43,7 +42,6 @@ class Services:
     sessions: SessionCache
     auth: AuthService
     live: LiveHub
-    graphql: GraphQLEngine
     buckets: list[KvBucket] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -105,7 +103,6 @@ class Services:
             sessions=sessions,
             auth=auth,
             live=live,
-            graphql=GraphQLEngine(config, metrics),
             buckets=[session_bucket, revoked_bucket],
         )
         services.shutdown_hooks.append(live.shutdown)

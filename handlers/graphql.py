@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import orjson
 
 from gateway.graphiql import content_security_policy, new_nonce, render_page
 from gateway.graphql_context import RequestContext
-from gateway.graphql_engine import GraphQLOutcome, Outcome
+from gateway.graphql_engine import GraphQLEngine, GraphQLOutcome, Outcome
 from gateway.graphql_errors import BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED, simple_error
 from gateway.graphql_http import (
     GRAPHQL_RESPONSE_JSON,
@@ -26,6 +27,11 @@ class GraphQLHandler(APIHandler):
     """POST runs any operation, GET runs queries only; a browser GET gets GraphiQL."""
 
     route_name = "graphql"
+
+    @property
+    def engine(self) -> GraphQLEngine:
+        """The schema and document cache ``make_app`` built."""
+        return cast(GraphQLEngine, self.settings["graphql"])
 
     async def get(self) -> None:
         """GraphiQL for browsers, else a query from the URL parameters."""
@@ -68,7 +74,7 @@ class GraphQLHandler(APIHandler):
     async def _run(self, request: GraphQLRequest, *, allow_mutations: bool) -> None:
         assert self.session is not None and self.session_token is not None
         context = RequestContext(self.services, self.session, self.session_token, self.request_id)
-        result = await self.services.graphql.run(
+        result = await self.engine.run(
             request.query, request.variables, request.operation_name, context, allow_mutations=allow_mutations
         )
         self._respond(result)

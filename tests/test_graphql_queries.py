@@ -150,7 +150,8 @@ async def test_unexpected_resolver_errors_are_internal_and_logged(
 ) -> None:
     """A bug in a resolver: the client sees INTERNAL and a generic message, the log has the detail."""
     token = await login(client, gateway)
-    version = gateway.services.graphql.schema.query_type.fields["version"]  # type: ignore[union-attr]
+    assert gateway.app is not None
+    version = gateway.app.settings["graphql"].schema.query_type.fields["version"]
     original = version.resolve
 
     def broken(_root: object, _info: object) -> str:

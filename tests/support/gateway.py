@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 from tornado.httpserver import HTTPServer
+from tornado.web import Application
 
 from gateway.app import make_app
 from gateway.config import GatewayConfig, load_config
@@ -27,6 +28,7 @@ class GatewayInstance:
         self.config: GatewayConfig = load_config(self.env)
         self.services: Services | None = None
         self.server: HTTPServer | None = None
+        self.app: Application | None = None
 
     @property
     def url(self) -> str:
@@ -34,7 +36,7 @@ class GatewayInstance:
 
     async def start(self, nats_wait_secs: float = 5.0) -> GatewayInstance:
         self.services = Services.create(self.config)
-        app = make_app(self.config, self.services)
+        self.app = app = make_app(self.config, self.services)
         self.server = HTTPServer(app, max_body_size=1 << 40)
         self.server.listen(self.port, address="127.0.0.1")
         await self.services.start(nats_wait_secs=nats_wait_secs)
