@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.auth.sessions import Session, User  # noqa: E402
+from gateway.auth.tokens import token_hash  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.services import Services  # noqa: E402
-from gateway.session_cache import Session, User  # noqa: E402
-from gateway.tokens import token_hash  # noqa: E402
 from tests.support.nats_server import NatsServer, nats_server_binary  # noqa: E402
 
 

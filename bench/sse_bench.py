@@ -228,7 +228,7 @@ class GatewayTarget(Target):
     name = "gateway"
 
     def __init__(self, nats: NatsServer, workdir: Path) -> None:
-        from gateway.tokens import CallbackSigner
+        from gateway.auth.tokens import CallbackSigner
 
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"

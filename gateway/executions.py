@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from gateway.auth import AuthError
+from gateway.auth.service import AuthError
+from gateway.auth.sessions import Session
 from gateway.errors import BadExecutionInput, ExecutionForbidden
 from gateway.noetl import UpstreamError, UpstreamTimeout
-from gateway.session_cache import Session
 
 if TYPE_CHECKING:
     from gateway.services import Services

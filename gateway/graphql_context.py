@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.session_cache import Session
+from gateway.auth.sessions import Session
 
 if TYPE_CHECKING:
     from gateway.services import Services

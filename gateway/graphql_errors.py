@@ -13,7 +13,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from gateway.auth import AuthError
+from gateway.auth.service import AuthError
 from gateway.errors import ExecutionRefused
 from gateway.noetl import UpstreamError, UpstreamFailure
 

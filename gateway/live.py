@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from gateway.auth.sessions import Session, SessionCache
 from gateway.config import GatewayConfig
 from gateway.errors import ClientNotOwned, TooManyPending
 from gateway.live_bus import EventBus, MemoryJournal
@@ -47,7 +48,6 @@ from gateway.live_store import ClientRegistry, RequestStore
 from gateway.live_stream import EXPIRED, REVOKED, SHUTDOWN, LiveStream, expires_in
 from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
-from gateway.session_cache import Session, SessionCache
 
 log = logging.getLogger("gateway.live")
 

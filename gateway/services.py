@@ -14,16 +14,16 @@ from typing import Any
 
 import aiohttp
 
-from gateway.auth import AuthService
-from gateway.callbacks import CallbackRouter
+from gateway.auth.callbacks import CallbackRouter
+from gateway.auth.service import AuthService
+from gateway.auth.sessions import SessionCache
+from gateway.auth.tokens import CallbackSigner
 from gateway.config import GatewayConfig
 from gateway.kv import KvBucket
 from gateway.live import LiveHub
 from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
 from gateway.noetl import NoetlClient, make_http_session
-from gateway.session_cache import SessionCache
-from gateway.tokens import CallbackSigner
 
 log = logging.getLogger("gateway.services")
 

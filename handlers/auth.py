@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from gateway.auth import AuthError
+from gateway.auth.service import AuthError
+from gateway.auth.tokens import is_wellformed_session_token
 from gateway.models import CheckAccessRequest, LoginRequest, LogoutRequest, ValidateRequest
-from gateway.tokens import is_wellformed_session_token
 from handlers.base import ApiError, APIHandler
 
 

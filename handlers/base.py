@@ -13,15 +13,15 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from tornado.web import HTTPError, RequestHandler
 
-from gateway.auth import AuthService
+from gateway.auth.service import AuthService
+from gateway.auth.sessions import Session
+from gateway.auth.tokens import CallbackTokenError, is_wellformed_session_token
 from gateway.config import GatewayConfig
 from gateway.logging import request_id_var, scrub
 from gateway.metrics import Metrics
 from gateway.models import describe_validation_error
 from gateway.noetl import UpstreamFailure
 from gateway.services import Services
-from gateway.session_cache import Session
-from gateway.tokens import CallbackTokenError, is_wellformed_session_token
 
 log = logging.getLogger("gateway.http")
 access_log = logging.getLogger("gateway.access")

@@ -9,6 +9,7 @@ from contextlib import aclosing
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
+from gateway.auth.tokens import is_wellformed_session_token
 from gateway.live_events import (
     INTERNAL_ERROR,
     PING,
@@ -20,7 +21,6 @@ from gateway.live_events import (
     sse_frame,
 )
 from gateway.live_stream import EXPIRED, GONE, REVOKED, SHUTDOWN, SLOW, LiveStream
-from gateway.tokens import is_wellformed_session_token
 from handlers.base import APIHandler
 
 log = logging.getLogger("gateway.events")

@@ -17,7 +17,7 @@ import orjson
 from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
-from gateway.auth import AuthError
+from gateway.auth.service import AuthError
 from gateway.noetl import UpstreamFailure
 from gateway.proxy import ProxyExchange
 from gateway.proxy_headers import client_response_headers, upstream_request_headers

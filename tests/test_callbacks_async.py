@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from gateway.auth.tokens import CallbackSigner
 from gateway.live import LiveHub
-from gateway.tokens import CallbackSigner
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance, call
 from tests.support.live import callback_headers, login, pending_request, post_progress, post_result, services_of

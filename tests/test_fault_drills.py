@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.tokens import CallbackSigner
+from gateway.auth.tokens import CallbackSigner
 from tests.conftest import GatewayFactory, Standin
 from tests.standin import playbooks
 from tests.support.fault import collected, kill_nats, rss_kib, state_sizes, task_count

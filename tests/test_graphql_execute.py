@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.auth.sessions import Session
 from gateway.errors import ClientNotOwned
-from gateway.session_cache import Session
 from tests.conftest import GatewayFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance

@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.session_cache import Session, User
-from gateway.tokens import token_hash
+from gateway.auth.sessions import Session, User
+from gateway.auth.tokens import token_hash
 from gateway.version import __version__
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance, GatewayProcess, call

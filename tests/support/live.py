@@ -6,8 +6,8 @@ from typing import Any
 
 import aiohttp
 
+from gateway.auth.tokens import CallbackSigner, token_hash
 from gateway.services import Services
-from gateway.tokens import CallbackSigner, token_hash
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
 
 Gateway = GatewayInstance | GatewayProcess

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.auth.tokens import token_hash
 from gateway.kv import KvBucket
 from gateway.metrics import Metrics
-from gateway.tokens import token_hash
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,14 +13,14 @@ import time
 import uuid
 from typing import Any
 
-from gateway.auth0 import Auth0Error, Auth0Verifier
-from gateway.callbacks import CallbackRouter, CallbackTimeout
+from gateway.auth.auth0 import Auth0Error, Auth0Verifier
+from gateway.auth.callbacks import CallbackRouter, CallbackTimeout
+from gateway.auth.rate_limit import RateLimiter
+from gateway.auth.sessions import Session, SessionCache, User, parse_user, session_from_record
+from gateway.auth.tokens import CallbackSigner, is_wellformed_session_token, token_hash
 from gateway.config import GatewayConfig
 from gateway.logging import short_hash
 from gateway.noetl import NoetlClient, UpstreamError, UpstreamFailure
-from gateway.rate_limit import RateLimiter
-from gateway.session_cache import Session, SessionCache, User, parse_user, session_from_record
-from gateway.tokens import CallbackSigner, is_wellformed_session_token, token_hash
 
 log = logging.getLogger("gateway.auth")
 

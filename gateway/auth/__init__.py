@@ -1,0 +1,1 @@
+"""Authentication: sessions, tokens, Auth0 verification, callbacks, the auth service."""
