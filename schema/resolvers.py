@@ -12,9 +12,9 @@ from typing import Any, cast
 
 from graphql import GraphQLResolveInfo
 
-from gateway import executions
+from gateway.executions import service as executions
+from gateway.executions.api_call import proxy_request
 from gateway.graphql_context import RequestContext
-from gateway.graphql_proxy import proxy_request
 from gateway.version import __version__
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.executions import BadExecutionInput, require_access, started_playbook
+from gateway.executions.service import BadExecutionInput, require_access, started_playbook
 from gateway.graphql_context import RequestContext
 from gateway.noetl import upstream_detail
 

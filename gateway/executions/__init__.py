@@ -1,0 +1,1 @@
+"""Playbook executions: starting, reading, and generic NoETL API calls as a user."""
