@@ -20,7 +20,7 @@ from gateway.auth.sessions import SessionCache
 from gateway.auth.tokens import CallbackSigner
 from gateway.config import GatewayConfig
 from gateway.kv import KvBucket
-from gateway.live import LiveHub
+from gateway.live.hub import LiveHub
 from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
 from gateway.noetl import NoetlClient, make_http_session

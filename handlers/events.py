@@ -10,7 +10,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from gateway.auth.tokens import is_wellformed_session_token
-from gateway.live_events import (
+from gateway.live.events import (
     INTERNAL_ERROR,
     PING,
     UNAUTHORIZED,
@@ -20,7 +20,7 @@ from gateway.live_events import (
     retry_frame,
     sse_frame,
 )
-from gateway.live_stream import EXPIRED, GONE, REVOKED, SHUTDOWN, SLOW, LiveStream
+from gateway.live.stream import EXPIRED, GONE, REVOKED, SHUTDOWN, SLOW, LiveStream
 from handlers.base import APIHandler
 
 log = logging.getLogger("gateway.events")

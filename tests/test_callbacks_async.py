@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from gateway.auth.tokens import CallbackSigner
-from gateway.live import LiveHub
+from gateway.live.hub import LiveHub
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance, call
 from tests.support.live import callback_headers, login, pending_request, post_progress, post_result, services_of

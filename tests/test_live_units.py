@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.live_bus import MemoryJournal
-from gateway.live_events import LiveEvent, format_pos, parse_pos, result_params, sse_frame
-from gateway.live_stream import SLOW, LiveStream
+from gateway.live.bus import MemoryJournal
+from gateway.live.events import LiveEvent, format_pos, parse_pos, result_params, sse_frame
+from gateway.live.stream import SLOW, LiveStream
 
 
 def event(seq: int, local: int = 0, session: str = "s1", client: str = "c1") -> LiveEvent:

@@ -9,7 +9,7 @@ import socket
 import aiohttp
 import pytest
 
-from gateway.live_stream import SLOW
+from gateway.live.stream import SLOW
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance
 from tests.support.live import callback_headers, login, pending_request, post_progress, services_of

@@ -31,7 +31,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway.kv import KvBucket
-from gateway.live_events import is_client_id, is_request_id
+from gateway.live.events import is_client_id, is_request_id
 from gateway.nats_link import NatsLink
 
 log = logging.getLogger("gateway.live")

@@ -26,7 +26,7 @@ from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from gateway.config import GatewayConfig
-from gateway.live_events import LiveEvent, Pos
+from gateway.live.events import LiveEvent, Pos
 from gateway.nats_link import NatsLink
 
 log = logging.getLogger("gateway.live")

@@ -29,8 +29,8 @@ from typing import Any
 from gateway.auth.sessions import Session, SessionCache
 from gateway.config import GatewayConfig
 from gateway.errors import ClientNotOwned, TooManyPending
-from gateway.live_bus import EventBus, MemoryJournal
-from gateway.live_events import (
+from gateway.live.bus import EventBus, MemoryJournal
+from gateway.live.events import (
     KIND_PROGRESS,
     KIND_RESULT,
     ZERO,
@@ -43,9 +43,9 @@ from gateway.live_events import (
     progress_params,
     result_params,
 )
-from gateway.live_slots import SessionSlots
-from gateway.live_store import ClientRegistry, RequestStore
-from gateway.live_stream import EXPIRED, REVOKED, SHUTDOWN, LiveStream, expires_in
+from gateway.live.slots import SessionSlots
+from gateway.live.store import ClientRegistry, RequestStore
+from gateway.live.stream import EXPIRED, REVOKED, SHUTDOWN, LiveStream, expires_in
 from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
 

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from gateway.live_events import ZERO, LiveEvent, Pos
+from gateway.live.events import ZERO, LiveEvent, Pos
 
 # Why a stream ended; the writer turns each into its last words (see handlers/events.py).
 GONE = "gone"  # the client went away

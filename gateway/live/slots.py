@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from gateway.live_store import RequestStore
+from gateway.live.store import RequestStore
 from gateway.nats_link import NatsLink
 
 log = logging.getLogger("gateway.live")

@@ -1,0 +1,1 @@
+"""Live results: SSE streams, pending requests, and the events that reach them."""
