@@ -19,10 +19,10 @@ from gateway.auth.service import AuthService
 from gateway.auth.sessions import SessionCache
 from gateway.auth.tokens import CallbackSigner
 from gateway.config import GatewayConfig
-from gateway.kv import KvBucket
 from gateway.live.hub import LiveHub
 from gateway.metrics import Metrics
-from gateway.nats_link import NatsLink
+from gateway.nats.kv import KvBucket
+from gateway.nats.link import NatsLink
 from gateway.noetl import NoetlClient, make_http_session
 
 log = logging.getLogger("gateway.services")

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from gateway.config import load_config
-from gateway.kv import KvBucket
-from gateway.nats_link import NatsLink
+from gateway.nats.kv import KvBucket
+from gateway.nats.link import NatsLink
 from tests.support.nats_server import NatsServer
 from tests.support.waiting import wait_for
 

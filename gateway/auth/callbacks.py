@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.metrics import Metrics
-from gateway.nats_link import NatsLink
+from gateway.nats.link import NatsLink
 
 log = logging.getLogger("gateway.callbacks")
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.auth.tokens import token_hash
-from gateway.kv import KvBucket
 from gateway.metrics import Metrics
+from gateway.nats.kv import KvBucket
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from gateway.config import GatewayConfig
 from gateway.live.events import LiveEvent, Pos
-from gateway.nats_link import NatsLink
+from gateway.nats.link import NatsLink
 
 log = logging.getLogger("gateway.live")
 

@@ -47,7 +47,7 @@ from gateway.live.slots import SessionSlots
 from gateway.live.store import ClientRegistry, RequestStore
 from gateway.live.stream import EXPIRED, REVOKED, SHUTDOWN, LiveStream, expires_in
 from gateway.metrics import Metrics
-from gateway.nats_link import NatsLink
+from gateway.nats.link import NatsLink
 
 log = logging.getLogger("gateway.live")
 

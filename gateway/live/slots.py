@@ -23,7 +23,7 @@ import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from gateway.live.store import RequestStore
-from gateway.nats_link import NatsLink
+from gateway.nats.link import NatsLink
 
 log = logging.getLogger("gateway.live")
 

@@ -30,9 +30,9 @@ import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from gateway.kv import KvBucket
 from gateway.live.events import is_client_id, is_request_id
-from gateway.nats_link import NatsLink
+from gateway.nats.kv import KvBucket
+from gateway.nats.link import NatsLink
 
 log = logging.getLogger("gateway.live")
 

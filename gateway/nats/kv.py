@@ -24,7 +24,7 @@ import orjson
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from gateway.nats_link import NatsLink
+from gateway.nats.link import NatsLink
 
 log = logging.getLogger("gateway.kv")
 

@@ -1,0 +1,1 @@
+"""The NATS link and the KV buckets (with their process-memory fallback)."""
