@@ -103,7 +103,7 @@ async def main() -> None:
     settings: dict[str, Any] = {"upstream": args.upstream.rstrip("/"), "compress_response": False}
     handler: type[RequestHandler]
     if args.client == "aiohttp":
-        from gateway.noetl import make_http_session
+        from gateway.noetl.client import make_http_session
 
         settings["http"] = make_http_session(5.0)
         handler = AiohttpProxy

@@ -15,7 +15,7 @@ from graphql import GraphQLError
 
 from gateway.auth.service import AuthError
 from gateway.errors import ExecutionRefused
-from gateway.noetl import UpstreamError, UpstreamFailure
+from gateway.noetl.client import UpstreamError, UpstreamFailure
 
 log = logging.getLogger("gateway.graphql")
 

@@ -23,7 +23,7 @@ from gateway.live.hub import LiveHub
 from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
 from gateway.nats.link import NatsLink
-from gateway.noetl import NoetlClient, make_http_session
+from gateway.noetl.client import NoetlClient, make_http_session
 
 log = logging.getLogger("gateway.services")
 

@@ -20,7 +20,7 @@ from gateway.config import GatewayConfig
 from gateway.logging import request_id_var, scrub
 from gateway.metrics import Metrics
 from gateway.models import describe_validation_error
-from gateway.noetl import UpstreamFailure
+from gateway.noetl.client import UpstreamFailure
 from gateway.services import Services
 
 log = logging.getLogger("gateway.http")

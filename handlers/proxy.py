@@ -18,10 +18,10 @@ from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
 from gateway.auth.service import AuthError
-from gateway.noetl import UpstreamFailure
-from gateway.proxy import ProxyExchange
-from gateway.proxy_headers import client_response_headers, upstream_request_headers
-from gateway.proxy_path import canonical_path, unsafe_path_reason, upstream_url
+from gateway.noetl.client import UpstreamFailure
+from gateway.noetl.exchange import ProxyExchange
+from gateway.noetl.headers import client_response_headers, upstream_request_headers
+from gateway.noetl.paths import canonical_path, unsafe_path_reason, upstream_url
 from handlers.base import ApiError, AuthenticatedHandler
 
 log = logging.getLogger("gateway.proxy")

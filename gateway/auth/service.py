@@ -20,7 +20,7 @@ from gateway.auth.sessions import Session, SessionCache, User, parse_user, sessi
 from gateway.auth.tokens import CallbackSigner, is_wellformed_session_token, token_hash
 from gateway.config import GatewayConfig
 from gateway.logging import short_hash
-from gateway.noetl import NoetlClient, UpstreamError, UpstreamFailure
+from gateway.noetl.client import NoetlClient, UpstreamError, UpstreamFailure
 
 log = logging.getLogger("gateway.auth")
 

@@ -14,7 +14,7 @@ import orjson
 
 from gateway.executions.service import BadExecutionInput, require_access, started_playbook
 from gateway.graphql_context import RequestContext
-from gateway.noetl import upstream_detail
+from gateway.noetl.client import upstream_detail
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 MAX_ENDPOINT_LENGTH = 2048

@@ -22,7 +22,7 @@ import orjson
 from gateway.auth.service import AuthError
 from gateway.auth.sessions import Session
 from gateway.errors import BadExecutionInput, ExecutionForbidden
-from gateway.noetl import UpstreamError, UpstreamTimeout
+from gateway.noetl.client import UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from gateway.services import Services

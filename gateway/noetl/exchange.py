@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from yarl import URL
 
-from gateway.noetl import UpstreamFailure, UpstreamTimeout, UpstreamUnavailable
+from gateway.noetl.client import UpstreamFailure, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger("gateway.proxy")
 
