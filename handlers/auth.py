@@ -6,8 +6,8 @@ import math
 
 from gateway.auth.service import AuthError
 from gateway.auth.tokens import is_wellformed_session_token
-from gateway.models import CheckAccessRequest, LoginRequest, LogoutRequest, ValidateRequest
 from handlers.base import ApiError, APIHandler
+from handlers.models import CheckAccessRequest, LoginRequest, LogoutRequest, ValidateRequest
 
 
 class LoginHandler(APIHandler):

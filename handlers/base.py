@@ -19,9 +19,9 @@ from gateway.auth.tokens import CallbackTokenError, is_wellformed_session_token
 from gateway.config import GatewayConfig
 from gateway.logging import request_id_var, scrub
 from gateway.metrics import Metrics
-from gateway.models import describe_validation_error
 from gateway.noetl.client import UpstreamFailure
 from gateway.services import Services
+from handlers.models import describe_validation_error
 
 log = logging.getLogger("gateway.http")
 access_log = logging.getLogger("gateway.access")

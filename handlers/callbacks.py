@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gateway.models import AsyncCallbackRequest, CallbackRequest, ProgressRequest
 from handlers.base import ApiError, CallbackHandler
+from handlers.models import AsyncCallbackRequest, CallbackRequest, ProgressRequest
 
 log = logging.getLogger("gateway.callbacks")
 

@@ -7,11 +7,12 @@ from typing import cast
 
 import orjson
 
-from gateway.graphiql import content_security_policy, new_nonce, render_page
 from gateway.graphql_context import RequestContext
 from gateway.graphql_engine import GraphQLEngine, GraphQLOutcome, Outcome
 from gateway.graphql_errors import BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED, simple_error
-from gateway.graphql_http import (
+from handlers.base import ApiError, APIHandler
+from handlers.graphiql import content_security_policy, new_nonce, render_page
+from handlers.graphql_http import (
     GRAPHQL_RESPONSE_JSON,
     GraphQLRequest,
     RequestProblem,
@@ -20,7 +21,6 @@ from gateway.graphql_http import (
     request_from_params,
     wants_html,
 )
-from handlers.base import ApiError, APIHandler
 
 
 class GraphQLHandler(APIHandler):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from gateway.openapi import build_openapi
 from gateway.version import __version__
 from handlers.base import BaseHandler
+from handlers.openapi import build_openapi
 
 
 class HealthHandler(BaseHandler):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from gateway.openapi import build_openapi
+from handlers.openapi import build_openapi
 from tests.support.gateway import GatewayProcess
 from tests.support.nats_server import NatsServer, free_port
 

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from gateway.models import (
+from gateway.version import __version__
+from handlers.models import (
     AsyncCallbackRequest,
     CallbackRequest,
     CheckAccessRequest,
@@ -19,7 +20,6 @@ from gateway.models import (
     ProgressRequest,
     ValidateRequest,
 )
-from gateway.version import __version__
 
 
 class ErrorResponse(BaseModel):
