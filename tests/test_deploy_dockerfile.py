@@ -255,9 +255,9 @@ def test_dockerignore_allows_exactly_what_is_copied() -> None:
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert allowed == set(copy_sources())
     assert all((ROOT / source).exists() for source in allowed)
-    # Every package setuptools is told to build is in the context.
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    assert set(packages) <= allowed
+    # Every package setuptools is told to build (and its subpackages: "gateway*") is in the context.
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {pattern.rstrip("*") for pattern in include} <= allowed
 
 
 def test_package_builds_from_the_build_context_alone(tmp_path: Path) -> None:
@@ -285,6 +285,10 @@ def test_package_builds_from_the_build_context_alone(tmp_path: Path) -> None:
     (wheel,) = wheels.glob("noetl_gateway-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "gateway/__main__.py" in names and "handlers/__init__.py" in names
+    for package in ("gateway", "handlers", "schema"):  # subpackages too (gateway/auth/, gateway/live/, ...)
+        for module in (ROOT / package).rglob("*.py"):
+            relative = module.relative_to(ROOT).as_posix()
+            assert relative in names, f"{relative} would be missing from the image"
     for sdl in (ROOT / "schema").glob("*.graphql"):
         assert f"schema/{sdl.name}" in names, f"{sdl.name} would be missing from the image"
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
