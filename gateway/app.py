@@ -10,11 +10,11 @@ from typing import Any
 from tornado.web import Application
 
 from gateway.config import GatewayConfig
-from gateway.graphql_engine import GraphQLEngine
 from gateway.services import Services
 from handlers import all_handlers
 from handlers.base import log_request
 from handlers.fallback import NotFoundHandler
+from schema.engine import GraphQLEngine
 
 
 def make_app(config: GatewayConfig, services: Services, **overrides: Any) -> Application:

@@ -7,9 +7,6 @@ from typing import cast
 
 import orjson
 
-from gateway.graphql_context import RequestContext
-from gateway.graphql_engine import GraphQLEngine, GraphQLOutcome, Outcome
-from gateway.graphql_errors import BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED, simple_error
 from handlers.base import ApiError, APIHandler
 from handlers.graphiql import content_security_policy, new_nonce, render_page
 from handlers.graphql_http import (
@@ -21,6 +18,9 @@ from handlers.graphql_http import (
     request_from_params,
     wants_html,
 )
+from schema.context import RequestContext
+from schema.engine import GraphQLEngine, GraphQLOutcome, Outcome
+from schema.errors import BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED, simple_error
 
 
 class GraphQLHandler(APIHandler):

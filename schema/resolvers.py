@@ -14,8 +14,8 @@ from graphql import GraphQLResolveInfo
 
 from gateway.executions import service as executions
 from gateway.executions.api_call import proxy_request
-from gateway.graphql_context import RequestContext
 from gateway.version import __version__
+from schema.context import RequestContext
 
 
 def _context(info: GraphQLResolveInfo) -> RequestContext:

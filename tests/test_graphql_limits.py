@@ -10,8 +10,8 @@ import pytest
 from graphql import get_introspection_query
 
 from gateway.config import load_config
-from gateway.graphql_engine import GraphQLEngine
 from gateway.metrics import Metrics
+from schema.engine import GraphQLEngine
 from tests.conftest import GatewayFactory, Standin
 from tests.support.gateway import GatewayInstance
 from tests.support.graphql_client import error_codes, gql, login, metric_value

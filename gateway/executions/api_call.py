@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from gateway.executions.caller import Caller as RequestContext  # schema.context.RequestContext is one
 from gateway.executions.service import BadExecutionInput, require_access, started_playbook
-from gateway.graphql_context import RequestContext
 from gateway.noetl.client import upstream_detail
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})

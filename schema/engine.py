@@ -16,9 +16,11 @@ from graphql import ExecutionResult, GraphQLResolveInfo, GraphQLSchema, Operatio
 from graphql.pyutils import is_awaitable
 
 from gateway.config import GatewayConfig
-from gateway.graphql_context import RequestContext
-from gateway.graphql_documents import DocumentCache, PreparedDocument
-from gateway.graphql_errors import (
+from gateway.metrics import Metrics
+from schema import build_gateway_schema
+from schema.context import RequestContext
+from schema.documents import DocumentCache, PreparedDocument
+from schema.errors import (
     BAD_REQUEST,
     BAD_USER_INPUT,
     INTERNAL,
@@ -26,9 +28,7 @@ from gateway.graphql_errors import (
     format_execution_error,
     simple_error,
 )
-from gateway.graphql_limits import QueryLimits
-from gateway.metrics import Metrics
-from schema import build_gateway_schema
+from schema.limits import QueryLimits
 
 log = logging.getLogger("gateway.graphql")
 

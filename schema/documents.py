@@ -26,8 +26,8 @@ from graphql import (
 from graphql.validation import MaxIntrospectionDepthRule
 from prometheus_client import Counter
 
-from gateway.graphql_errors import PARSE_FAILED, VALIDATION_FAILED, format_document_error
-from gateway.graphql_limits import QueryLimits, limit_errors
+from schema.errors import PARSE_FAILED, VALIDATION_FAILED, format_document_error
+from schema.limits import QueryLimits, limit_errors
 
 BYTES_PER_ENTRY = 2048  # average query text budgeted per cache entry
 VALIDATION_RULES = (*specified_rules, MaxIntrospectionDepthRule)
