@@ -1,21 +1,55 @@
-"""Errors a client may see: each carries the public text, an HTTP ``status`` and a GraphQL ``code``.
+"""Errors a client may see: one family, :class:`PublicError` (HTTP ``status``, GraphQL ``code``, ``public`` text).
 
-Callers map them to their own wire format (the base handler for HTTP, the GraphQL error
-formatter); the public text never holds an upstream URL or a traceback.
+Every domain error derives from it (``AuthError``, ``Auth0Error``, ``CallbackTokenError``,
+``UpstreamFailure``, ``RequestProblem``, ``ApiError`` and the execution refusals below), and each
+wire format maps the family once: ``BaseHandler.write_error`` for HTTP (``{"error": public}``),
+``schema.errors.public_extensions`` for GraphQL (``extensions.code``). The public text never holds
+an upstream URL or a traceback; those go to the log only.
 """
 
 from __future__ import annotations
 
+# GraphQL ``extensions.code`` values of the family (schema/errors.py adds the request-level ones).
+BAD_USER_INPUT = "BAD_USER_INPUT"
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+RATE_LIMITED = "RATE_LIMITED"
+UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+UPSTREAM_ERROR = "UPSTREAM_ERROR"
+INTERNAL = "INTERNAL"
+BAD_REQUEST = "BAD_REQUEST"
 
-class ExecutionRefused(Exception):
-    """A refusal the caller may see: ``public`` text, GraphQL ``code``, HTTP ``status``."""
+_CODE_OF_STATUS = {400: BAD_REQUEST, 401: UNAUTHENTICATED, 403: FORBIDDEN, 429: RATE_LIMITED}
 
-    code = "BAD_USER_INPUT"
+
+def code_for_status(status: int) -> str:
+    """The code of an error that has no code of its own (HTTP-only errors)."""
+    if status in (502, 503, 504):
+        return UPSTREAM_UNAVAILABLE
+    return _CODE_OF_STATUS.get(status, INTERNAL if status >= 500 else BAD_REQUEST)
+
+
+class PublicError(Exception):
+    """An error whose ``public`` text may be shown, with the HTTP ``status`` and GraphQL ``code`` it maps to."""
+
+    status: int = 500
+    code: str = INTERNAL
+
+    def __init__(self, status: int, code: str, public: str) -> None:
+        super().__init__(public)
+        self.status = status
+        self.code = code
+        self.public = public
+
+
+class ExecutionRefused(PublicError):
+    """A refusal of an execution start or API call; subclasses set ``status`` and ``code``."""
+
+    code = BAD_USER_INPUT
     status = 400
 
     def __init__(self, public: str) -> None:
-        super().__init__(public)
-        self.public = public
+        super().__init__(self.status, self.code, public)
 
 
 class BadExecutionInput(ExecutionRefused):
@@ -25,7 +59,7 @@ class BadExecutionInput(ExecutionRefused):
 class ExecutionForbidden(ExecutionRefused):
     """The access check said no."""
 
-    code = "FORBIDDEN"
+    code = FORBIDDEN
     status = 403
 
 
@@ -43,7 +77,7 @@ class ClientNotOwned(ExecutionRefused):
 class TooManyPending(ExecutionRefused):
     """The session already has ``GATEWAY_MAX_PENDING_PER_SESSION`` requests waiting for results."""
 
-    code = "RATE_LIMITED"
+    code = RATE_LIMITED
     status = 429
 
     def __init__(self, limit: int) -> None:

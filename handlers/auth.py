@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from gateway.auth.service import AuthError
 from gateway.auth.tokens import is_wellformed_session_token
 from handlers.base import ApiError, APIHandler
 from handlers.models import CheckAccessRequest, LoginRequest, LogoutRequest, ValidateRequest
@@ -32,10 +31,7 @@ class LoginHandler(APIHandler):
             "client_ip": body.client_ip or self.client_ip(),
             "client_user_agent": body.client_user_agent or self.request.headers.get("User-Agent", ""),
         }
-        try:
-            answer = await self.auth.login(variables)
-        except AuthError as exc:
-            raise ApiError(exc.status, exc.public) from None
+        answer = await self.auth.login(variables)  # AuthError / Auth0Error: their status and text
         self.write_json(answer)
 
 
@@ -80,10 +76,7 @@ class CheckAccessHandler(APIHandler):
         if session is None:
             self.write_json({"allowed": False, "user": None, **answer, "message": "Invalid or expired session"})
             return
-        try:
-            decision = await self.auth.check_access(body.session_token, body.playbook_path, body.permission_type)
-        except AuthError as exc:
-            raise ApiError(exc.status, exc.public) from None
+        decision = await self.auth.check_access(body.session_token, body.playbook_path, body.permission_type)
         self.write_json({**decision, **answer})
 
 

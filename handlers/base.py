@@ -15,8 +15,9 @@ from tornado.web import HTTPError, RequestHandler
 
 from gateway.auth.service import AuthService
 from gateway.auth.sessions import Session
-from gateway.auth.tokens import CallbackTokenError, is_wellformed_session_token
+from gateway.auth.tokens import is_wellformed_session_token
 from gateway.config import GatewayConfig
+from gateway.errors import PublicError, code_for_status
 from gateway.logging import request_id_var, scrub
 from gateway.metrics import Metrics
 from gateway.noetl.client import UpstreamFailure
@@ -50,8 +51,11 @@ def new_request_id() -> str:
     return f"{(random.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
 
 
-class ApiError(HTTPError):
-    """An error whose ``public`` text is safe to show; ``log`` text stays in the log."""
+class ApiError(HTTPError, PublicError):
+    """An HTTP-level refusal: ``public`` text is safe to show; ``log_message`` stays in the log.
+
+    ``headers`` are sent with the error body, ``extra`` fields are added to it.
+    """
 
     def __init__(
         self,
@@ -61,8 +65,8 @@ class ApiError(HTTPError):
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        super().__init__(status, log_message)
-        self.public = public
+        HTTPError.__init__(self, status, log_message)  # Tornado's own fields (it answers HTTPError itself)
+        self.status, self.code, self.public = status, code_for_status(status), public
         self.headers = headers or {}
         self.extra = extra
 
@@ -159,12 +163,12 @@ class BaseHandler(RequestHandler):
         """The one error path: ``{"error": public text}``; never a traceback or upstream URL."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         body: dict[str, Any]
-        if isinstance(exc, ApiError):
-            body = {"error": exc.public, **exc.extra}
-            for name, value in exc.headers.items():  # send_error() cleared headers: set them here
-                self.set_header(name, value)
-        elif isinstance(exc, UpstreamFailure):
+        if isinstance(exc, PublicError):
             body = {"error": exc.public}
+            if isinstance(exc, ApiError):
+                body.update(exc.extra)
+                for name, value in exc.headers.items():  # send_error() cleared headers: set them here
+                    self.set_header(name, value)
         elif status_code >= 500 and not isinstance(exc, HTTPError):
             body = {"error": "Internal server error", "request_id": self.request_id}
         else:
@@ -174,19 +178,23 @@ class BaseHandler(RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Expected errors log one line; only real bugs log a traceback (server side only)."""
-        if isinstance(value, ApiError | UpstreamFailure):
+        if isinstance(value, PublicError):
             log.info(
                 "%s %s -> %s",
                 self.request.method,
                 scrub(self.request.path),
-                getattr(value, "status_code", None) or value,
+                value.status if isinstance(value, ApiError) else f"{value.status} {value.public}",
             )
             return
         super().log_exception(typ, value, tb)
 
     def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, UpstreamFailure):
-            self.services.metrics.upstream_errors.labels(type(e).__name__).inc()
+        # Tornado answers its own HTTPError (ApiError among them) by status, anything else with 500;
+        # the rest of the PublicError family is answered here, by its status, through write_error.
+        if isinstance(e, PublicError) and not isinstance(e, HTTPError):
+            if isinstance(e, UpstreamFailure):
+                self.services.metrics.upstream_errors.labels(type(e).__name__).inc()
+            self.log_exception(type(e), e, e.__traceback__)
             if not self._finished:
                 self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
             return
@@ -309,10 +317,7 @@ class CallbackHandler(APIHandler):
             if not known:
                 raise ApiError(404, "Request not found")
             return
-        try:
-            self.services.signer.verify(token, request_id)
-        except CallbackTokenError as exc:
-            raise ApiError(exc.status, exc.public) from None
+        self.services.signer.verify(token, request_id)  # CallbackTokenError: 401/403
 
 
 def log_request(handler: RequestHandler) -> None:

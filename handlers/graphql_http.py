@@ -13,17 +13,17 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import BAD_REQUEST, PublicError
+
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
 
 
-class RequestProblem(Exception):
+class RequestProblem(PublicError):
     """The HTTP request is not a well-formed GraphQL request: ``status`` and public text."""
 
     def __init__(self, status: int, public: str) -> None:
-        super().__init__(public)
-        self.status = status
-        self.public = public
+        super().__init__(status, BAD_REQUEST, public)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """GraphQL error codes and the one place errors are made safe to send.
 
 Every error in a response carries ``extensions.code``. Exceptions the gateway raises on
-purpose (refusals, NoETL failures) keep their public text; anything else becomes
+purpose (the ``PublicError`` family: refusals, NoETL failures) keep their public text and
+code (:func:`public_extensions`, the one mapping); anything else becomes
 ``INTERNAL`` with a generic message — the real error goes to the log only, so no upstream
 URL or traceback reaches a client.
 """
@@ -13,19 +14,37 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from gateway.auth.service import AuthError
-from gateway.errors import ExecutionRefused
-from gateway.noetl.client import UpstreamError, UpstreamFailure
+from gateway.errors import (
+    BAD_REQUEST,
+    BAD_USER_INPUT,
+    FORBIDDEN,
+    INTERNAL,
+    UNAUTHENTICATED,
+    UPSTREAM_ERROR,
+    UPSTREAM_UNAVAILABLE,
+    PublicError,
+)
+from gateway.noetl.client import UpstreamError
 
 log = logging.getLogger("gateway.graphql")
 
-UNAUTHENTICATED = "UNAUTHENTICATED"
-FORBIDDEN = "FORBIDDEN"
-BAD_USER_INPUT = "BAD_USER_INPUT"
-UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
-UPSTREAM_ERROR = "UPSTREAM_ERROR"
-INTERNAL = "INTERNAL"
-BAD_REQUEST = "BAD_REQUEST"
+__all__ = [
+    "BAD_REQUEST",
+    "BAD_USER_INPUT",
+    "FORBIDDEN",
+    "INTERNAL",
+    "METHOD_NOT_ALLOWED",
+    "PARSE_FAILED",
+    "UNAUTHENTICATED",
+    "UPSTREAM_ERROR",
+    "UPSTREAM_UNAVAILABLE",
+    "VALIDATION_FAILED",
+    "format_document_error",
+    "format_execution_error",
+    "public_extensions",
+    "simple_error",
+]
+
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
@@ -47,6 +66,14 @@ def format_document_error(error: GraphQLError, code: str) -> dict[str, Any]:
     return dict(formatted)
 
 
+def public_extensions(error: PublicError) -> dict[str, Any]:
+    """``extensions`` of a PublicError: its code (and NoETL's status for an error NoETL answered)."""
+    extensions: dict[str, Any] = {"code": error.code}
+    if isinstance(error, UpstreamError) and error.upstream_status:
+        extensions["upstreamStatus"] = error.upstream_status
+    return extensions
+
+
 def format_execution_error(error: GraphQLError, default_code: str, request_id: str) -> dict[str, Any]:
     """An error from execution, made public: known exceptions keep their text, others are INTERNAL."""
     original = error.original_error
@@ -56,15 +83,8 @@ def format_execution_error(error: GraphQLError, default_code: str, request_id: s
         if isinstance(original, GraphQLError):
             extensions = {**dict(original.extensions or {}), **extensions}
         extensions.setdefault("code", default_code)
-    elif isinstance(original, ExecutionRefused):
-        message, extensions = original.public, {"code": original.code}
-    elif isinstance(original, UpstreamFailure):
-        message, extensions = original.public, {"code": original.code}
-        if isinstance(original, UpstreamError) and original.upstream_status:
-            extensions["upstreamStatus"] = original.upstream_status
-    elif isinstance(original, AuthError):
-        code = UPSTREAM_UNAVAILABLE if original.status in (502, 503, 504) else UPSTREAM_ERROR
-        message, extensions = original.public, {"code": code}
+    elif isinstance(original, PublicError):
+        message, extensions = original.public, public_extensions(original)
     else:
         log.error(
             "resolver failed at %s (request %s)",

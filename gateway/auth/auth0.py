@@ -15,6 +15,8 @@ import aiohttp
 import jwt
 import orjson
 
+from gateway.errors import PublicError, code_for_status
+
 log = logging.getLogger("gateway.auth0")
 
 ALLOWED_ALGORITHMS = ["RS256"]
@@ -22,13 +24,11 @@ REFRESH_INTERVAL_SECS = 60.0
 LEEWAY_SECS = 30
 
 
-class Auth0Error(Exception):
+class Auth0Error(PublicError):
     """A token that must not reach the login playbook; ``status`` is 401 or 503."""
 
     def __init__(self, status: int, public: str) -> None:
-        super().__init__(public)
-        self.status = status
-        self.public = public
+        super().__init__(status, code_for_status(status), public)
 
 
 def _domain_of(value: str) -> str:

@@ -13,12 +13,13 @@ import time
 import uuid
 from typing import Any
 
-from gateway.auth.auth0 import Auth0Error, Auth0Verifier
+from gateway.auth.auth0 import Auth0Verifier
 from gateway.auth.callbacks import CallbackRouter, CallbackTimeout
 from gateway.auth.rate_limit import RateLimiter
 from gateway.auth.sessions import Session, SessionCache, User, parse_user, session_from_record
 from gateway.auth.tokens import CallbackSigner, is_wellformed_session_token, token_hash
 from gateway.config import GatewayConfig
+from gateway.errors import UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, PublicError
 from gateway.logging import short_hash
 from gateway.noetl.client import NoetlClient, UpstreamError, UpstreamFailure
 
@@ -27,13 +28,12 @@ log = logging.getLogger("gateway.auth")
 DEV_USER = User(user_id=0, email="dev@localhost", display_name="Developer (auth bypass)", roles=("admin",))
 
 
-class AuthError(Exception):
+class AuthError(PublicError):
     """An auth failure with the status and public text the client sees."""
 
     def __init__(self, status: int, public: str) -> None:
-        super().__init__(public)
-        self.status = status
-        self.public = public
+        # Seen from GraphQL, a failed auth playbook (timeout, error) is an upstream failure.
+        super().__init__(status, UPSTREAM_UNAVAILABLE if status in (502, 503, 504) else UPSTREAM_ERROR, public)
 
 
 def _playbook_reason(data: Any, fallback: str) -> str:
@@ -126,10 +126,7 @@ class AuthService:
                 "message": "Authentication bypassed (GATEWAY_AUTH_BYPASS)",
             }
         if self.auth0 is not None:
-            try:
-                await self.auth0.verify(str(variables.get("auth0_token", "")))
-            except Auth0Error as exc:
-                raise AuthError(exc.status, exc.public) from None
+            await self.auth0.verify(str(variables.get("auth0_token", "")))  # Auth0Error: 401/503
         callback = await self.run_and_wait(self._config.auth_playbook_login, variables)
         status = _callback_status(callback)
         data = _data_of(callback)

@@ -9,6 +9,8 @@ import time
 
 import jwt
 
+from gateway.errors import PublicError, code_for_status
+
 _SESSION_TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
 
 
@@ -22,13 +24,11 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-class CallbackTokenError(Exception):
+class CallbackTokenError(PublicError):
     """A callback token is missing, forged, expired, or names another request."""
 
     def __init__(self, status: int, public: str) -> None:
-        super().__init__(public)
-        self.status = status
-        self.public = public
+        super().__init__(status, code_for_status(status), public)
 
 
 class CallbackSigner:

@@ -13,18 +13,19 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.errors import UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, PublicError
+
 log = logging.getLogger("gateway.noetl")
 
 
-class UpstreamFailure(Exception):
+class UpstreamFailure(PublicError):
     """Base of NoETL failures; ``status`` is what the gateway answers its client."""
 
     status = 502
-    code = "UPSTREAM_UNAVAILABLE"
+    code = UPSTREAM_UNAVAILABLE
 
     def __init__(self, public: str) -> None:
-        super().__init__(public)
-        self.public = public
+        super().__init__(self.status, self.code, public)
 
 
 class UpstreamUnavailable(UpstreamFailure):
@@ -40,7 +41,7 @@ class UpstreamTimeout(UpstreamFailure):
 class UpstreamError(UpstreamFailure):
     """NoETL answered with an error status."""
 
-    code = "UPSTREAM_ERROR"
+    code = UPSTREAM_ERROR
 
     def __init__(self, public: str, upstream_status: int, body: Any = None, gateway_status: int = 502) -> None:
         super().__init__(public)
