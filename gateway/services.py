@@ -110,6 +110,7 @@ class Services:
 
     async def start(self, nats_wait_secs: float = 2.0) -> None:
         """Connect what can be connected now; the rest keeps trying in the background."""
+        self.live.start()
         if self.config.gateway_auth_bypass:
             log.warning(
                 "GATEWAY_AUTH_BYPASS is ON: any non-empty token is accepted as dev@localhost. "

@@ -171,12 +171,12 @@ def leftovers(gw: GatewayInstance) -> dict[str, int]:
     """Per-request state a gateway still holds for the outage (empty once it is over)."""
     live: Any = services_of(gw).live
     sizes = {
-        "outbox": len(live._outbox),
+        "outbox": len(live.delivery.outbox),
         "slots counted in process": len(live.slots._local),
         "deferred slot releases": len(live.slots._deferred),
         "queued request writes": len(live.requests.bucket._queued),
         "queued client writes": len(live.clients.bucket._queued),
-        "write-behind": len(live._record_writes) + len(live._request_deletes),
+        "write-behind": live.writes.backlog,
         "callback waiters": services_of(gw).callbacks.pending,
     }
     return {name: size for name, size in sizes.items() if size}

@@ -69,7 +69,7 @@ async def fill_until(gw: GatewayInstance, client: aiohttp.ClientSession, request
 
 
 def stream_of(gw: GatewayInstance, client_id: str):  # type: ignore[no-untyped-def]
-    streams = services_of(gw).live._streams.get(client_id)
+    streams = services_of(gw).live.streams.of_client(client_id)
     return next(iter(streams)) if streams else None
 
 

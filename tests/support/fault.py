@@ -50,7 +50,7 @@ def state_sizes(gw: GatewayInstance) -> dict[str, int]:
         "client bucket (local)": len(live.clients.bucket),
         "event journal": len(live.journal),
         "slots (local)": len(live.slots._local),
-        "write-behind": len(live._record_writes) + len(live._request_deletes),
+        "write-behind": live.writes.backlog,
     }
     return sizes
 

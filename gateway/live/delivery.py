@@ -1,0 +1,219 @@
+"""Pending requests and the events that answer them.
+
+A request is stored before its playbook starts (a fast worker's callback may arrive before NoETL
+has answered the execute call); its result and progress are published to JetStream, consumed by
+every replica and offered to the client's streams wherever they are. Without NATS the same
+happens in process memory, and results for clients held elsewhere wait in an outbox until NATS
+is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from typing import Any
+
+from gateway.auth.sessions import Session
+from gateway.errors import ClientNotOwned, TooManyPending
+from gateway.live.bus import EventBus, MemoryJournal
+from gateway.live.events import (
+    KIND_PROGRESS,
+    KIND_RESULT,
+    LiveEvent,
+    Pos,
+    format_pos,
+    notification,
+    progress_params,
+    result_params,
+)
+from gateway.live.slots import SessionSlots
+from gateway.live.store import RequestStore
+from gateway.live.streams import StreamRegistry
+from gateway.nats.link import NatsLink
+
+log = logging.getLogger("gateway.live")
+
+MAX_OUTBOX = 10_000  # results made during an NATS outage for clients held elsewhere
+
+
+class Delivery:
+    """The pending-request lifecycle, publishing, and the outage outbox."""
+
+    def __init__(
+        self,
+        link: NatsLink,
+        requests: RequestStore,
+        slots: SessionSlots,
+        bus: EventBus,
+        journal: MemoryJournal,
+        streams: StreamRegistry,
+    ) -> None:
+        self._link = link
+        self._requests = requests
+        self._slots = slots
+        self._bus = bus
+        self._journal = journal
+        self._streams = streams
+        self._counter = itertools.count(1)
+        # Results made while NATS was away for a client this process does not hold: published
+        # when NATS is back, so they reach the client's replica (or wait in the stream for it).
+        self.outbox: dict[str, LiveEvent] = {}
+        self._outbox_task: asyncio.Task[None] | None = None
+        link.add_state_listener(self._on_link_state)
+
+    # -- the pending-request lifecycle (gateway/executions/service.py LiveResults) ----------
+
+    async def prepare_request(self, session: Session, client_id: str) -> str:
+        """A new request id for an execution whose result goes to ``client_id`` of this session.
+
+        Takes one of the session's pending slots (``GATEWAY_MAX_PENDING_PER_SESSION``) and stores
+        the request before the playbook starts: a fast worker's callback may arrive before
+        NoETL has answered the execute call, and must find its client.
+        """
+        if not await self._streams.owns(session.token_hash, client_id):
+            raise ClientNotOwned()
+        request_id = str(uuid.uuid4())
+        if not await self._slots.reserve(session.token_hash, request_id):
+            raise TooManyPending(self._slots.limit)
+        record = {
+            "client_id": client_id,
+            "session": session.token_hash,
+            "execution_id": None,
+            "playbook_path": None,
+            "created_at": int(time.time()),
+        }
+        await self._requests.put(request_id, record)
+        return request_id
+
+    async def release_request(self, session: Session, request_id: str) -> None:
+        """The playbook did not start: forget the provisional request and free its slot."""
+        await asyncio.gather(self._requests.delete(request_id), self._slots.release(session.token_hash, request_id))
+
+    async def record_pending(
+        self, request_id: str, client_id: str, session: Session, execution_id: str, playbook_path: str
+    ) -> None:
+        """Complete the request ``prepare_request`` stored (CONTRACT §7 pending request).
+
+        Unless its result was delivered meanwhile: then there is nothing left to wait for.
+        """
+        fields = {"execution_id": str(execution_id), "playbook_path": playbook_path}
+        if await self._requests.complete(request_id, fields):
+            await self._requests.add_to_index(client_id, request_id)
+
+    async def find_request(self, request_id: str) -> dict[str, Any] | None:
+        """The pending request a callback names, or None."""
+        return await self._requests.get(request_id)
+
+    # -- results and progress --------------------------------------------------------------
+
+    async def deliver_result(
+        self,
+        request_id: str,
+        record: dict[str, Any],
+        execution_id: str | int | None,
+        status: str,
+        data: Any,
+        error: dict[str, Any] | None,
+    ) -> bool:
+        """Send ``playbook/result``; True if the client is connected (else it waits for the client)."""
+        params = result_params(request_id, _execution_id(execution_id, record), status, data, error)
+        event = await self._publish(
+            record, "playbook/result", notification("playbook/result", params), KIND_RESULT, request_id
+        )
+        connected = await self._streams.is_connected(record)
+        if not connected:
+            # Kept until the client is back; marked so pendingRequests no longer lists it (unless
+            # it was delivered meanwhile: a plain write would bring the request back).
+            await self._requests.complete(request_id, {"result": format_pos(event.pos)})
+            if event.pos[1] and self._link.enabled:  # made in-process while NATS is away
+                self.outbox.pop(request_id, None)
+                self.outbox[request_id] = event
+                while len(self.outbox) > MAX_OUTBOX:
+                    dropped = next(iter(self.outbox))
+                    del self.outbox[dropped]
+                    log.warning("result for request %s not kept for forwarding (outbox full)", dropped[:8])
+        return connected
+
+    async def deliver_progress(
+        self,
+        request_id: str,
+        record: dict[str, Any],
+        execution_id: str | int | None,
+        step: str | None,
+        message: str | None,
+        progress: float | None,
+    ) -> bool:
+        """Send ``playbook/progress``; True if the client is connected."""
+        params = progress_params(request_id, _execution_id(execution_id, record), step, message, progress)
+        await self._publish(
+            record, "playbook/progress", notification("playbook/progress", params), KIND_PROGRESS, request_id
+        )
+        return await self._streams.is_connected(record)
+
+    async def _publish(
+        self, record: dict[str, Any], method: str, payload: bytes, kind: str, request_id: str
+    ) -> LiveEvent:
+        client_id, session = str(record["client_id"]), str(record["session"])
+        if self._link.connected:
+            try:
+                # Delivered by the consumer (here too): stream order is delivery order.
+                return await self._bus.publish(client_id, session, method, payload, kind, request_id)
+            except Exception as exc:
+                log.warning(
+                    "event for client %s not published (%s); delivering in-process", client_id[:8], type(exc).__name__
+                )
+        event = LiveEvent(self._local_pos(), client_id, session, method, payload, kind, request_id)
+        self._journal.add(event)
+        self._streams.dispatch(event)
+        return event
+
+    def _local_pos(self) -> Pos:
+        if not self._link.enabled:
+            return (next(self._counter), 0)
+        return (self._bus.consumed, next(self._counter))
+
+    # -- the outage outbox -----------------------------------------------------------------
+
+    def _on_link_state(self, connected: bool) -> None:
+        if connected and self.outbox and (self._outbox_task is None or self._outbox_task.done()):
+            self._outbox_task = asyncio.create_task(self._forward_outbox(), name="live-outbox")
+
+    async def _forward_outbox(self) -> None:
+        """Publish the results made during the outage that are still undelivered (NATS is back)."""
+        forwarded = 0
+        while self.outbox and self._link.connected:
+            request_id, event = next(iter(self.outbox.items()))
+            record = await self._requests.get(request_id)
+            if record is not None and record.get("result"):  # else delivered meanwhile, or expired
+                try:
+                    await self._bus.publish(
+                        event.client_id, event.session, event.method, event.payload, event.kind, request_id
+                    )
+                except Exception as exc:  # away again: the next connect resumes here
+                    log.warning("forwarding results after the outage paused: %s", type(exc).__name__)
+                    return
+                forwarded += 1
+            self.outbox.pop(request_id, None)
+        if forwarded:
+            log.info("%d result(s) made during the NATS outage forwarded", forwarded)
+
+    async def close(self) -> None:
+        """Stop forwarding the outbox (what is left stays in the stream or is lost with the process)."""
+        task = self._outbox_task
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+def _execution_id(given: str | int | None, record: dict[str, Any]) -> str | None:
+    if given is not None and given != "":
+        return str(given)
+    stored = record.get("execution_id")
+    return None if stored is None else str(stored)

@@ -1,0 +1,114 @@
+"""Write-behind of live state: client records and delivered requests, coalesced in one task.
+
+Never on a connection's critical path: a stream that opens, delivers or closes only notes what
+changed; the task writes it to NATS (or the buckets' local fallback) soon after. A second task
+refreshes the records of the clients held here (their max age) and purges the event journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from gateway.live.bus import MemoryJournal
+from gateway.live.events import format_pos
+from gateway.live.slots import SessionSlots
+from gateway.live.store import ClientRegistry, RequestStore
+from gateway.live.stream import LiveStream
+from gateway.live.streams import StreamRegistry
+
+log = logging.getLogger("gateway.live")
+
+
+class RecordWriter:
+    """Notes changes to client records and finished requests; writes them behind, in batches."""
+
+    def __init__(
+        self,
+        clients: ClientRegistry,
+        requests: RequestStore,
+        slots: SessionSlots,
+        journal: MemoryJournal,
+        streams: StreamRegistry,
+        refresh_secs: float,
+    ) -> None:
+        self._clients = clients
+        self._requests = requests
+        self._slots = slots
+        self._journal = journal
+        self._streams = streams
+        self._refresh_secs = refresh_secs
+        self._records: dict[str, dict[str, Any]] = {}
+        self._deletes: dict[str, str] = {}  # request id -> session hash (frees its slot)
+        self._due = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def backlog(self) -> int:
+        """Writes noted but not done yet."""
+        return len(self._records) + len(self._deletes)
+
+    def start(self) -> None:
+        """Start the write-behind and housekeeping tasks."""
+        self._tasks = [
+            asyncio.create_task(self._write_behind(), name="live-write-behind"),
+            asyncio.create_task(self._housekeeping(), name="live-housekeeping"),
+        ]
+
+    def note_record(self, stream: LiveStream, *, connected: bool) -> None:
+        """The client's record (owner, presence, delivered position) is to be written."""
+        self._records[stream.client_id] = {
+            "session": stream.session,
+            "created_at": stream.created_at,
+            "connected": connected,
+            "seen": int(time.time()),
+            "delivered": format_pos(stream.sent_pos),
+        }
+        self._due.set()
+
+    def note_delivered(self, request_id: str, session_hash: str) -> None:
+        """The request's result reached its client: forget the request and free its slot."""
+        self._deletes[request_id] = session_hash
+
+    async def _write_behind(self) -> None:
+        while True:
+            await self._due.wait()
+            self._due.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        records, self._records = self._records, {}
+        deletes, self._deletes = self._deletes, {}
+        jobs: list[Callable[[], Awaitable[None]]] = [partial(self._clients.put, c, r) for c, r in records.items()]
+        jobs += [partial(self._requests.delete, rid) for rid in deletes]
+        jobs += [partial(self._slots.release, session, rid) for rid, session in deletes.items()]
+        for start in range(0, len(jobs), 64):
+            results = await asyncio.gather(*(job() for job in jobs[start : start + 64]), return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception):
+                    log.warning("live state write failed: %s", type(result).__name__)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_secs)
+            self._journal.purge()
+            for stream in self._streams.one_per_client():
+                self.note_record(stream, connected=True)  # keeps the record alive (max age)
+
+    async def close(self) -> None:
+        """Cancel the tasks, then one last write-behind pass (bounded)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        try:
+            await asyncio.wait_for(self._flush(), 2.0)
+        except (TimeoutError, Exception) as exc:
+            log.warning("live state not fully written at close: %s", type(exc).__name__)
