@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 
@@ -43,7 +42,6 @@ class Services:
     auth: AuthService
     live: LiveHub
     buckets: list[KvBucket] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     inflight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)

@@ -116,21 +116,6 @@ async def test_variables_must_be_an_object(
     assert not executes(standin, "tests/noop")
 
 
-@pytest.mark.gen_test
-async def test_client_id_without_event_stream_is_bad_input(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
-) -> None:
-    token = await login(client, gateway)
-    query = EXECUTE_EXAMPLE.replace('tomorrow" }', 'tomorrow" }\n    clientId: "your-sse-client-id"')
-    assert "clientId" in query
-    with live_replaced(gateway, None):  # the SSE module is absent
-        status, body, _ = await gql(client, gateway, token, query)
-    assert status == 200 and body["data"] is None
-    assert error_codes(body) == ["BAD_USER_INPUT"]
-    assert body["errors"][0]["message"] == "clientId requires the event stream (GET /events)"
-    assert not executes(standin, playbooks.AMADEUS)
-
-
 @contextmanager
 def live_replaced(gw: GatewayInstance, replacement: object) -> Iterator[None]:
     """Swap ``services.live`` for one test (the SSE module may or may not be installed)."""

@@ -5,8 +5,7 @@ One place decides who may run what: the playbook access check (when
 call to NoETL. Callers map the exceptions below to their own wire format: each carries a
 GraphQL ``code`` and an HTTP ``status``; NoETL failures stay ``UpstreamFailure``.
 
-The live-results seam: when a ``clientId`` is given, ``services.live`` (added by the SSE
-module; absent or None without it) must provide :class:`LiveResults`.
+The live results: when a ``clientId`` is given, ``services.live`` provides :class:`LiveResults`.
 """
 
 from __future__ import annotations
@@ -108,9 +107,7 @@ async def execute_playbook(
     live: LiveResults | None = None
     request_id: str | None = None
     if client_id is not None:
-        live = getattr(services, "live", None)
-        if live is None:
-            raise BadExecutionInput("clientId requires the event stream (GET /events)")
+        live = services.live
         if not client_id.strip():
             raise BadExecutionInput("clientId must not be empty")
         request_id = await live.prepare_request(session, client_id)
