@@ -16,11 +16,12 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "gateway_http_requests_total",
-            "HTTP requests by route and status",
-            ["route", "method", "status"],
-            registry=r,
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, list(labels), registry=r)
+
+        self.requests = counter(
+            "gateway_http_requests_total", "HTTP requests by route and status", "route", "method", "status"
         )
         self.latency = Histogram(
             "gateway_http_request_duration_seconds",
@@ -29,42 +30,27 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.session_cache = Counter(
-            "gateway_session_cache_total",
-            "Session lookups by outcome (hit, miss, revoked, malformed)",
-            ["outcome"],
-            registry=r,
+        self.session_cache = counter(
+            "gateway_session_cache_total", "Session lookups by outcome (hit, miss, revoked, malformed)", "outcome"
         )
         self.nats_connected = Gauge("gateway_nats_connected", "1 when NATS (with JetStream) is usable", registry=r)
-        self.callbacks = Counter(
-            "gateway_callbacks_total",
-            "Auth callbacks by outcome (delivered, forwarded, timeout, unknown)",
-            ["outcome"],
-            registry=r,
+        self.callbacks = counter(
+            "gateway_callbacks_total", "Auth callbacks by outcome (delivered, forwarded, timeout, unknown)", "outcome"
         )
-        self.upstream_errors = Counter(
-            "gateway_upstream_errors_total",
-            "NoETL failures by kind",
-            ["kind"],
-            registry=r,
+        self.upstream_errors = counter("gateway_upstream_errors_total", "NoETL failures by kind", "kind")
+        self.graphql_documents = counter(
+            "gateway_graphql_document_cache_total", "GraphQL document cache lookups", "outcome"
         )
-        self.graphql_documents = Counter(
-            "gateway_graphql_document_cache_total",
-            "GraphQL document cache lookups",
-            ["outcome"],
-            registry=r,
-        )
-        self.proxy_bytes = Counter(
+        self.proxy_bytes = counter(
             "gateway_proxy_bytes_total",
             "Body bytes relayed by the /noetl proxy (upload: client to NoETL, download: back)",
-            ["direction"],
-            registry=r,
+            "direction",
         )
         # Labelled children resolved once: the proxy counts on every request.
         self.proxy_bytes_up = self.proxy_bytes.labels("upload")
         self.proxy_bytes_down = self.proxy_bytes.labels("download")
         self.sse_clients = Gauge("gateway_sse_clients", "Open SSE streams", registry=r)
-        self.sse_events = Counter("gateway_sse_events_total", "SSE events sent by method", ["method"], registry=r)
+        self.sse_events = counter("gateway_sse_events_total", "SSE events sent by method", "method")
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}
 

@@ -6,6 +6,7 @@ from what the gateway accepts; response models below mirror CONTRACT.md §3, §6
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -122,7 +123,7 @@ def _json(model: type[BaseModel]) -> dict[str, Any]:
 def _operation(
     summary: str,
     request: type[BaseModel] | None,
-    ok: dict[int, tuple[str, type[BaseModel]]],
+    ok: Mapping[int, tuple[str, type[BaseModel]]],
     errors: list[int],
     security: list[dict[str, list[str]]] | None = None,
     request_required: bool = True,
@@ -149,6 +150,10 @@ def build_openapi() -> dict[str, Any]:
     body_errors = [400, 413, 415]
     session: list[dict[str, list[str]]] = [{"sessionBearer": []}, {"sessionHeader": []}, {"sessionCookie": []}]
     callback: list[dict[str, list[str]]] = [{"callbackBearer": []}, {"callbackHeader": []}, {}]
+    delivered = {
+        200: ("Delivered", AsyncCallbackResponse),
+        202: ("Owner not connected; kept and delivered on reconnect", AsyncCallbackResponse),
+    }
     paths: dict[str, Any] = {
         "/health": {
             "get": {
@@ -176,74 +181,65 @@ def build_openapi() -> dict[str, Any]:
                 },
             }
         },
-        "/api/auth/login": {
-            "post": _operation(
-                "Exchange an Auth0 token for a gateway session (runs the login playbook)",
-                LoginRequest,
-                {200: ("Authenticated", LoginResponse)},
-                [*body_errors, 401, 429, 502, 503, 504],
-            )
-        },
-        "/api/auth/validate": {
-            "post": _operation(
-                "Is this session token valid?",
-                ValidateRequest,
-                {200: ("Validity (invalid and malformed tokens are 200 with valid=false)", ValidateResponse)},
-                [*body_errors, 502, 503, 504],
-            )
-        },
-        "/api/auth/check-access": {
-            "post": _operation(
-                "May this session execute/view/edit the playbook?",
-                CheckAccessRequest,
-                {200: ("The decision", CheckAccessResponse)},
-                [*body_errors, 502, 503, 504],
-            )
-        },
-        "/api/auth/logout": {
-            "post": _operation(
-                "Revoke the session on every replica",
-                LogoutRequest,
-                {200: ("Logged out", LogoutResponse)},
-                [*body_errors, 401, 403],
-                security=[*session, {}],
-                request_required=False,
-            )
-        },
-        "/api/internal/callback": {
-            "post": _operation(
-                "Answer of an auth playbook to the request waiting for it",
-                CallbackRequest,
-                {200: ("Accepted (delivered=false when nothing waits for the id)", CallbackResponse)},
-                [*body_errors, 401, 403, 404],
-                security=callback,
-            )
-        },
-        "/api/internal/callback/async": {
-            "post": _operation(
-                "Result of an asynchronous playbook, sent to the owning SSE client",
-                AsyncCallbackRequest,
-                {
-                    200: ("Delivered", AsyncCallbackResponse),
-                    202: ("Owner not connected; kept and delivered on reconnect", AsyncCallbackResponse),
-                },
-                [*body_errors, 401, 403, 404],
-                security=callback,
-            )
-        },
-        "/api/internal/progress": {
-            "post": _operation(
-                "Progress of an asynchronous playbook",
-                ProgressRequest,
-                {
-                    200: ("Delivered", AsyncCallbackResponse),
-                    202: ("Owner not connected; kept and delivered on reconnect", AsyncCallbackResponse),
-                },
-                [*body_errors, 401, 403, 404],
-                security=callback,
-            )
-        },
     }
+    auth_errors = [*body_errors, 502, 503, 504]
+    callback_errors = [*body_errors, 401, 403, 404]
+    # path: summary, request model, answers, error statuses, extra _operation arguments
+    posts: dict[
+        str, tuple[str, type[BaseModel], Mapping[int, tuple[str, type[BaseModel]]], list[int], dict[str, Any]]
+    ] = {
+        "/api/auth/login": (
+            "Exchange an Auth0 token for a gateway session (runs the login playbook)",
+            LoginRequest,
+            {200: ("Authenticated", LoginResponse)},
+            [*body_errors, 401, 429, 502, 503, 504],
+            {},
+        ),
+        "/api/auth/validate": (
+            "Is this session token valid?",
+            ValidateRequest,
+            {200: ("Validity (invalid and malformed tokens are 200 with valid=false)", ValidateResponse)},
+            auth_errors,
+            {},
+        ),
+        "/api/auth/check-access": (
+            "May this session execute/view/edit the playbook?",
+            CheckAccessRequest,
+            {200: ("The decision", CheckAccessResponse)},
+            auth_errors,
+            {},
+        ),
+        "/api/auth/logout": (
+            "Revoke the session on every replica",
+            LogoutRequest,
+            {200: ("Logged out", LogoutResponse)},
+            [*body_errors, 401, 403],
+            {"security": [*session, {}], "request_required": False},
+        ),
+        "/api/internal/callback": (
+            "Answer of an auth playbook to the request waiting for it",
+            CallbackRequest,
+            {200: ("Accepted (delivered=false when nothing waits for the id)", CallbackResponse)},
+            callback_errors,
+            {"security": callback},
+        ),
+        "/api/internal/callback/async": (
+            "Result of an asynchronous playbook, sent to the owning SSE client",
+            AsyncCallbackRequest,
+            delivered,
+            callback_errors,
+            {"security": callback},
+        ),
+        "/api/internal/progress": (
+            "Progress of an asynchronous playbook",
+            ProgressRequest,
+            delivered,
+            callback_errors,
+            {"security": callback},
+        ),
+    }
+    for path, (summary, request, ok, errors, extra) in posts.items():
+        paths[path] = {"post": _operation(summary, request, ok, errors, **extra)}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -74,11 +74,8 @@ class AuthService:
         sessions: SessionCache,
         signer: CallbackSigner,
     ) -> None:
-        self._config = config
-        self._noetl = noetl
-        self._callbacks = callbacks
+        self._config, self._noetl, self._callbacks, self._signer = config, noetl, callbacks, signer
         self.sessions = sessions
-        self._signer = signer
         self._access_cache: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.login_limiter = RateLimiter(config.gateway_login_rate_per_minute)

@@ -18,7 +18,7 @@ from typing import Any
 
 from gateway.auth.sessions import Session
 from gateway.errors import ClientNotOwned, TooManyPending
-from gateway.live.bus import EventBus, MemoryJournal
+from gateway.live.bus import EventBus
 from gateway.live.events import (
     KIND_PROGRESS,
     KIND_RESULT,
@@ -29,10 +29,10 @@ from gateway.live.events import (
     progress_params,
     result_params,
 )
-from gateway.live.slots import SessionSlots
-from gateway.live.store import RequestStore
+from gateway.live.state import LiveState
 from gateway.live.streams import StreamRegistry
 from gateway.nats.link import NatsLink
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.live")
 
@@ -42,21 +42,9 @@ MAX_OUTBOX = 10_000  # results made during an NATS outage for clients held elsew
 class Delivery:
     """The pending-request lifecycle, publishing, and the outage outbox."""
 
-    def __init__(
-        self,
-        link: NatsLink,
-        requests: RequestStore,
-        slots: SessionSlots,
-        bus: EventBus,
-        journal: MemoryJournal,
-        streams: StreamRegistry,
-    ) -> None:
-        self._link = link
-        self._requests = requests
-        self._slots = slots
-        self._bus = bus
-        self._journal = journal
-        self._streams = streams
+    def __init__(self, link: NatsLink, state: LiveState, bus: EventBus, streams: StreamRegistry) -> None:
+        self._link, self._bus, self._streams = link, bus, streams
+        self._requests, self._slots, self._journal = state.requests, state.slots, state.journal
         self._counter = itertools.count(1)
         # Results made while NATS was away for a client this process does not hold: published
         # when NATS is back, so they reach the client's replica (or wait in the stream for it).
@@ -202,14 +190,7 @@ class Delivery:
 
     async def close(self) -> None:
         """Stop forwarding the outbox (what is left stays in the stream or is lost with the process)."""
-        task = self._outbox_task
-        if task is None:
-            return
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):
-            pass
+        await stop_tasks(self._outbox_task)
 
 
 def _execution_id(given: str | int | None, record: dict[str, Any]) -> str | None:

@@ -25,12 +25,11 @@ from typing import Any
 
 from gateway.auth.sessions import Session, SessionCache
 from gateway.config import GatewayConfig
-from gateway.live.bus import EventBus, MemoryJournal
+from gateway.live.bus import EventBus
 from gateway.live.delivery import Delivery
 from gateway.live.events import KIND_RESULT, ZERO, LiveEvent, format_pos, is_client_id, parse_pos
 from gateway.live.replay import replay
-from gateway.live.slots import SessionSlots
-from gateway.live.store import ClientRegistry, RequestStore
+from gateway.live.state import LiveState
 from gateway.live.stream import LiveStream
 from gateway.live.streams import Opened, StreamRegistry
 from gateway.live.writes import RecordWriter
@@ -49,38 +48,27 @@ class LiveHub:
         self.config = config
         self._link = link
         self._metrics = metrics
-        retention = float(config.gateway_event_retention_secs)
-        refresh_secs = max(1.0, min(retention / 3.0, 300.0))
-        self.clients = ClientRegistry(link, config.nats_client_bucket, retention)
-        self.requests = RequestStore(link, config.nats_request_bucket, config.nats_request_ttl_secs)
-        self.slots = SessionSlots(
-            self.requests, link, config.nats_request_ttl_secs, config.gateway_max_pending_per_session
-        )
-        self.journal = MemoryJournal(retention)
-        self.streams = StreamRegistry(config, link, metrics, sessions, self.clients, refresh_secs)
+        state = LiveState.create(config, link)
+        self.clients, self.requests = state.clients, state.requests
+        self.slots, self.journal = state.slots, state.journal
+        self.streams = StreamRegistry(config, link, metrics, sessions, self.clients)
         self.bus = EventBus(config, link, self.streams.dispatch)
-        self.delivery = Delivery(link, self.requests, self.slots, self.bus, self.journal, self.streams)
-        self.writes = RecordWriter(self.clients, self.requests, self.slots, self.journal, self.streams, refresh_secs)
+        self.delivery = Delivery(link, state, self.bus, self.streams)
+        self.writes = RecordWriter(state, self.streams)
+        # The pending-request lifecycle (executions' LiveResults) and the callbacks' delivery are
+        # Delivery's own methods, handed out as they are.
+        self.prepare_request = self.delivery.prepare_request
+        self.release_request = self.delivery.release_request
+        self.record_pending = self.delivery.record_pending
+        self.find_request = self.delivery.find_request
+        self.deliver_result = self.delivery.deliver_result
+        self.deliver_progress = self.delivery.deliver_progress
 
     def start(self) -> None:
         """Start the background work (write-behind, housekeeping); call once, inside the loop."""
         self.writes.start()
 
-    # -- the GraphQL seam (gateway/executions/service.py LiveResults) ----------------------
-
-    async def prepare_request(self, session: Session, client_id: str) -> str:
-        """A new request id for ``client_id`` of this session (see ``Delivery.prepare_request``)."""
-        return await self.delivery.prepare_request(session, client_id)
-
-    async def release_request(self, session: Session, request_id: str) -> None:
-        """The playbook did not start: forget the provisional request and free its slot."""
-        await self.delivery.release_request(session, request_id)
-
-    async def record_pending(
-        self, request_id: str, client_id: str, session: Session, execution_id: str, playbook_path: str
-    ) -> None:
-        """Complete the request ``prepare_request`` stored (CONTRACT §7 pending request)."""
-        await self.delivery.record_pending(request_id, client_id, session, execution_id, playbook_path)
+    # -- ownership ---------------------------------------------------------------------------
 
     async def owns(self, session_hash: str, client_id: str) -> bool:
         """True if ``client_id`` is a stream client of that session (on any replica)."""
@@ -185,36 +173,6 @@ class LiveHub:
     async def shutdown(self) -> None:
         """Shutdown hook: every stream gets a retry hint and a clean close (bounded wait)."""
         await self.streams.shutdown()
-
-    # -- callbacks -------------------------------------------------------------------------
-
-    async def find_request(self, request_id: str) -> dict[str, Any] | None:
-        """The pending request a callback names, or None."""
-        return await self.delivery.find_request(request_id)
-
-    async def deliver_result(
-        self,
-        request_id: str,
-        record: dict[str, Any],
-        execution_id: str | int | None,
-        status: str,
-        data: Any,
-        error: dict[str, Any] | None,
-    ) -> bool:
-        """Send ``playbook/result``; True if the client is connected (else it waits for the client)."""
-        return await self.delivery.deliver_result(request_id, record, execution_id, status, data, error)
-
-    async def deliver_progress(
-        self,
-        request_id: str,
-        record: dict[str, Any],
-        execution_id: str | int | None,
-        step: str | None,
-        message: str | None,
-        progress: float | None,
-    ) -> bool:
-        """Send ``playbook/progress``; True if the client is connected."""
-        return await self.delivery.deliver_progress(request_id, record, execution_id, step, message, progress)
 
     # -- lifecycle -------------------------------------------------------------------------
 

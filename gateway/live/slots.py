@@ -24,6 +24,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from gateway.live.store import RequestStore
 from gateway.nats.link import NatsLink
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.live")
 
@@ -115,12 +116,7 @@ class SessionSlots:
 
     async def close(self) -> None:
         """Stop releasing deferred slots (any left expire with the request TTL)."""
-        if self._deferred_task is not None:
-            self._deferred_task.cancel()
-            try:
-                await self._deferred_task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await stop_tasks(self._deferred_task)
 
     # -- storage ---------------------------------------------------------------------------
 

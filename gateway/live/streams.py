@@ -50,14 +50,11 @@ class StreamRegistry:
         metrics: Metrics,
         sessions: SessionCache,
         clients: ClientRegistry,
-        refresh_secs: float,
     ) -> None:
-        self._config = config
-        self._link = link
-        self._metrics = metrics
-        self._sessions = sessions
-        self._clients = clients
-        self._refresh_secs = refresh_secs
+        self._config, self._link, self._metrics = config, link, metrics
+        self._sessions, self._clients = sessions, clients
+        # How often the client records of the streams held here are rewritten (their max age).
+        self.refresh_secs = max(1.0, min(float(config.gateway_event_retention_secs) / 3.0, 300.0))
         self._streams: dict[str, set[LiveStream]] = {}
         self._by_session: dict[str, set[LiveStream]] = {}
         self._all_closed = asyncio.Event()
@@ -114,7 +111,7 @@ class StreamRegistry:
             return False
         seen = owner.get("seen")
         # A replica that died cannot say goodbye: trust "connected" only while it is refreshed.
-        return isinstance(seen, int | float) and time.time() - seen < 2 * self._refresh_secs + 30
+        return isinstance(seen, int | float) and time.time() - seen < 2 * self.refresh_secs + 30
 
     # -- registering -----------------------------------------------------------------------
 

@@ -14,12 +14,11 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from gateway.live.bus import MemoryJournal
 from gateway.live.events import format_pos
-from gateway.live.slots import SessionSlots
-from gateway.live.store import ClientRegistry, RequestStore
+from gateway.live.state import LiveState
 from gateway.live.stream import LiveStream
 from gateway.live.streams import StreamRegistry
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.live")
 
@@ -27,21 +26,9 @@ log = logging.getLogger("gateway.live")
 class RecordWriter:
     """Notes changes to client records and finished requests; writes them behind, in batches."""
 
-    def __init__(
-        self,
-        clients: ClientRegistry,
-        requests: RequestStore,
-        slots: SessionSlots,
-        journal: MemoryJournal,
-        streams: StreamRegistry,
-        refresh_secs: float,
-    ) -> None:
-        self._clients = clients
-        self._requests = requests
-        self._slots = slots
-        self._journal = journal
-        self._streams = streams
-        self._refresh_secs = refresh_secs
+    def __init__(self, state: LiveState, streams: StreamRegistry) -> None:
+        self._clients, self._requests, self._slots = state.clients, state.requests, state.slots
+        self._journal, self._streams = state.journal, streams
         self._records: dict[str, dict[str, Any]] = {}
         self._deletes: dict[str, str] = {}  # request id -> session hash (frees its slot)
         self._due = asyncio.Event()
@@ -94,20 +81,14 @@ class RecordWriter:
 
     async def _housekeeping(self) -> None:
         while True:
-            await asyncio.sleep(self._refresh_secs)
+            await asyncio.sleep(self._streams.refresh_secs)
             self._journal.purge()
             for stream in self._streams.one_per_client():
                 self.note_record(stream, connected=True)  # keeps the record alive (max age)
 
     async def close(self) -> None:
         """Cancel the tasks, then one last write-behind pass (bounded)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await stop_tasks(*self._tasks)
         try:
             await asyncio.wait_for(self._flush(), 2.0)
         except (TimeoutError, Exception) as exc:

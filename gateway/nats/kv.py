@@ -25,6 +25,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from gateway.nats.link import NatsLink
+from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.kv")
 
@@ -150,12 +151,7 @@ class KvBucket:
         """Stop the watch (the link drains the connection)."""
         if self._replay_task is not None:
             self._replay_task.cancel()
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            try:
-                await self._watch_task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await stop_tasks(self._watch_task)
 
     # -- listeners -------------------------------------------------------------------------
 
