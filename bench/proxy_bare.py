@@ -4,7 +4,7 @@
 one of several HTTP clients so the client choice is measured, not assumed:
 
 * ``aiohttp``  — one shared ClientSession, built as the gateway builds its own
-  (gateway/noetl.py ``make_http_session``); the baseline the gateway is held to.
+  (gateway/noetl/client.py ``make_http_session``); the baseline the gateway is held to.
 * ``simple``   — Tornado's ``simple_httpclient`` (a new upstream connection per request).
 * ``curl``     — Tornado's ``curl_httpclient`` (needs pycurl; skipped when missing).
 * ``httpx``    — one shared ``httpx.AsyncClient`` (skipped when missing).

@@ -1,4 +1,4 @@
-"""``GET /events``: the SSE stream of live results (CONTRACT §8). The logic lives in gateway/live.py."""
+"""``GET /events``: the SSE stream of live results (CONTRACT §8). The logic lives in gateway/live/hub.py."""
 
 from __future__ import annotations
 

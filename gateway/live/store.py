@@ -12,7 +12,7 @@
   when read, so a stale index entry is harmless. A request is stored provisionally (no
   ``execution_id`` yet) before its playbook starts and completed when NoETL answers, so a fast
   worker's callback always finds it. Per-session slots (``by-session.<token hash>``) live in the
-  same bucket: ``gateway/live_slots.py``.
+  same bucket: ``gateway/live/slots.py``.
 
 Both keep a local copy of what *this* process wrote, consulted while NATS is away, so a
 single process keeps working through an outage (CONTRACT §1).

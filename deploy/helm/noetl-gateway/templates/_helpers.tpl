@@ -72,9 +72,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Refuse a grace period shorter than the gateway's own shutdown after SIGTERM: the preStop sleep,
-then up to 5 s for SSE streams to take their retry hint and close (gateway/live.py), then
+then up to 5 s for SSE streams to take their retry hint and close (gateway/live/hub.py), then
 GATEWAY_SHUTDOWN_GRACE_SECS for in-flight requests, then up to 2 s closing connections and up to
-5 s draining NATS (gateway/__main__.py, gateway/nats_link.py).
+5 s draining NATS (gateway/__main__.py, gateway/nats/link.py).
 */}}
 {{- define "noetl-gateway.checkGracePeriod" -}}
 {{- $grace := .Values.config.GATEWAY_SHUTDOWN_GRACE_SECS | default "10" | toString | float64 | ceil | int }}
