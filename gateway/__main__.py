@@ -15,6 +15,7 @@ import sys
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from gateway.access.policy_file import load_route_policy
 from gateway.app import make_app
 from gateway.config import ConfigError, GatewayConfig, env_names, load_config
 from gateway.logging import setup_logging
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         env["GATEWAY_PROCESSES"] = str(args.processes)
     try:
         config = load_config(env)
+        load_route_policy(config)  # a bad GATEWAY_ROUTE_POLICY stops start-up here, naming the line
     except ConfigError as exc:
         print(f"noetl-gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
+from gateway.access.refusals import AccessRefusal
 from gateway.auth import AuthError
 from gateway.executions import ExecutionRefused
 from gateway.noetl import UpstreamError, UpstreamFailure
@@ -56,7 +57,7 @@ def format_execution_error(error: GraphQLError, default_code: str, request_id: s
         if isinstance(original, GraphQLError):
             extensions = {**dict(original.extensions or {}), **extensions}
         extensions.setdefault("code", default_code)
-    elif isinstance(original, ExecutionRefused):
+    elif isinstance(original, ExecutionRefused | AccessRefusal):
         message, extensions = original.public, {"code": original.code}
     elif isinstance(original, UpstreamFailure):
         message, extensions = original.public, {"code": original.code}

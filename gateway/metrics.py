@@ -64,6 +64,12 @@ class Metrics:
         self.proxy_bytes_up = self.proxy_bytes.labels("upload")
         self.proxy_bytes_down = self.proxy_bytes.labels("download")
         self.sse_clients = Gauge("gateway_sse_clients", "Open SSE streams", registry=r)
+        self.policy_denials = Counter(
+            "gateway_policy_denials_total",
+            "Calls refused by the authorization policy, by rule (route policy rule or 'playbook access')",
+            ["rule"],
+            registry=r,
+        )
         self.sse_events = Counter("gateway_sse_events_total", "SSE events sent by method", ["method"], registry=r)
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}

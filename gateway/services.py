@@ -14,6 +14,9 @@ from typing import Any
 
 import aiohttp
 
+from gateway.access.guard import AccessGuard
+from gateway.access.policy_file import load_route_policy
+from gateway.access.starts import PlaybookAccess
 from gateway.auth import AuthService
 from gateway.callbacks import CallbackRouter
 from gateway.config import GatewayConfig
@@ -42,6 +45,7 @@ class Services:
     callbacks: CallbackRouter
     sessions: SessionCache
     auth: AuthService
+    access: AccessGuard
     live: LiveHub
     graphql: GraphQLEngine
     buckets: list[KvBucket] = field(default_factory=list)
@@ -93,6 +97,11 @@ class Services:
         revoked_bucket = KvBucket(link, config.nats_revoked_bucket, config.gateway_revocation_ttl_secs, mirror=True)
         sessions = SessionCache(session_bucket, revoked_bucket, metrics)
         auth = AuthService(config, noetl, callbacks, sessions, signer)
+        access = AccessGuard(
+            load_route_policy(config),
+            PlaybookAccess(auth, noetl, enforce=config.gateway_enforce_playbook_access),
+            metrics,
+        )
         live = LiveHub(config, link, metrics, sessions)
         services = cls(
             config=config,
@@ -104,6 +113,7 @@ class Services:
             callbacks=callbacks,
             sessions=sessions,
             auth=auth,
+            access=access,
             live=live,
             graphql=GraphQLEngine(config, metrics),
             buckets=[session_bucket, revoked_bucket],

@@ -17,7 +17,7 @@ import orjson
 from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
-from gateway.auth import AuthError
+from gateway.access.refusals import AccessRefusal
 from gateway.noetl import UpstreamFailure
 from gateway.proxy import ProxyExchange
 from gateway.proxy_headers import client_response_headers, upstream_request_headers
@@ -34,8 +34,6 @@ SMALL_BODY_BYTES = 64 * 1024
 _TORNADO_LIMIT_SLACK = 1 << 20
 # A refused request's body up to this size is read and dropped before the error is sent.
 DISCARD_BODY_BYTES = 1 << 20
-# Paths whose POST starts a playbook: the access check runs first (CONTRACT §2).
-EXECUTE_PATHS = frozenset({"execute"})
 
 
 @stream_request_body
@@ -88,6 +86,16 @@ class ProxyHandler(AuthenticatedHandler):
         reason = unsafe_path_reason(raw_path)
         if reason is not None:
             raise ApiError(400, reason)
+        session = self.session
+        assert session is not None and self.session_token is not None
+        method = self.request.method or "GET"
+        canonical = canonical_path(raw_path)
+        access = self.services.access
+        try:
+            access.check_route(method, canonical, session.user.roles)
+            await access.check_url_start(self.session_token, method, canonical, raw_path)
+        except AccessRefusal as exc:
+            raise ApiError(exc.status, exc.public) from None
         limit = self.config.gateway_proxy_max_body_bytes
         declared = self._declared_length()
         chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
@@ -96,8 +104,6 @@ class ProxyHandler(AuthenticatedHandler):
         set_limit = getattr(self.request.connection, "set_max_body_size", None)
         if set_limit is not None:
             set_limit(limit + _TORNADO_LIMIT_SLACK)
-        session = self.session
-        assert session is not None
         headers = upstream_request_headers(
             list(self.request.headers.get_all()),
             user_id=str(session.user.user_id),
@@ -111,7 +117,7 @@ class ProxyHandler(AuthenticatedHandler):
         if declared is not None and not chunked:
             headers.append(("Content-Length", str(declared)))
         url = upstream_url(self.config.noetl_base_url, raw_path, self.request.query)
-        if self._needs_access_check(raw_path):
+        if access.needs_body_check(method, canonical):
             if declared is not None and declared > self.config.gateway_max_body_bytes:
                 raise ApiError(413, f"Request body too large (limit {self.config.gateway_max_body_bytes} bytes)")
             self._buffer = bytearray()
@@ -130,13 +136,6 @@ class ProxyHandler(AuthenticatedHandler):
         if not value.strip().isdigit():
             raise ApiError(400, "Invalid Content-Length header")
         return int(value)
-
-    def _needs_access_check(self, raw_path: str) -> bool:
-        return (
-            self.config.gateway_enforce_playbook_access
-            and self.request.method == "POST"
-            and canonical_path(raw_path) in EXECUTE_PATHS
-        )
 
     def _new_exchange(self, url: Any, headers: list[tuple[str, str]], *, streamed_body: bool) -> ProxyExchange:
         return ProxyExchange(
@@ -251,23 +250,16 @@ class ProxyHandler(AuthenticatedHandler):
             self.set_status(499, "Client Closed Request")  # what the access log shows (nginx's code)
 
     async def _check_execute_access(self, body: bytes) -> None:
-        """POST /noetl/execute runs the same access check as executePlaybook."""
+        """A start (POST /noetl/execute …) is checked on the playbook it will really run."""
         try:
             data = orjson.loads(body) if body.strip() else None
         except orjson.JSONDecodeError:
             raise ApiError(400, "Malformed JSON in request body") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "Request body must be a JSON object")
-        path = data.get("path")
-        if not isinstance(path, str) or not path.strip():
-            raise ApiError(400, "Field 'path' is required: playbook access is checked before execution")
         assert self.session_token is not None
         try:
-            decision = await self.auth.check_access(self.session_token, path, "execute")
-        except AuthError as exc:
+            await self.services.access.check_body_start(self.session_token, data)
+        except AccessRefusal as exc:
             raise ApiError(exc.status, exc.public) from None
-        if decision.get("allowed") is not True:
-            raise ApiError(403, str(decision.get("message") or "Access denied"))
 
     async def _relay_response(self, exchange: ProxyExchange, body: bytes | None) -> None:
         """Status, headers, then the body as it arrives; a broken body aborts the connection."""
@@ -318,7 +310,7 @@ class ProxyHandler(AuthenticatedHandler):
         self.clear_header("Content-Type")  # Tornado's default; NoETL's own (if any) follows
         seen: set[str] = set()
         raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
-        for name, value in client_response_headers(raw):
+        for name, value in client_response_headers(raw, self.config.noetl_base_url):
             lower = name.lower()
             try:
                 if lower in seen:

@@ -64,6 +64,10 @@ class StandinState:
         self.callback_transport = "http"  # or "nats"
         self.nats_url = nats_url
         self.playbooks: dict[str, PlaybookFn] = dict(playbooks.DEFAULT_PLAYBOOKS)
+        # Catalog ids as NoETL gives them (one per registered version); execute by catalog_id uses them.
+        self.catalog: dict[int, str] = {
+            playbooks.CATALOG_BASE_ID + index: path for index, path in enumerate(sorted(self.playbooks))
+        }
         self.gates: dict[str, asyncio.Event] = {}
         self.execute_status: int | None = None  # force an error status on /api/execute
         self.execute_delay = 0.0
@@ -76,6 +80,10 @@ class StandinState:
     def calls_to(self, path: str, method: str | None = None) -> list[RecordedCall]:
         """Recorded calls whose path equals ``path``."""
         return [c for c in self.calls if c.path == path and (method is None or c.method == method)]
+
+    def catalog_id_of(self, path: str) -> int:
+        """The catalog id of a registered playbook."""
+        return next(cid for cid, known in self.catalog.items() if known == path)
 
     def new_execution_id(self) -> str:
         return str(next(self._ids))
@@ -200,6 +208,11 @@ class ExecuteHandler(_Handler):
             return
         body = self.body if isinstance(self.body, dict) else {}
         path = body.get("path")
+        if body.get("catalog_id"):  # as NoETL 4.26: the catalog id wins over path
+            path = state.catalog.get(int(body["catalog_id"]))
+            if path is None:
+                self.reply({"detail": f"Executable catalog entry not found: catalog_id={body['catalog_id']}"}, 404)
+                return
         if not path:
             self.reply({"detail": [{"loc": ["body", "path"], "msg": "field required"}]}, 422)
             return
@@ -227,6 +240,23 @@ async def _run(playbook: PlaybookFn, run: PlaybookRun) -> None:
     except Exception as exc:
         run.execution.status = "FAILED"
         run.execution.error = repr(exc)
+
+
+class CatalogResourceHandler(_Handler):
+    """``POST /api/catalog/resource {"catalog_id"}`` → the entry (NoETL 4.26's shape, content left out)."""
+
+    def post(self) -> None:
+        body = self.body if isinstance(self.body, dict) else {}
+        try:
+            catalog_id = int(str(body.get("catalog_id")))
+        except ValueError:
+            self.reply({"detail": "catalog_id must be an integer"}, 422)
+            return
+        path = self.state.catalog.get(catalog_id)
+        if path is None:
+            self.reply({"detail": f"Catalog entry not found: {catalog_id}"}, 404)
+            return
+        self.reply({"catalog_id": str(catalog_id), "path": path, "kind": "Playbook", "version": 1, "content": ""})
 
 
 class ExecutionHandler(_Handler):
@@ -334,6 +364,7 @@ def make_standin_app(state: StandinState, extra_routes: list[Any] | None = None)
     routes: list[Any] = [
         (r"/api/health", HealthHandler),
         (r"/api/execute", ExecuteHandler),
+        (r"/api/catalog/resource", CatalogResourceHandler),
         (r"/api/executions", ExecutionListHandler),
         (r"/api/executions/([^/]+)", ExecutionHandler),
         (r"/api/executions/([^/]+)/status", ExecutionStatusHandler),
