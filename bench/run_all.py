@@ -177,6 +177,29 @@ def session(ctx: Context) -> Row:
     return row
 
 
+_POLICY_ROW = re.compile(r"^\| canonical_path \+ RoutePolicy\.decide \| ([\d.]+) \| ([\d.]+) \|", re.M)
+
+
+def policy(ctx: Context) -> Row:
+    runs = 1 if ctx.smoke else 3
+    args = ["--decisions", "2000"] if ctx.smoke else ["--decisions", "200000"]
+    p50, p99, d50 = [], [], []
+    for index in range(runs):
+        out = ctx.run(f"policy-{index + 1}", [str(BENCH / "policy_decision.py"), *args]).stdout
+        gw, plain = _POLICY_ROW.search(out), _DICT_ROW.search(out)
+        if gw is None or plain is None:
+            raise RuntimeError("policy_decision.py: result table not found in its output")
+        p50.append(float(gw.group(1)))
+        p99.append(float(gw.group(2)))
+        d50.append(float(plain.group(1)))
+    row = Row("authorization decision per proxied call", goal="p50 ≤ 10 µs")
+    row.gateway = f"p50 {spread(ms(p50))} µs, p99 {spread(ms(p99))} µs"
+    row.baseline = f"dict lookup p50 {statistics.median(d50):.2f} µs"
+    row.result = row.gateway
+    row.status = status(statistics.median(p50) <= 10, ctx.smoke)
+    return row
+
+
 _GRAPHQL_ROUND = re.compile(r"^round (\d+) (.+?)\s+(throughput|latency)\s+c=\s*(\d+)\s+([\d.]+) rps", re.M)
 
 
@@ -307,6 +330,7 @@ SCENARIOS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "health": health,
     "proxy": proxy,
     "session": session,
+    "policy": policy,
     "graphql": graphql,
     "sse": sse,
     "heartbeat": heartbeat,

@@ -44,8 +44,9 @@ class AccessGuard:
         """Check the playbook a body-named start would run; return its catalog path."""
         return await self._checked(self.playbooks.check_start(token, start_from_body(body)))
 
-    async def check_call(self, token: str, roles: Iterable[str], method: str, canonical_path: str, raw_path: str,
-                         body: Any) -> None:
+    async def check_call(
+        self, token: str, roles: Iterable[str], method: str, canonical_path: str, raw_path: str, body: Any
+    ) -> None:
         """Everything for one whole call (``proxyRequest``): route, then whatever start it is."""
         self.check_route(method, canonical_path, roles)
         if not self.playbooks.enforce:

@@ -123,9 +123,7 @@ class RoutePolicy:
                 continue
             self._by_head.setdefault(head, ())
         for head in self._by_head:
-            self._by_head[head] = tuple(
-                c for c in compiled if c.rule.pattern.split("/", 1)[0] in (head, "*", "**")
-            )
+            self._by_head[head] = tuple(c for c in compiled if c.rule.pattern.split("/", 1)[0] in (head, "*", "**"))
         self._wild = tuple(wild)
 
     def rule_for(self, method: str, canonical_path: str) -> RouteRule:
