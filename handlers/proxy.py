@@ -321,7 +321,7 @@ class ProxyHandler(AuthenticatedHandler):
         for name, value in client_response_headers(raw):
             lower = name.lower()
             try:
-                if lower in seen:
+                if lower in seen or lower == "vary":  # added to the gateway's own Vary: Origin
                     self.add_header(name, value)
                 else:
                     seen.add(lower)
