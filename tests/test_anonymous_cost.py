@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import uuid
 
 import aiohttp
@@ -21,6 +22,10 @@ import nats
 import pytest
 from nats.js.errors import NoKeysError
 
+from gateway.config import load_config
+from gateway.kv import KvBucket
+from gateway.nats_link import NatsLink
+from gateway.session_cache import tombstone_obsolete
 from tests.conftest import GatewayFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
@@ -310,3 +315,30 @@ async def test_every_answer_varies_on_origin(
     preflight = {"Origin": allowed, "Access-Control-Request-Headers": "authorization"}
     _, _, answer = await call(client, "OPTIONS", f"{gateway.url}/graphql", headers=preflight)
     assert answer["Vary"] == "Origin, Access-Control-Request-Headers"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_full_mirror_drops_tombstones_of_expired_sessions_first(nats_server: NatsServer) -> None:
+    """Room is made from what carries no information before a live tombstone has to go."""
+    link = NatsLink(load_config({"NATS_URL": nats_server.url}))
+    mirror = KvBucket(
+        link, f"revoked_{uuid.uuid4().hex[:12]}", 3600, mirror=True, max_local=4, obsolete=tombstone_obsolete
+    )
+    await link.start(first_attempt_timeout=5)
+    try:
+        now = time.time()
+        for i in range(4):  # sessions that expired already: refused anyway, their tombstones are spare
+            await mirror.put(f"old{i}", {"revoked_at": now, "session_expires": now - 60})
+        for i in range(3):
+            await mirror.put(f"live{i}", {"revoked_at": now, "session_expires": now + 3600})
+        await wait_for(lambda: all(mirror.get_local(f"live{i}") for i in range(3)), timeout=5)
+        assert len(mirror) <= 4 and mirror.complete  # nothing live was dropped
+        for i in range(3, 6):
+            await mirror.put(f"live{i}", {"revoked_at": now, "session_expires": None})  # no expiry known
+        await wait_for(lambda: not mirror.complete, timeout=5)
+        assert len(mirror) <= 4
+        dropped = [f"live{i}" for i in range(6) if mirror.get_local(f"live{i}") is None]
+        assert dropped and all([await mirror.fetch(key) for key in dropped])  # still in the bucket
+    finally:
+        await mirror.close()
+        await link.close()
