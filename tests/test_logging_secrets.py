@@ -96,7 +96,7 @@ def test_tracebacks_are_scrubbed_in_both_formats(fmt: str) -> None:
     bearer = "abc.def-ghi_jkl"
     try:
         try:
-            raise ValueError(f"upstream said: Authorization: Bearer {bearer}; url=/events?session_token={session_token}")
+            raise ValueError(f"upstream: Authorization: Bearer {bearer}; url=/events?session_token={session_token}")
         except ValueError:
             logging.getLogger("gateway.test").exception("request failed")
         try:
