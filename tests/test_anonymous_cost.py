@@ -30,6 +30,7 @@ from tests.conftest import GatewayFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
 from tests.support.graphql_client import login
+from tests.support.live import services_of
 from tests.support.nats_server import NatsServer
 from tests.support.sse_client import SseStream
 from tests.support.waiting import wait_for
@@ -105,7 +106,7 @@ async def test_junk_logouts_write_no_tombstone_and_a_real_logout_still_revokes_e
     elapsed = loop.time() - started
 
     assert await revoked_keys(nats_server, bucket) == []
-    assert len(a.services.sessions.revoked) == 0 and len(b.services.sessions.revoked) == 0
+    assert len(services_of(a).sessions.revoked) == 0 and len(services_of(b).sessions.revoked) == 0
     new_calls = standin.state.calls[before:]
     assert {c.path for c in new_calls} <= {VALIDATE_API}  # no logout playbook, nothing but validation
     assert 0 < len(new_calls) <= budget_allows(elapsed)
@@ -141,7 +142,7 @@ async def test_full_revocation_mirror_still_refuses_every_logged_out_session(
         status, _, _ = await call(client, "POST", f"{a.url}/api/auth/logout", {"session_token": token})
         assert status == 200
     assert len(await revoked_keys(nats_server, bucket)) == 8
-    mirror = b.services.sessions.revoked
+    mirror = services_of(b).sessions.revoked
     await wait_for(lambda: not mirror.complete, timeout=5)  # it had to drop live tombstones
     assert len(mirror) <= 3
     # NoETL itself still says "valid" (no logout playbook here): only the tombstones refuse them.
