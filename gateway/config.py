@@ -6,6 +6,7 @@ Sources, lowest priority first: field defaults, an optional TOML/YAML file named
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class ConfigError(Exception):
@@ -111,11 +113,31 @@ class GatewayConfig(BaseModel):
     gateway_login_rate_per_minute: int = Field(30, ge=0)
     gateway_max_pending_per_session: int = Field(100, gt=0)
     gateway_max_body_bytes: int = Field(1024 * 1024, gt=0)
+    # Anonymous cost (issue 13 §4): session checks that miss the cache, per client IP; invalid
+    # token hashes remembered; revocation tombstones mirrored per process.
+    gateway_validate_miss_per_minute: int = Field(60, ge=0)
+    gateway_validate_miss_burst: int = Field(60, gt=0)
+    gateway_negative_cache_secs: float = Field(30.0, ge=0)
+    gateway_revocation_mirror_max: int = Field(100_000, gt=0)
 
     @field_validator("cors_allowed_origins", "gateway_admin_roles", mode="before")
     @classmethod
     def _origins_from_csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("gateway_auth_bypass")
+    @classmethod
+    def _bypass_only_on_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        """Auth bypass is one env var away from production: only a loopback-only bind may use it."""
+        bind = str(info.data.get("gateway_bind", ""))
+        if value and not is_loopback(bind):
+            raise PydanticCustomError(
+                "bypass_bind",
+                "auth bypass is refused unless GATEWAY_BIND is loopback only (127.0.0.1, ::1 or localhost); "
+                "GATEWAY_BIND is {bind}",
+                {"bind": repr(bind)},
+            )
+        return value
 
     @field_validator("noetl_base_url", "gateway_public_url")
     @classmethod
@@ -136,6 +158,16 @@ class GatewayConfig(BaseModel):
     def nats_enabled(self) -> bool:
         """An empty ``NATS_URL`` turns NATS off on purpose (no reconnect attempts)."""
         return bool(self.nats_servers)
+
+
+def is_loopback(bind: str) -> bool:
+    """True for an address only this host can reach (``""`` and ``0.0.0.0`` mean every interface)."""
+    if bind.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
 
 
 ENV_ALIASES: dict[str, str] = {"GATEWAY_PORT": "router_port"}

@@ -31,7 +31,7 @@ class Metrics:
         )
         self.session_cache = Counter(
             "gateway_session_cache_total",
-            "Session lookups by outcome (hit, miss, revoked, malformed)",
+            "Session lookups by outcome (hit, miss, expired, revoked, malformed, over_budget)",
             ["outcome"],
             registry=r,
         )

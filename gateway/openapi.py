@@ -189,7 +189,7 @@ def build_openapi() -> dict[str, Any]:
                 "Is this session token valid?",
                 ValidateRequest,
                 {200: ("Validity (invalid and malformed tokens are 200 with valid=false)", ValidateResponse)},
-                [*body_errors, 502, 503, 504],
+                [*body_errors, 429, 502, 503, 504],
             )
         },
         "/api/auth/check-access": {
@@ -197,15 +197,15 @@ def build_openapi() -> dict[str, Any]:
                 "May this session execute/view/edit the playbook?",
                 CheckAccessRequest,
                 {200: ("The decision", CheckAccessResponse)},
-                [*body_errors, 502, 503, 504],
+                [*body_errors, 429, 502, 503, 504],
             )
         },
         "/api/auth/logout": {
             "post": _operation(
-                "Revoke the session on every replica",
+                "Revoke the session on every replica (only a valid session: 401 and nothing written otherwise)",
                 LogoutRequest,
-                {200: ("Logged out", LogoutResponse)},
-                [*body_errors, 401, 403],
+                {200: ("Logged out (also when it already was)", LogoutResponse)},
+                [*body_errors, 401, 403, 429, 502, 503, 504],
                 security=[*session, {}],
                 request_required=False,
             )

@@ -26,7 +26,7 @@ from gateway.live import LiveHub
 from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
 from gateway.noetl import NoetlClient, make_http_session
-from gateway.session_cache import SessionCache
+from gateway.session_cache import SessionCache, tombstone_obsolete
 from gateway.tokens import CallbackSigner
 
 log = logging.getLogger("gateway.services")
@@ -94,7 +94,14 @@ class Services:
         signer = CallbackSigner(config.gateway_callback_secret, config.gateway_callback_token_ttl_secs)
         callbacks = CallbackRouter(link, config.nats_callback_subject_prefix, metrics)
         session_bucket = KvBucket(link, config.nats_session_bucket, config.nats_session_cache_ttl_secs, mirror=True)
-        revoked_bucket = KvBucket(link, config.nats_revoked_bucket, config.gateway_revocation_ttl_secs, mirror=True)
+        revoked_bucket = KvBucket(
+            link,
+            config.nats_revoked_bucket,
+            config.gateway_revocation_ttl_secs,
+            mirror=True,
+            max_local=config.gateway_revocation_mirror_max,
+            obsolete=tombstone_obsolete,
+        )
         sessions = SessionCache(session_bucket, revoked_bucket, metrics)
         auth = AuthService(config, noetl, callbacks, sessions, signer)
         access = AccessGuard(

@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from tornado.web import HTTPError, RequestHandler
 
-from gateway.auth import AuthService
+from gateway.auth import AuthService, ValidationBudgetExceeded
 from gateway.config import GatewayConfig
 from gateway.logging import request_id_var, scrub
 from gateway.metrics import Metrics
@@ -94,11 +94,15 @@ class BaseHandler(RequestHandler):
     # -- every response --------------------------------------------------------------------
 
     def set_default_headers(self) -> None:
-        """CORS here, not in prepare(): send_error() clears headers and calls this again."""
+        """CORS here, not in prepare(): send_error() clears headers and calls this again.
+
+        ``Vary: Origin`` on every answer: whether it carries ``Access-Control-Allow-Origin``
+        depends on the Origin, so a cache must never hand one origin's answer to another.
+        """
+        self.set_header("Vary", "Origin")
         origin = self.request.headers.get("Origin")
         if origin and origin in self.config.cors_allowed_origins:
             self.set_header("Access-Control-Allow-Origin", origin)
-            self.set_header("Vary", "Origin")
             if self.config.cors_allow_credentials:
                 self.set_header("Access-Control-Allow-Credentials", "true")
             self.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After")
@@ -254,13 +258,21 @@ class APIHandler(BaseHandler):
         if not is_wellformed_session_token(token):
             self.metrics.session_cache.labels("malformed").inc()
             raise ApiError(401, "Invalid or expired session")
-        session = await self.auth.validate(token)
+        session = await self.validate_token(token)
         if session is None:
             raise ApiError(401, "Invalid or expired session")
         self.session = session
         self.session_token = token
         self.current_user = session.user
         return session
+
+    async def validate_token(self, token: str) -> Session | None:
+        """The session for a token; a cache miss spends from this client's budget (429 beyond it)."""
+        try:
+            return await self.auth.validate(token, client=self.client_ip())
+        except ValidationBudgetExceeded as exc:
+            self.metrics.session_cache.labels("over_budget").inc()
+            raise ApiError(exc.status, exc.public, headers={"Retry-After": str(exc.retry_after)}) from None
 
     def check_cookie_origin(self) -> None:
         """A cookie-authenticated state change must come from an allowed origin (CSRF)."""
@@ -276,8 +288,14 @@ class APIHandler(BaseHandler):
         raise ApiError(403, "Origin not allowed for cookie-authenticated requests")
 
     def is_own_origin(self, origin: str) -> bool:
-        """A page served by this gateway (e.g. GraphiQL): browsers cannot forge Origin."""
-        netloc = urlsplit(origin).netloc.lower()
+        """A page served by this gateway (e.g. GraphiQL): browsers cannot forge Origin.
+
+        An Origin that does not parse (``http://[``) is nobody's: not ours, never a 500.
+        """
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:
+            return False
         return bool(netloc) and netloc in (self.request.host.lower(), urlsplit(self.config.public_url).netloc.lower())
 
 

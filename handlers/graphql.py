@@ -9,7 +9,7 @@ import orjson
 from gateway.graphiql import content_security_policy, new_nonce, render_page
 from gateway.graphql_context import RequestContext
 from gateway.graphql_engine import GraphQLOutcome, Outcome
-from gateway.graphql_errors import BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED, simple_error
+from gateway.graphql_errors import BAD_REQUEST, METHOD_NOT_ALLOWED, RATE_LIMITED, UNAUTHENTICATED, simple_error
 from gateway.graphql_http import (
     GRAPHQL_RESPONSE_JSON,
     GraphQLRequest,
@@ -53,11 +53,14 @@ class GraphQLHandler(APIHandler):
     # -- steps -----------------------------------------------------------------------------
 
     async def _authenticate(self) -> None:
-        """401 JSON like every protected route; the body also carries a GraphQL error."""
+        """401 (or 429) JSON like every protected route; the body also carries a GraphQL error."""
         try:
             await self.require_session()
         except ApiError as exc:
-            raise ApiError(exc.status_code, exc.public, errors=[simple_error(exc.public, UNAUTHENTICATED)]) from None
+            code = RATE_LIMITED if exc.status_code == 429 else UNAUTHENTICATED
+            raise ApiError(
+                exc.status_code, exc.public, headers=exc.headers, errors=[simple_error(exc.public, code)]
+            ) from None
 
     def _parse(self, read: Callable[[], GraphQLRequest]) -> GraphQLRequest:
         try:
@@ -100,7 +103,7 @@ class GraphQLHandler(APIHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Content-Security-Policy", content_security_policy(nonce))
         self.set_header("Cache-Control", "no-cache")
-        self.set_header("Vary", "Accept")
+        self.set_header("Vary", "Accept, Origin")
         self.set_header("Referrer-Policy", "no-referrer")
         self.finish(render_page(nonce))
 

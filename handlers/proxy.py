@@ -313,7 +313,7 @@ class ProxyHandler(AuthenticatedHandler):
         for name, value in client_response_headers(raw, self.config.noetl_base_url):
             lower = name.lower()
             try:
-                if lower in seen:
+                if lower in seen or lower == "vary":  # added to the gateway's own Vary: Origin
                     self.add_header(name, value)
                 else:
                     seen.add(lower)

@@ -23,7 +23,12 @@ class GatewayInstance:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
-        self.env = {"ROUTER_PORT": str(self.port), "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{self.port}", **env}
+        self.env = {
+            "ROUTER_PORT": str(self.port),
+            "GATEWAY_BIND": "127.0.0.1",  # what it listens on (below); GATEWAY_AUTH_BYPASS requires loopback
+            "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
+            **env,
+        }
         self.config: GatewayConfig = load_config(self.env)
         self.services: Services | None = None
         self.server: HTTPServer | None = None
