@@ -111,6 +111,9 @@ class GatewayConfig(BaseModel):
     gateway_login_rate_per_minute: int = Field(30, ge=0)
     gateway_max_pending_per_session: int = Field(100, gt=0)
     gateway_max_body_bytes: int = Field(1024 * 1024, gt=0)
+    gateway_idle_connection_timeout_secs: float = Field(75.0, gt=0)
+    gateway_body_timeout_secs: float = Field(60.0, gt=0)
+    gateway_proxy_body_timeout_secs: float = Field(3600.0, gt=0)
 
     @field_validator("cors_allowed_origins", "gateway_admin_roles", mode="before")
     @classmethod

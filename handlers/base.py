@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import random
+from asyncio import Future
 from http.client import responses
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from tornado.web import HTTPError, RequestHandler
+from tornado.iostream import StreamClosedError
+from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from gateway.auth import AuthService
 from gateway.config import GatewayConfig
@@ -35,6 +37,11 @@ CORS_ALLOWED_HEADERS = (
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _METRIC_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+# A declared body at most this far past a route's limit is read and dropped before the 413 goes
+# out: a client that writes its whole body before reading (http.client, requests) would see a
+# reset instead of the answer if the gateway closed with its bytes unread. Larger: 413 at once.
+DISCARD_BODY_BYTES = 1 << 20
 
 
 _UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))
@@ -67,11 +74,22 @@ class ApiError(HTTPError):
         self.extra = extra
 
 
+@stream_request_body
 class BaseHandler(RequestHandler):
-    """Common behaviour: typed services, CORS, request id, JSON errors."""
+    """Common behaviour: typed services, CORS, request id, JSON errors, a bounded request body.
+
+    Every route streams its body (``@stream_request_body``) so that the limit is the route's
+    and is enforced before the body is read, not after Tornado buffered all of it: a declared
+    ``Content-Length`` over the limit is refused in ``prepare()``, a chunked body as it passes
+    the limit, and nothing past the limit is ever kept. ``self.request.body`` is set when the
+    body is complete, before the HTTP method runs, as Tornado does for buffered handlers.
+    """
 
     request_id: str = "-"
     route_name = "other"
+    _body: bytearray | None = None
+    _body_received = 0
+    _body_declared: int | None = None
 
     # -- services --------------------------------------------------------------------------
 
@@ -118,10 +136,73 @@ class BaseHandler(RequestHandler):
     _counted = False
 
     async def prepare(self) -> None:
-        """Request id first, so every log line of the request carries it."""
+        """Request id first, so every log line of the request carries it; then the body's size."""
         self._assign_request_id()
         self.services.request_started()
         self._counted = True
+        self._expect_body()
+
+    # -- the request body ------------------------------------------------------------------
+
+    def body_limit(self) -> int:
+        """Most bytes of request body this route accepts (the proxy's own, once signed in)."""
+        return self.config.gateway_max_body_bytes
+
+    def body_too_large(self) -> ApiError:
+        """The 413 of this route."""
+        return ApiError(413, f"Request body too large (limit {self.body_limit()} bytes)")
+
+    def declared_body_length(self) -> int | None:
+        """``Content-Length`` as a number; 400 when it is not one."""
+        value = self.request.headers.get("Content-Length")
+        if value is None:
+            return None
+        if not value.strip().isdigit():
+            raise ApiError(400, "Invalid Content-Length header")
+        return int(value)
+
+    def _expect_body(self) -> None:
+        limit = self.body_limit()
+        declared = self.declared_body_length()
+        if declared is not None and declared > limit:
+            continuing = self.request.headers.get("Expect", "").lower() == "100-continue"
+            if continuing or declared > limit + DISCARD_BODY_BYTES:
+                raise self.body_too_large()  # before a byte of it is read; Tornado then closes
+        self._body_declared = declared
+        self._body = bytearray()
+        # Added before _execute() awaits the same future, so it runs first: the body is in place
+        # when the HTTP method runs.
+        self.request._body_future.add_done_callback(self._body_complete)
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep the body up to the limit; past it keep nothing and refuse."""
+        if self._finished or self._body is None:
+            return
+        self._body_received += len(chunk)
+        if self._body_received <= self.body_limit():
+            self._body += chunk
+            return
+        self._body.clear()
+        declared = self._body_declared
+        if declared is None or self._body_received >= declared:
+            # Chunked: refused now. Declared (up to DISCARD_BODY_BYTES over): its last byte is in,
+            # so closing after the 413 leaves nothing unread to turn into a reset.
+            self._refuse_during_body(self.body_too_large())
+
+    def _refuse_during_body(self, error: ApiError) -> None:
+        """Answer before the body is complete; Tornado then closes the connection."""
+        self._body = None
+        self.log_exception(type(error), error, None)
+        self.send_error(error.status_code, exc_info=(type(error), error, None))
+        body_future = self.request._body_future
+        if not body_future.done():  # _execute() waits on it: end it as a closed connection would
+            body_future.set_exception(StreamClosedError())
+            body_future.exception()
+
+    def _body_complete(self, future: Future[None]) -> None:
+        if self._body is not None and not future.cancelled() and future.exception() is None:
+            self.request.body = bytes(self._body)
+        self._body = None
 
     def _uncount(self) -> None:
         if self._counted:
@@ -217,9 +298,7 @@ class APIHandler(BaseHandler):
 
     def parse_body(self, model: type[BodyT]) -> BodyT:
         """Validate the JSON body against a model; 413/415/400 with a clear message."""
-        raw = self.request.body or b""
-        if len(raw) > self.config.gateway_max_body_bytes:
-            raise ApiError(413, f"Request body too large (limit {self.config.gateway_max_body_bytes} bytes)")
+        raw = self.request.body or b""  # never over body_limit(): BaseHandler refused it before
         ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
         if raw and ctype not in ("application/json", "") and not ctype.endswith("+json"):
             raise ApiError(415, "Content-Type must be application/json")
