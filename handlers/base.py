@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from asyncio import Future
+from collections.abc import Awaitable
 from http.client import responses
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -42,6 +43,14 @@ _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ
 # out: a client that writes its whole body before reading (http.client, requests) would see a
 # reset instead of the answer if the gateway closed with its bytes unread. Larger: 413 at once.
 DISCARD_BODY_BYTES = 1 << 20
+
+
+def body_read_ceiling(config: GatewayConfig) -> int:
+    """Tornado's own body limit: what any route may read, refused bodies' drop allowance included.
+
+    Only the proxy raises it, per request, once the session is valid.
+    """
+    return config.gateway_max_body_bytes + DISCARD_BODY_BYTES
 
 
 _UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))
@@ -89,7 +98,9 @@ class BaseHandler(RequestHandler):
     route_name = "other"
     _body: bytearray | None = None
     _body_received = 0
-    _body_declared: int | None = None
+    _watching_body = False
+    _deferred_error: BaseException | None = None
+    _drop_allowance = 0
 
     # -- services --------------------------------------------------------------------------
 
@@ -162,47 +173,93 @@ class BaseHandler(RequestHandler):
         return int(value)
 
     def _expect_body(self) -> None:
-        limit = self.body_limit()
         declared = self.declared_body_length()
-        if declared is not None and declared > limit:
-            continuing = self.request.headers.get("Expect", "").lower() == "100-continue"
-            if continuing or declared > limit + DISCARD_BODY_BYTES:
-                raise self.body_too_large()  # before a byte of it is read; Tornado then closes
-        self._body_declared = declared
+        if declared is not None and declared > self.body_limit():
+            raise self.body_too_large()  # before a byte of it is read
         self._body = bytearray()
+        self._watch_body_end()
+
+    def _watch_body_end(self) -> None:
         # Added before _execute() awaits the same future, so it runs first: the body is in place
         # when the HTTP method runs.
-        self.request._body_future.add_done_callback(self._body_complete)
+        if not self._watching_body:
+            self._watching_body = True
+            self.request._body_future.add_done_callback(self._body_ended)
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         """Keep the body up to the limit; past it keep nothing and refuse."""
-        if self._finished or self._body is None:
-            return
+        if self._finished:
+            return None
         self._body_received += len(chunk)
+        if self._deferred_error is not None:  # refused already: drop, up to the allowance
+            if self._body_received > self._drop_allowance:
+                self._answer_during_body(self._deferred_error)
+            return None
+        if self._body is None:
+            return None
         if self._body_received <= self.body_limit():
             self._body += chunk
-            return
-        self._body.clear()
-        declared = self._body_declared
-        if declared is None or self._body_received >= declared:
-            # Chunked: refused now. Declared (up to DISCARD_BODY_BYTES over): its last byte is in,
-            # so closing after the 413 leaves nothing unread to turn into a reset.
-            self._refuse_during_body(self.body_too_large())
+            return None
+        self._answer_during_body(self.body_too_large())  # a chunked body, the moment it passes
+        return None
 
-    def _refuse_during_body(self, error: ApiError) -> None:
+    def _body_ended(self, future: Future[None]) -> None:
+        body, self._body = self._body, None
+        if future.cancelled() or future.exception() is not None:
+            return
+        if self._deferred_error is not None:
+            if not self._finished:
+                self._answer_error(self._deferred_error)
+            return
+        if body is not None:
+            self.request.body = bytes(body)
+
+    def _defer_until_body_read(self, error: BaseException) -> bool:
+        """Hold an error decided before the body arrived until a small body is read and dropped.
+
+        An answer sent before the body is read makes Tornado close the connection: a keep-alive
+        client would find it dead on its next request, and a client that sends its whole body
+        before reading (http.client, requests) would get a reset instead of the answer. A body
+        refused for its size may be read up to the limit plus DISCARD_BODY_BYTES (within the read
+        ceiling), any other up to DISCARD_BODY_BYTES; a larger declared one is answered at once
+        (``Connection: close``).
+        """
+        future: Future[None] | None = getattr(self.request, "_body_future", None)
+        if self._finished or self._deferred_error is not None or future is None or future.done():
+            return False
+        if self.request.headers.get("Expect", "").lower() == "100-continue":
+            return False  # the client sends nothing until told to: answer now
+        allowance = DISCARD_BODY_BYTES
+        if isinstance(error, ApiError) and error.status_code == 413:
+            allowance = min(self.body_limit() + DISCARD_BODY_BYTES, body_read_ceiling(self.config))
+        declared = self.request.headers.get("Content-Length", "").strip()
+        if declared and not (declared.isdigit() and int(declared) <= allowance):
+            return False
+        self._deferred_error = error
+        self._drop_allowance = allowance
+        self._body = None
+        self._watch_body_end()
+        return True
+
+    def _answer_during_body(self, error: BaseException) -> None:
         """Answer before the body is complete; Tornado then closes the connection."""
         self._body = None
-        self.log_exception(type(error), error, None)
-        self.send_error(error.status_code, exc_info=(type(error), error, None))
+        self._answer_error(error)
         body_future = self.request._body_future
-        if not body_future.done():  # _execute() waits on it: end it as a closed connection would
+        if not body_future.done():  # _execute() may wait on it: end it as a closed connection would
             body_future.set_exception(StreamClosedError())
             body_future.exception()
 
-    def _body_complete(self, future: Future[None]) -> None:
-        if self._body is not None and not future.cancelled() and future.exception() is None:
-            self.request.body = bytes(self._body)
-        self._body = None
+    def _answer_error(self, error: BaseException) -> None:
+        """Log and answer an error raised outside ``_execute()``'s own handling."""
+        if isinstance(error, UpstreamFailure):
+            self.services.metrics.upstream_errors.labels(type(error).__name__).inc()
+            status = error.status
+        else:
+            self.log_exception(type(error), error, error.__traceback__)
+            status = error.status_code if isinstance(error, HTTPError) else 500
+        if not self._finished:
+            self.send_error(status, exc_info=(type(error), error, error.__traceback__))
 
     def _uncount(self) -> None:
         if self._counted:
@@ -251,6 +308,9 @@ class BaseHandler(RequestHandler):
         else:
             body = {"error": responses.get(status_code, "Error")}
         self.set_header("Content-Type", "application/json")
+        body_future: Future[None] | None = getattr(self.request, "_body_future", None)
+        if body_future is not None and not body_future.done():
+            self.set_header("Connection", "close")  # answered before the body: Tornado will close
         self.finish(orjson.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -266,6 +326,8 @@ class BaseHandler(RequestHandler):
         super().log_exception(typ, value, tb)
 
     def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, HTTPError | UpstreamFailure) and self._defer_until_body_read(e):
+            return
         if isinstance(e, UpstreamFailure):
             self.services.metrics.upstream_errors.labels(type(e).__name__).inc()
             if not self._finished:

@@ -22,7 +22,7 @@ from gateway.noetl import UpstreamFailure
 from gateway.proxy import ProxyExchange
 from gateway.proxy_headers import client_response_headers, upstream_request_headers
 from gateway.proxy_path import canonical_path, unsafe_path_reason, upstream_url
-from handlers.base import ApiError, AuthenticatedHandler
+from handlers.base import DISCARD_BODY_BYTES, ApiError, AuthenticatedHandler
 
 log = logging.getLogger("gateway.proxy")
 
@@ -32,8 +32,6 @@ PREFIX = "/noetl/"
 SMALL_BODY_BYTES = 64 * 1024
 # Tornado's own body limit sits above ours, so our 413 (JSON) answers first.
 _TORNADO_LIMIT_SLACK = 1 << 20
-# A refused request's body up to this size is read and dropped before the error is sent.
-DISCARD_BODY_BYTES = 1 << 20
 
 
 @stream_request_body
@@ -97,13 +95,16 @@ class ProxyHandler(AuthenticatedHandler):
         except AccessRefusal as exc:
             raise ApiError(exc.status, exc.public) from None
         limit = self.config.gateway_proxy_max_body_bytes
-        declared = self._declared_length()
+        declared = self.declared_body_length()
         chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
         if declared is not None and declared > limit:
             raise ApiError(413, f"Request body too large (limit {limit} bytes)")
         set_limit = getattr(self.request.connection, "set_max_body_size", None)
         if set_limit is not None:
             set_limit(limit + _TORNADO_LIMIT_SLACK)
+        set_timeout = getattr(self.request.connection, "set_body_timeout", None)
+        if set_timeout is not None:  # a big upload may take longer than a JSON body may
+            set_timeout(self.config.gateway_proxy_body_timeout_secs)
         headers = upstream_request_headers(
             list(self.request.headers.get_all()),
             user_id=str(session.user.user_id),
@@ -129,13 +130,9 @@ class ProxyHandler(AuthenticatedHandler):
             self._exchange.start()
             self._exchange.add_done_callback(self._upstream_settled)
 
-    def _declared_length(self) -> int | None:
-        value = self.request.headers.get("Content-Length")
-        if value is None:
-            return None
-        if not value.strip().isdigit():
-            raise ApiError(400, "Invalid Content-Length header")
-        return int(value)
+    def body_limit(self) -> int:
+        """The proxy's own limit; Tornado's is raised to it only once the session is valid."""
+        return self.config.gateway_proxy_max_body_bytes
 
     def _new_exchange(self, url: Any, headers: list[tuple[str, str]], *, streamed_body: bool) -> ProxyExchange:
         return ProxyExchange(
