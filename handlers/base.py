@@ -46,11 +46,12 @@ DISCARD_BODY_BYTES = 1 << 20
 
 
 def body_read_ceiling(config: GatewayConfig) -> int:
-    """Tornado's own body limit: what any route may read, refused bodies' drop allowance included.
+    """Tornado's own body limit; only the proxy raises it, per request, once the session is valid.
 
-    Only the proxy raises it, per request, once the session is valid.
+    The JSON limit, the drop allowance past it, and one allowance more: a chunk that crosses the
+    drop allowance still reaches the handler, whose 413 answers before Tornado's bare 400 would.
     """
-    return config.gateway_max_body_bytes + DISCARD_BODY_BYTES
+    return config.gateway_max_body_bytes + 2 * DISCARD_BODY_BYTES
 
 
 _UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))
@@ -200,7 +201,13 @@ class BaseHandler(RequestHandler):
         if self._body_received <= self.body_limit():
             self._body += chunk
             return None
-        self._answer_during_body(self.body_too_large())  # a chunked body, the moment it passes
+        # A chunked body, the moment it passes the limit: nothing more is kept, and the 413 goes
+        # when the body ends or once it has gone DISCARD_BODY_BYTES further.
+        error = self.body_too_large()
+        if self._defer_until_body_read(error, method_waiting=True):
+            self._body = None
+        else:
+            self._answer_during_body(error)
         return None
 
     def _body_ended(self, future: Future[None]) -> None:
@@ -214,7 +221,7 @@ class BaseHandler(RequestHandler):
         if body is not None:
             self.request.body = bytes(body)
 
-    def _defer_until_body_read(self, error: BaseException) -> bool:
+    def _defer_until_body_read(self, error: BaseException, *, method_waiting: bool = False) -> bool:
         """Hold an error decided before the body arrived until a small body is read and dropped.
 
         An answer sent before the body is read makes Tornado close the connection: a keep-alive
@@ -231,13 +238,22 @@ class BaseHandler(RequestHandler):
             return False  # the client sends nothing until told to: answer now
         allowance = DISCARD_BODY_BYTES
         if isinstance(error, ApiError) and error.status_code == 413:
-            allowance = min(self.body_limit() + DISCARD_BODY_BYTES, body_read_ceiling(self.config))
+            allowance = min(self.body_limit(), self.config.gateway_max_body_bytes) + DISCARD_BODY_BYTES
         declared = self.request.headers.get("Content-Length", "").strip()
         if declared and not (declared.isdigit() and int(declared) <= allowance):
             return False
         self._deferred_error = error
         self._drop_allowance = allowance
         self._body = None
+        if method_waiting:
+            # _execute() waits on the body future to run the HTTP method, which must not run:
+            # end that wait as a closed connection would, and watch the body's end on a new one
+            # (Tornado resolves whichever future the request holds when the body ends).
+            waiting = self.request._body_future
+            self.request._body_future = Future()
+            self._watching_body = False
+            waiting.set_exception(StreamClosedError())
+            waiting.exception()
         self._watch_body_end()
         return True
 
