@@ -22,7 +22,7 @@ from gateway.noetl import UpstreamFailure
 from gateway.proxy import ProxyExchange
 from gateway.proxy_headers import client_response_headers, upstream_request_headers
 from gateway.proxy_path import canonical_path, unsafe_path_reason, upstream_url
-from handlers.base import DISCARD_BODY_BYTES, ApiError, AuthenticatedHandler
+from handlers.base import ApiError, AuthenticatedHandler
 
 log = logging.getLogger("gateway.proxy")
 
@@ -48,7 +48,6 @@ class ProxyHandler(AuthenticatedHandler):
         self._relayed = 0
         self._client_gone = False
         self._body_done = False
-        self._deferred_error: ApiError | UpstreamFailure | None = None
         self._waiting_task: asyncio.Task[Any] | None = None
 
     def compute_etag(self) -> str | None:
@@ -58,26 +57,14 @@ class ProxyHandler(AuthenticatedHandler):
     # -- before the body -------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Session, path safety and size first; then the upstream call starts."""
-        try:
-            await super().prepare()
-            if self.request.method != "OPTIONS":
-                await self._prepare_upstream()
-        except (ApiError, UpstreamFailure) as exc:
-            if not self._can_defer_error():
-                raise
-            # An answer sent before the body is read makes Tornado close the connection (even
-            # a keep-alive one with no body), and a client still sending may see a reset
-            # instead of the 401/400. So a small body is read and dropped, then the answer goes.
-            self._deferred_error = exc
+        """Session, path safety and size first; then the upstream call starts.
 
-    def _can_defer_error(self) -> bool:
-        if self._finished or self.request.headers.get("Expect", "").lower() == "100-continue":
-            return False
-        if "chunked" in self.request.headers.get("Transfer-Encoding", "").lower():
-            return True
-        declared = self.request.headers.get("Content-Length", "0").strip()
-        return declared.isdigit() and int(declared) <= DISCARD_BODY_BYTES
+        A refusal raised here is answered by BaseHandler once a small body is read and dropped
+        (``_defer_until_body_read``); ``data_received`` below drops it.
+        """
+        await super().prepare()
+        if self.request.method != "OPTIONS":
+            await self._prepare_upstream()
 
     async def _prepare_upstream(self) -> None:
         raw_path = self.request.path[len(PREFIX) :]
@@ -152,9 +139,9 @@ class ProxyHandler(AuthenticatedHandler):
         if self._finished or self._client_gone:
             return
         self._received += len(chunk)
-        if self._deferred_error is not None:
-            if self._received > DISCARD_BODY_BYTES:
-                self._answer_early(self._deferred_error)
+        if self._deferred_error is not None:  # refused before the body (BaseHandler): drop it
+            if self._received > self._drop_allowance:
+                self._answer_during_body(self._deferred_error)
             return
         limit = self.config.gateway_proxy_max_body_bytes
         if self._received > limit:
@@ -218,8 +205,6 @@ class ProxyHandler(AuthenticatedHandler):
         if self._finished or self._client_gone:
             return
         self._body_done = True
-        if self._deferred_error is not None:
-            raise self._deferred_error
         body: bytes | None = None
         if self._buffer is not None:
             body = bytes(self._buffer)
