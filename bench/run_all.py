@@ -307,6 +307,30 @@ def proxy_memory(ctx: Context) -> Row:
     return row
 
 
+def anonymous(ctx: Context) -> Row:
+    args = ["--smoke"] if ctx.smoke else []
+    data = ctx.json_of("anonymous", [str(BENCH / "anonymous_bench.py"), *args], timeout=600)
+    bodies, loris = data["bodies"], data["slow_loris"]
+    row = Row(
+        f"anonymous: {bodies['mb_per_request']:.0f} MB bodies to 8 JSON endpoints; {loris['connections']} slow-loris",
+        goal="≤ 16 MB RSS growth; every slow-loris closed, /health served",
+    )
+    during, before = loris["health_during_ms"], loris["health_before_ms"]
+    row.gateway = (
+        f"growth {bodies['growth_mb']:.1f} MB over {bodies['requests']} requests; "
+        f"{loris['closed_by_gateway']}/{loris['connections']} closed after "
+        f"{loris['closed_after_s']['median']:.1f} s; /health p50/p99 {during['p50']:.1f}/{during['p99']:.1f} ms"
+    )
+    row.baseline = f"/health before the attack: p50/p99 {before['p50']:.1f}/{before['p99']:.1f} ms"
+    row.result = f"{bodies['growth_mb']:.1f} MB; {len(loris['health_errors'])} /health errors"
+    row.status = status(data["met"], ctx.smoke)
+    row.notes.append(
+        f"{bodies['answered_413']} of {bodies['requests']} read the 413, the rest saw the close as a reset "
+        f"(still sending); idle/header timeout {loris['timeout_s']:.0f} s for the run"
+    )
+    return row
+
+
 def processes(ctx: Context) -> Row:
     args = ["--smoke"] if ctx.smoke else ["--runs", "8", "--duration", "3"]
     data = ctx.json_of("processes", [str(BENCH / "processes_bench.py"), *args])
@@ -336,6 +360,7 @@ SCENARIOS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "heartbeat": heartbeat,
     "proxy_memory": proxy_memory,
     "processes": processes,
+    "anonymous": anonymous,
 }
 
 

@@ -119,6 +119,10 @@ class GatewayConfig(BaseModel):
     gateway_validate_miss_burst: int = Field(60, gt=0)
     gateway_negative_cache_secs: float = Field(30.0, ge=0)
     gateway_revocation_mirror_max: int = Field(100_000, gt=0)
+    # Slow clients: header/idle and body deadlines (the proxy's longer one applies once signed in).
+    gateway_idle_connection_timeout_secs: float = Field(75.0, gt=0)
+    gateway_body_timeout_secs: float = Field(60.0, gt=0)
+    gateway_proxy_body_timeout_secs: float = Field(3600.0, gt=0)
 
     @field_validator("cors_allowed_origins", "gateway_admin_roles", mode="before")
     @classmethod

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 import random
+from asyncio import Future
+from collections.abc import Awaitable
 from http.client import responses
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from tornado.web import HTTPError, RequestHandler
+from tornado.iostream import StreamClosedError
+from tornado.web import HTTPError, RequestHandler, stream_request_body
 
 from gateway.auth import AuthService, ValidationBudgetExceeded
 from gateway.config import GatewayConfig
@@ -35,6 +38,20 @@ CORS_ALLOWED_HEADERS = (
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _METRIC_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+# A declared body at most this far past a route's limit is read and dropped before the 413 goes
+# out: a client that writes its whole body before reading (http.client, requests) would see a
+# reset instead of the answer if the gateway closed with its bytes unread. Larger: 413 at once.
+DISCARD_BODY_BYTES = 1 << 20
+
+
+def body_read_ceiling(config: GatewayConfig) -> int:
+    """Tornado's own body limit; only the proxy raises it, per request, once the session is valid.
+
+    The JSON limit, the drop allowance past it, and one allowance more: a chunk that crosses the
+    drop allowance still reaches the handler, whose 413 answers before Tornado's bare 400 would.
+    """
+    return config.gateway_max_body_bytes + 2 * DISCARD_BODY_BYTES
 
 
 _UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))
@@ -67,11 +84,24 @@ class ApiError(HTTPError):
         self.extra = extra
 
 
+@stream_request_body
 class BaseHandler(RequestHandler):
-    """Common behaviour: typed services, CORS, request id, JSON errors."""
+    """Common behaviour: typed services, CORS, request id, JSON errors, a bounded request body.
+
+    Every route streams its body (``@stream_request_body``) so that the limit is the route's
+    and is enforced before the body is read, not after Tornado buffered all of it: a declared
+    ``Content-Length`` over the limit is refused in ``prepare()``, a chunked body as it passes
+    the limit, and nothing past the limit is ever kept. ``self.request.body`` is set when the
+    body is complete, before the HTTP method runs, as Tornado does for buffered handlers.
+    """
 
     request_id: str = "-"
     route_name = "other"
+    _body: bytearray | None = None
+    _body_received = 0
+    _watching_body = False
+    _deferred_error: BaseException | None = None
+    _drop_allowance = 0
 
     # -- services --------------------------------------------------------------------------
 
@@ -122,10 +152,134 @@ class BaseHandler(RequestHandler):
     _counted = False
 
     async def prepare(self) -> None:
-        """Request id first, so every log line of the request carries it."""
+        """Request id first, so every log line of the request carries it; then the body's size."""
         self._assign_request_id()
         self.services.request_started()
         self._counted = True
+        self._expect_body()
+
+    # -- the request body ------------------------------------------------------------------
+
+    def body_limit(self) -> int:
+        """Most bytes of request body this route accepts (the proxy's own, once signed in)."""
+        return self.config.gateway_max_body_bytes
+
+    def body_too_large(self) -> ApiError:
+        """The 413 of this route."""
+        return ApiError(413, f"Request body too large (limit {self.body_limit()} bytes)")
+
+    def declared_body_length(self) -> int | None:
+        """``Content-Length`` as a number; 400 when it is not one."""
+        value = self.request.headers.get("Content-Length")
+        if value is None:
+            return None
+        if not value.strip().isdigit():
+            raise ApiError(400, "Invalid Content-Length header")
+        return int(value)
+
+    def _expect_body(self) -> None:
+        declared = self.declared_body_length()
+        if declared is not None and declared > self.body_limit():
+            raise self.body_too_large()  # before a byte of it is read
+        self._body = bytearray()
+        self._watch_body_end()
+
+    def _watch_body_end(self) -> None:
+        # Added before _execute() awaits the same future, so it runs first: the body is in place
+        # when the HTTP method runs.
+        if not self._watching_body:
+            self._watching_body = True
+            self.request._body_future.add_done_callback(self._body_ended)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        """Keep the body up to the limit; past it keep nothing and refuse."""
+        if self._finished:
+            return None
+        self._body_received += len(chunk)
+        if self._deferred_error is not None:  # refused already: drop, up to the allowance
+            if self._body_received > self._drop_allowance:
+                self._answer_during_body(self._deferred_error)
+            return None
+        if self._body is None:
+            return None
+        if self._body_received <= self.body_limit():
+            self._body += chunk
+            return None
+        # A chunked body, the moment it passes the limit: nothing more is kept, and the 413 goes
+        # when the body ends or once it has gone DISCARD_BODY_BYTES further.
+        error = self.body_too_large()
+        if self._defer_until_body_read(error, method_waiting=True):
+            self._body = None
+        else:
+            self._answer_during_body(error)
+        return None
+
+    def _body_ended(self, future: Future[None]) -> None:
+        body, self._body = self._body, None
+        if future.cancelled() or future.exception() is not None:
+            return
+        if self._deferred_error is not None:
+            if not self._finished:
+                self._answer_error(self._deferred_error)
+            return
+        if body is not None:
+            self.request.body = bytes(body)
+
+    def _defer_until_body_read(self, error: BaseException, *, method_waiting: bool = False) -> bool:
+        """Hold an error decided before the body arrived until a small body is read and dropped.
+
+        An answer sent before the body is read makes Tornado close the connection: a keep-alive
+        client would find it dead on its next request, and a client that sends its whole body
+        before reading (http.client, requests) would get a reset instead of the answer. A body
+        refused for its size may be read up to the limit plus DISCARD_BODY_BYTES (within the read
+        ceiling), any other up to DISCARD_BODY_BYTES; a larger declared one is answered at once
+        (``Connection: close``).
+        """
+        future: Future[None] | None = getattr(self.request, "_body_future", None)
+        if self._finished or self._deferred_error is not None or future is None or future.done():
+            return False
+        if self.request.headers.get("Expect", "").lower() == "100-continue":
+            return False  # the client sends nothing until told to: answer now
+        allowance = DISCARD_BODY_BYTES
+        if isinstance(error, ApiError) and error.status_code == 413:
+            allowance = min(self.body_limit(), self.config.gateway_max_body_bytes) + DISCARD_BODY_BYTES
+        declared = self.request.headers.get("Content-Length", "").strip()
+        if declared and not (declared.isdigit() and int(declared) <= allowance):
+            return False
+        self._deferred_error = error
+        self._drop_allowance = allowance
+        self._body = None
+        if method_waiting:
+            # _execute() waits on the body future to run the HTTP method, which must not run:
+            # end that wait as a closed connection would, and watch the body's end on a new one
+            # (Tornado resolves whichever future the request holds when the body ends).
+            waiting = self.request._body_future
+            self.request._body_future = Future()
+            self._watching_body = False
+            waiting.set_exception(StreamClosedError())
+            waiting.exception()
+        self._watch_body_end()
+        return True
+
+    def _answer_during_body(self, error: BaseException) -> None:
+        """Answer before the body is complete; Tornado then closes the connection."""
+        self._body = None
+        self._answer_error(error)
+        body_future = self.request._body_future
+        if not body_future.done():  # _execute() may wait on it: end it as a closed connection would
+            body_future.set_exception(StreamClosedError())
+            body_future.exception()
+
+    def _answer_error(self, error: BaseException) -> None:
+        """Log and answer an error raised outside ``_execute()``'s own handling."""
+        if isinstance(error, UpstreamFailure):
+            self.services.metrics.upstream_errors.labels(type(error).__name__).inc()
+            status = error.status
+        else:
+            self.log_exception(type(error), error, error.__traceback__)
+            status = error.status_code if isinstance(error, HTTPError) else 500
+        if not self._finished:
+            self.send_error(status, exc_info=(type(error), error, error.__traceback__))
 
     def _uncount(self) -> None:
         if self._counted:
@@ -174,6 +328,9 @@ class BaseHandler(RequestHandler):
         else:
             body = {"error": responses.get(status_code, "Error")}
         self.set_header("Content-Type", "application/json")
+        body_future: Future[None] | None = getattr(self.request, "_body_future", None)
+        if body_future is not None and not body_future.done():
+            self.set_header("Connection", "close")  # answered before the body: Tornado will close
         self.finish(orjson.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -189,6 +346,8 @@ class BaseHandler(RequestHandler):
         super().log_exception(typ, value, tb)
 
     def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, HTTPError | UpstreamFailure) and self._defer_until_body_read(e):
+            return
         if isinstance(e, UpstreamFailure):
             self.services.metrics.upstream_errors.labels(type(e).__name__).inc()
             if not self._finished:
@@ -221,9 +380,7 @@ class APIHandler(BaseHandler):
 
     def parse_body(self, model: type[BodyT]) -> BodyT:
         """Validate the JSON body against a model; 413/415/400 with a clear message."""
-        raw = self.request.body or b""
-        if len(raw) > self.config.gateway_max_body_bytes:
-            raise ApiError(413, f"Request body too large (limit {self.config.gateway_max_body_bytes} bytes)")
+        raw = self.request.body or b""  # never over body_limit(): BaseHandler refused it before
         ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
         if raw and ctype not in ("application/json", "") and not ctype.endswith("+json"):
             raise ApiError(415, "Content-Type must be application/json")

@@ -32,8 +32,6 @@ PREFIX = "/noetl/"
 SMALL_BODY_BYTES = 64 * 1024
 # Tornado's own body limit sits above ours, so our 413 (JSON) answers first.
 _TORNADO_LIMIT_SLACK = 1 << 20
-# A refused request's body up to this size is read and dropped before the error is sent.
-DISCARD_BODY_BYTES = 1 << 20
 
 
 @stream_request_body
@@ -50,7 +48,6 @@ class ProxyHandler(AuthenticatedHandler):
         self._relayed = 0
         self._client_gone = False
         self._body_done = False
-        self._deferred_error: ApiError | UpstreamFailure | None = None
         self._waiting_task: asyncio.Task[Any] | None = None
 
     def compute_etag(self) -> str | None:
@@ -60,26 +57,14 @@ class ProxyHandler(AuthenticatedHandler):
     # -- before the body -------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Session, path safety and size first; then the upstream call starts."""
-        try:
-            await super().prepare()
-            if self.request.method != "OPTIONS":
-                await self._prepare_upstream()
-        except (ApiError, UpstreamFailure) as exc:
-            if not self._can_defer_error():
-                raise
-            # An answer sent before the body is read makes Tornado close the connection (even
-            # a keep-alive one with no body), and a client still sending may see a reset
-            # instead of the 401/400. So a small body is read and dropped, then the answer goes.
-            self._deferred_error = exc
+        """Session, path safety and size first; then the upstream call starts.
 
-    def _can_defer_error(self) -> bool:
-        if self._finished or self.request.headers.get("Expect", "").lower() == "100-continue":
-            return False
-        if "chunked" in self.request.headers.get("Transfer-Encoding", "").lower():
-            return True
-        declared = self.request.headers.get("Content-Length", "0").strip()
-        return declared.isdigit() and int(declared) <= DISCARD_BODY_BYTES
+        A refusal raised here is answered by BaseHandler once a small body is read and dropped
+        (``_defer_until_body_read``); ``data_received`` below drops it.
+        """
+        await super().prepare()
+        if self.request.method != "OPTIONS":
+            await self._prepare_upstream()
 
     async def _prepare_upstream(self) -> None:
         raw_path = self.request.path[len(PREFIX) :]
@@ -97,13 +82,16 @@ class ProxyHandler(AuthenticatedHandler):
         except AccessRefusal as exc:
             raise ApiError(exc.status, exc.public) from None
         limit = self.config.gateway_proxy_max_body_bytes
-        declared = self._declared_length()
+        declared = self.declared_body_length()
         chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
         if declared is not None and declared > limit:
             raise ApiError(413, f"Request body too large (limit {limit} bytes)")
         set_limit = getattr(self.request.connection, "set_max_body_size", None)
         if set_limit is not None:
             set_limit(limit + _TORNADO_LIMIT_SLACK)
+        set_timeout = getattr(self.request.connection, "set_body_timeout", None)
+        if set_timeout is not None:  # a big upload may take longer than a JSON body may
+            set_timeout(self.config.gateway_proxy_body_timeout_secs)
         headers = upstream_request_headers(
             list(self.request.headers.get_all()),
             user_id=str(session.user.user_id),
@@ -129,13 +117,9 @@ class ProxyHandler(AuthenticatedHandler):
             self._exchange.start()
             self._exchange.add_done_callback(self._upstream_settled)
 
-    def _declared_length(self) -> int | None:
-        value = self.request.headers.get("Content-Length")
-        if value is None:
-            return None
-        if not value.strip().isdigit():
-            raise ApiError(400, "Invalid Content-Length header")
-        return int(value)
+    def body_limit(self) -> int:
+        """The proxy's own limit; Tornado's is raised to it only once the session is valid."""
+        return self.config.gateway_proxy_max_body_bytes
 
     def _new_exchange(self, url: Any, headers: list[tuple[str, str]], *, streamed_body: bool) -> ProxyExchange:
         return ProxyExchange(
@@ -155,9 +139,9 @@ class ProxyHandler(AuthenticatedHandler):
         if self._finished or self._client_gone:
             return
         self._received += len(chunk)
-        if self._deferred_error is not None:
-            if self._received > DISCARD_BODY_BYTES:
-                self._answer_early(self._deferred_error)
+        if self._deferred_error is not None:  # refused before the body (BaseHandler): drop it
+            if self._received > self._drop_allowance:
+                self._answer_during_body(self._deferred_error)
             return
         limit = self.config.gateway_proxy_max_body_bytes
         if self._received > limit:
@@ -221,8 +205,6 @@ class ProxyHandler(AuthenticatedHandler):
         if self._finished or self._client_gone:
             return
         self._body_done = True
-        if self._deferred_error is not None:
-            raise self._deferred_error
         body: bytes | None = None
         if self._buffer is not None:
             body = bytes(self._buffer)

@@ -64,6 +64,7 @@ def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
         "heartbeat to",
         "MiB up and",
         "2 processes vs 1",
+        "slow-loris",
     ):
         assert scenario in section, f"{scenario!r} missing from the summary:\n{section}"
     assert "failed" not in section, section

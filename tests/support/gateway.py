@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 from tornado.httpserver import HTTPServer
 
-from gateway.app import make_app
+from gateway.app import make_app, make_server
 from gateway.config import GatewayConfig, load_config
 from gateway.services import Services
 from tests.support.nats_server import free_port
@@ -40,7 +40,7 @@ class GatewayInstance:
     async def start(self, nats_wait_secs: float = 5.0) -> GatewayInstance:
         self.services = Services.create(self.config)
         app = make_app(self.config, self.services)
-        self.server = HTTPServer(app, max_body_size=1 << 40)
+        self.server = make_server(app, self.config)  # the limits and timeouts of production
         self.server.listen(self.port, address="127.0.0.1")
         await self.services.start(nats_wait_secs=nats_wait_secs)
         return self
