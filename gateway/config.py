@@ -96,6 +96,7 @@ class GatewayConfig(BaseModel):
     auth0_jwks_url: str | None = None
     gateway_enforce_playbook_access: bool = True
     gateway_access_cache_ttl_secs: float = Field(60.0, ge=0)
+    gateway_admin_roles: list[str] = Field(default_factory=lambda: ["admin"])
 
     # SSE
     gateway_heartbeat_interval_secs: float = Field(30.0, gt=0)
@@ -107,7 +108,7 @@ class GatewayConfig(BaseModel):
     gateway_max_pending_per_session: int = Field(100, gt=0)
     gateway_max_body_bytes: int = Field(1024 * 1024, gt=0)
 
-    @field_validator("cors_allowed_origins", mode="before")
+    @field_validator("cors_allowed_origins", "gateway_admin_roles", mode="before")
     @classmethod
     def _origins_from_csv(cls, value: Any) -> Any:
         return _split_csv(value)
