@@ -112,12 +112,17 @@ def _partial_start(buf: bytes, start: int) -> int | None:
     """Where a possible, unfinished opening at the end of ``buf`` begins (None: there is none)."""
     floor = max(start, len(buf) - MAX_CARRY_BYTES)
     tail = buf[floor:]
-    from_ = len(buf) - (len(tail) - len(tail.rstrip(_PARTIAL_BYTES)))
+    from_ = floor + len(tail.rstrip(_PARTIAL_BYTES))
+    if from_ == floor and floor > start:
+        # The whole window could belong to one unfinished key (hostile whitespace): look further
+        # back once; a key that began before the window cannot be carried, so it is refused.
+        seg_start = start + len(buf[start:floor].rstrip(_PARTIAL_BYTES))
+        early = _PARTIAL_OPENING.search(buf, seg_start)
+        if early is not None and early.start() < floor:
+            raise RedactionError("an unfinished credential key is larger than the carry-over window")
     match = _PARTIAL_OPENING.search(buf, from_)
     if match is None or match.start() == len(buf):
         return None
-    if match.start() == floor and floor > start:
-        raise RedactionError("an unfinished credential key is larger than the carry-over window")
     return match.start()
 
 
