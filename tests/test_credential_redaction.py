@@ -11,6 +11,9 @@ as objects and as JSON text), ``/executions?full=true`` and ``/executions/{id}/e
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,10 +23,12 @@ import pytest
 from gateway.access.redaction import CREDENTIAL_KEYS
 from tests.conftest import Standin
 from tests.standin import playbooks
-from tests.support.gateway import GatewayInstance, call
+from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.graphql_client import gql
+from tests.support.rss import RssSampler, status_kib
 
 REFRESH = "refresh-token-of-the-admin-0123456789"
+MIB = 1024 * 1024
 
 
 class Stage:
@@ -51,7 +56,7 @@ class Stage:
         return next(e.execution_id for e in self.standin.state.executions.values() if e.path == playbooks.LOGIN)
 
 
-async def stage(client: aiohttp.ClientSession, gw: GatewayInstance, standin: Standin) -> Stage:
+async def stage(client: aiohttp.ClientSession, gw: GatewayInstance | GatewayProcess, standin: Standin) -> Stage:
     """An admin and a member sign in; an access check runs with the admin's session token."""
     status, body, _ = await call(
         client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": "good-redact", "auth0_refresh_token": REFRESH}
@@ -271,3 +276,42 @@ async def login_as(client: aiohttp.ClientSession, gw: GatewayInstance, auth0_tok
     status, body, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": auth0_token})
     assert status == 200, body
     return str(body["session_token"])
+
+
+@pytest.fixture
+def gateway_process(gateway_env: dict[str, str], tmp_path: Path) -> Iterator[GatewayProcess]:
+    process = GatewayProcess({**gateway_env, "GATEWAY_LOG_LEVEL": "WARNING"}).start(str(tmp_path / "gateway.log"))
+    yield process
+    process.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
+@pytest.mark.gen_test(timeout=90)
+async def test_a_large_redacted_answer_streams_in_bounded_memory(
+    gateway_process: GatewayProcess, standin: Standin, client: aiohttp.ClientSession
+) -> None:
+    """~48 MiB of events, each with the workload's credentials, to a member: all hidden, memory flat."""
+    gw = gateway_process
+    assert gw.proc is not None
+    staged = await stage(client, gw, standin)
+    url = f"{gw.url}/noetl/executions/{staged.login_execution()}/events"
+    async with client.get(f"{url}?pad=300", headers=bearer(staged.member)) as resp:  # warm up
+        assert resp.status == 200 and leaked(await resp.read(), staged.secrets()) == []
+    baseline_kib = status_kib(gw.proc.pid, "VmRSS")
+    secrets = [secret.encode() for secret in staged.secrets()]
+    received = redactions = 0
+    tail = b""
+    with RssSampler(gw.proc.pid) as sampler:
+        async with client.get(f"{url}?pad=16000", headers=bearer(staged.member)) as resp:
+            assert resp.status == 200 and "Content-Length" not in resp.headers
+            async for piece in resp.content.iter_any():
+                window = tail + piece  # a secret split between two reads is seen too
+                assert not [secret for secret in secrets if secret in window]
+                redactions += window.count(b"[redacted]") - tail.count(b"[redacted]")
+                received += len(piece)
+                tail = window[-256:]
+    peak_kib = max(sampler.peak_kib, status_kib(gw.proc.pid, "VmHWM"))
+    growth = (peak_kib - baseline_kib) * 1024
+    print(f"\nredacted answer: {received / MIB:.1f} MiB, {redactions} values hidden, RSS growth {growth / MIB:.1f} MiB")
+    assert received > 40 * MIB and redactions >= 16000 * 3
+    assert growth < 16 * MIB, f"gateway grew by {growth / MIB:.1f} MiB redacting a {received / MIB:.0f} MiB answer"
