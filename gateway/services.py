@@ -24,7 +24,7 @@ from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
 from gateway.noetl import NoetlClient, make_http_session
 from gateway.session_cache import SessionCache
-from gateway.tokens import CallbackSigner
+from gateway.tokens import CallbackSigner, SpentCallbacks
 
 log = logging.getLogger("gateway.services")
 
@@ -44,6 +44,7 @@ class Services:
     auth: AuthService
     live: LiveHub
     graphql: GraphQLEngine
+    spent_callbacks: SpentCallbacks
     buckets: list[KvBucket] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -94,6 +95,10 @@ class Services:
         sessions = SessionCache(session_bucket, revoked_bucket, metrics)
         auth = AuthService(config, noetl, callbacks, sessions, signer)
         live = LiveHub(config, link, metrics, sessions)
+        # A token outlives its entry in no replica: the bucket keeps ids as long as a token lives.
+        spent_bucket = KvBucket(
+            link, config.nats_spent_callback_bucket, config.gateway_callback_token_ttl_secs, mirror=False
+        )
         services = cls(
             config=config,
             metrics=metrics,
@@ -106,7 +111,8 @@ class Services:
             auth=auth,
             live=live,
             graphql=GraphQLEngine(config, metrics),
-            buckets=[session_bucket, revoked_bucket],
+            spent_callbacks=SpentCallbacks(spent_bucket),
+            buckets=[session_bucket, revoked_bucket, spent_bucket],
         )
         services.shutdown_hooks.append(live.shutdown)
         return services
