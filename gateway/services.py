@@ -95,9 +95,9 @@ class Services:
         sessions = SessionCache(session_bucket, revoked_bucket, metrics)
         auth = AuthService(config, noetl, callbacks, sessions, signer)
         live = LiveHub(config, link, metrics, sessions)
-        # A token outlives its entry in no replica: the bucket keeps ids as long as a token lives.
+        # Kept as long as a token lives; mirrored, so checking a callback costs no round trip.
         spent_bucket = KvBucket(
-            link, config.nats_spent_callback_bucket, config.gateway_callback_token_ttl_secs, mirror=False
+            link, config.nats_spent_callback_bucket, config.gateway_callback_token_ttl_secs, mirror=True
         )
         services = cls(
             config=config,

@@ -20,7 +20,7 @@ class AuthCallbackHandler(CallbackHandler):
         body = self.parse_body(CallbackRequest)
         self.check_request_id(body.request_id)
         known = self.services.callbacks.has_waiter(body.request_id) or self.services.nats.connected
-        await self.verify_callback(body.request_id, body.callback_token, known=known)
+        self.verify_callback(body.request_id, body.callback_token, known=known)
         payload = body.model_dump(exclude={"callback_token"})
         await self.spend_callback(body.request_id)  # the waiter's answer is final
         delivered = False
@@ -44,11 +44,11 @@ class LiveCallbackHandler(CallbackHandler):
         """The pending request, after the callback token was checked (401/403 before any lookup)."""
         self.check_request_id(request_id)
         if self.callback_token_from(body_token) or self.config.gateway_callback_auth == "required":
-            await self.verify_callback(request_id, body_token, known=True)
+            self.verify_callback(request_id, body_token, known=True)
             record = await self.services.live.find_request(request_id)
         else:  # legacy mode, unsigned: only a pending request id is accepted
             record = await self.services.live.find_request(request_id)
-            await self.verify_callback(request_id, body_token, known=record is not None)
+            self.verify_callback(request_id, body_token, known=record is not None)
         if record is None:
             raise ApiError(404, "Request not found")
         return record
