@@ -116,8 +116,12 @@ class AuthService:
             "callback_subject": self._callbacks.subject_for(request_id),
             "request_id": request_id,
             "gateway_url": self._config.public_url,
-            "callback_token": self._signer.issue(request_id),
+            "callback_token": self._signer.issue(request_id, self._auth_token_ttl()),
         }
+
+    def _auth_token_ttl(self) -> float:
+        """Nobody waits for an auth playbook's callback after the timeout: its token ends soon after."""
+        return min(float(self._config.gateway_callback_token_ttl_secs), self._config.auth_playbook_timeout_secs + 5.0)
 
     async def run_and_wait(self, playbook: str, variables: dict[str, Any]) -> dict[str, Any]:
         """Execute a playbook and wait for its callback; the waiter is cleaned up on every path."""

@@ -17,6 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+# HS256 keys shorter than the hash output can be guessed offline from one captured token (RFC 7518 §3.2).
+MIN_CALLBACK_SECRET_BYTES = 32
+
 
 class ConfigError(Exception):
     """A configuration value is invalid; the message names the variable."""
@@ -64,6 +67,7 @@ class GatewayConfig(BaseModel):
     nats_revoked_bucket: str = "sessions_revoked"
     gateway_revocation_ttl_secs: int = Field(86400, gt=0)
     nats_client_bucket: str = "sse_clients"
+    nats_spent_callback_bucket: str = "callbacks_spent"
     nats_events_stream: str = "GATEWAY_EVENTS"
     nats_events_subject_prefix: str = "gateway.events"
     gateway_event_retention_secs: int = Field(900, gt=0)
@@ -92,7 +96,7 @@ class GatewayConfig(BaseModel):
     gateway_auth_bypass: bool = False
     gateway_callback_secret: str | None = None
     gateway_callback_auth: Literal["required", "legacy"] = "required"
-    gateway_callback_token_ttl_secs: int = Field(3600, gt=0)
+    gateway_callback_token_ttl_secs: int = Field(1800, gt=0)
     auth0_domain: str | None = None
     auth0_audience: str | None = None
     auth0_jwks_url: str | None = None
@@ -141,6 +145,13 @@ class GatewayConfig(BaseModel):
                 "GATEWAY_BIND is {bind}",
                 {"bind": repr(bind)},
             )
+        return value
+
+    @field_validator("gateway_callback_secret")
+    @classmethod
+    def _long_enough_secret(cls, value: str | None) -> str | None:
+        if value and len(value.encode("utf-8")) < MIN_CALLBACK_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_CALLBACK_SECRET_BYTES} bytes (e.g. openssl rand -hex 32)")
         return value
 
     @field_validator("noetl_base_url", "gateway_public_url")

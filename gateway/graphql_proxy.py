@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from gateway.access.redaction import visible_json
 from gateway.executions import BadExecutionInput
 from gateway.graphql_context import RequestContext
 from gateway.noetl import upstream_detail
@@ -92,6 +93,8 @@ async def proxy_request(context: RequestContext, method: str, endpoint: str, bod
         )
     except orjson.JSONEncodeError:
         raise BadExecutionInput("body cannot be sent as JSON (nested too deeply?)") from None
+    # Before anything is read from it: NoETL's error details may quote a workload too.
+    answer = visible_json(answer, user.roles, services.config.gateway_admin_roles)
     if 200 <= status < 300:
         return {"success": True, "data": answer, "error": None, "status": status}
     return {"success": False, "data": answer, "error": _describe(status, answer), "status": status}

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from gateway.nats_link import NatsLink
@@ -268,6 +268,29 @@ class KvBucket:
                 log.warning("KV %s put failed (%s); queued for replay", self.name, type(exc).__name__)
                 self._remember(key, value)
         self._queue(key, value)
+
+    async def create(self, key: str, value: dict[str, Any]) -> bool:
+        """Store ``value`` only if ``key`` holds nothing yet; False if it does (atomic in NATS).
+
+        Without NATS (or when the bucket fails) this process's copy decides, and the write is
+        queued for the bucket like ``put``'s.
+        """
+        if self.get_local(key) is not None:
+            return False
+        kv = self._online
+        if kv is not None:
+            try:
+                await kv.create(key, orjson.dumps(value))
+            except KeyWrongLastSequenceError:
+                return False
+            except Exception as exc:
+                log.warning("KV %s create failed (%s); decided in process memory", self.name, type(exc).__name__)
+            else:
+                self._remember(key, value)
+                return True
+        self._remember(key, value)
+        self._queue(key, value)
+        return True
 
     async def delete(self, key: str) -> None:
         """Remove a value everywhere; queued if NATS is away."""

@@ -87,7 +87,9 @@ class NoetlClient:
         """
         url = f"{self.base_url}/api/{path.lstrip('/')}"
         data = orjson.dumps(body) if body is not None else None
-        send_headers = {"Accept": "application/json", **(headers or {})}
+        # identity: the shared session does not decompress (the proxy relays bytes as they are), and
+        # an answer read here is decoded (and, for non-admins, redacted) as JSON.
+        send_headers = {"Accept": "application/json", "Accept-Encoding": "identity", **(headers or {})}
         if data is not None:
             send_headers["Content-Type"] = "application/json"
         try:

@@ -27,7 +27,7 @@ from gateway.metrics import Metrics
 from gateway.nats_link import NatsLink
 from gateway.noetl import NoetlClient, make_http_session
 from gateway.session_cache import SessionCache, tombstone_obsolete
-from gateway.tokens import CallbackSigner
+from gateway.tokens import CallbackSigner, SpentCallbacks
 
 log = logging.getLogger("gateway.services")
 
@@ -48,6 +48,7 @@ class Services:
     access: AccessGuard
     live: LiveHub
     graphql: GraphQLEngine
+    spent_callbacks: SpentCallbacks
     buckets: list[KvBucket] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -110,6 +111,10 @@ class Services:
             metrics,
         )
         live = LiveHub(config, link, metrics, sessions)
+        # Kept as long as a token lives; mirrored, so checking a callback costs no round trip.
+        spent_bucket = KvBucket(
+            link, config.nats_spent_callback_bucket, config.gateway_callback_token_ttl_secs, mirror=True
+        )
         services = cls(
             config=config,
             metrics=metrics,
@@ -123,7 +128,8 @@ class Services:
             access=access,
             live=live,
             graphql=GraphQLEngine(config, metrics),
-            buckets=[session_bucket, revoked_bucket],
+            spent_callbacks=SpentCallbacks(spent_bucket),
+            buckets=[session_bucket, revoked_bucket, spent_bucket],
         )
         services.shutdown_hooks.append(live.shutdown)
         return services

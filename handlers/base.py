@@ -24,7 +24,7 @@ from gateway.models import describe_validation_error
 from gateway.noetl import UpstreamFailure
 from gateway.services import Services
 from gateway.session_cache import Session
-from gateway.tokens import CallbackTokenError, is_wellformed_session_token
+from gateway.tokens import CallbackTokenError, is_callback_request_id, is_wellformed_session_token
 
 log = logging.getLogger("gateway.http")
 access_log = logging.getLogger("gateway.access")
@@ -37,6 +37,7 @@ CORS_ALLOWED_HEADERS = (
 )
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _METRIC_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+SPENT_TOKEN = "Callback token already used"
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 # A declared body at most this far past a route's limit is read and dropped before the 413 goes
@@ -468,7 +469,13 @@ class AuthenticatedHandler(APIHandler):
 
 
 class CallbackHandler(APIHandler):
-    """Worker callbacks: the callback token is checked before the request id is looked up."""
+    """Worker callbacks: the request id's shape, then the callback token (signed, for this id, not
+    yet spent), all before the request id is looked up or becomes a NATS subject."""
+
+    def check_request_id(self, request_id: str) -> None:
+        """400 unless the id is one the gateway could have issued (a uuid)."""
+        if not is_callback_request_id(request_id):
+            raise ApiError(400, "Field 'request_id' is malformed: expected the request id the gateway issued")
 
     def callback_token_from(self, body_token: str | None) -> str | None:
         """Token from Authorization Bearer, X-Callback-Token or the body."""
@@ -478,6 +485,11 @@ class CallbackHandler(APIHandler):
         return self.request.headers.get("X-Callback-Token") or body_token
 
     def verify_callback(self, request_id: str, body_token: str | None, *, known: bool) -> None:
+        """``verify_callback_token``, then: once the request's final callback was accepted, nothing more is."""
+        self.verify_callback_token(request_id, body_token, known=known)
+        self.refuse_spent(self.services.spent_callbacks.is_spent(request_id))
+
+    def verify_callback_token(self, request_id: str, body_token: str | None, *, known: bool) -> None:
         """Required mode: a valid token naming request_id. Legacy: unsigned is fine if known."""
         token = self.callback_token_from(body_token)
         if self.config.gateway_callback_auth == "legacy" and not token:
@@ -488,6 +500,16 @@ class CallbackHandler(APIHandler):
             self.services.signer.verify(token, request_id)
         except CallbackTokenError as exc:
             raise ApiError(exc.status, exc.public) from None
+
+    def refuse_spent(self, spent: bool) -> None:
+        """401 for a request whose final callback was already accepted (its token is used up)."""
+        if spent:
+            raise ApiError(401, SPENT_TOKEN)
+
+    async def spend_callback(self, request_id: str) -> None:
+        """Accept this request's final callback, once: a replay (or a race) gets 401."""
+        if not await self.services.spent_callbacks.spend(request_id):
+            raise ApiError(401, SPENT_TOKEN)
 
 
 def log_request(handler: RequestHandler) -> None:

@@ -17,6 +17,14 @@ import orjson
 from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
+from gateway.access.redaction import (
+    REDACTED_ANSWER_DROPS,
+    RedactionError,
+    StreamRedactor,
+    checkable_request_headers,
+    sees_credentials,
+    uncheckable_answer,
+)
 from gateway.access.refusals import AccessRefusal
 from gateway.noetl import UpstreamFailure
 from gateway.proxy import ProxyExchange
@@ -122,6 +130,8 @@ class ProxyHandler(AuthenticatedHandler):
         return self.config.gateway_proxy_max_body_bytes
 
     def _new_exchange(self, url: Any, headers: list[tuple[str, str]], *, streamed_body: bool) -> ProxyExchange:
+        if self._redacts_answer():
+            headers = checkable_request_headers(headers)
         return ProxyExchange(
             self.services.http,
             self.request.method or "GET",
@@ -243,11 +253,26 @@ class ProxyHandler(AuthenticatedHandler):
         except AccessRefusal as exc:
             raise ApiError(exc.status, exc.public) from None
 
+    def _redacts_answer(self) -> bool:
+        """Non-admins never read the credentials the gateway put into workloads (docs/proxy.md)."""
+        session = self.session
+        return session is not None and not sees_credentials(session.user.roles, self.config.gateway_admin_roles)
+
     async def _relay_response(self, exchange: ProxyExchange, body: bytes | None) -> None:
-        """Status, headers, then the body as it arrives; a broken body aborts the connection."""
+        """Status, headers, then the body as it arrives; a broken body aborts the connection.
+
+        For a non-admin the body passes through a ``StreamRedactor`` (credential values hidden,
+        a small carry-over between chunks), so its length is not known up front: it goes out
+        chunked, or with its new length when it is small enough to be read whole.
+        """
         try:
             response = await exchange.response(body)
-            self._copy_status_and_headers(response)
+            redactor = StreamRedactor() if self._redacts_answer() else None
+            if redactor is not None:
+                refusal = uncheckable_answer(response.status, response.headers.get("Content-Encoding"))
+                if refusal is not None:
+                    raise ApiError(502, refusal)
+            self._copy_status_and_headers(response, redacted=redactor is not None)
             if self.request.method == "HEAD" or response.status in (204, 304) or 100 <= response.status < 200:
                 await self.flush()
                 self.finish()
@@ -256,13 +281,15 @@ class ProxyHandler(AuthenticatedHandler):
             if length is not None and length <= SMALL_BODY_BYTES:
                 content = await response.read()
                 self._relayed += len(content)
-                self.finish(content)
+                self.finish(content if redactor is None else redactor.feed(content) + redactor.finish())
                 return
             await self.flush()  # headers now: a live stream must not wait for its first chunk
             while chunk := await response.content.readany():
                 self._relayed += len(chunk)
-                self.write(chunk)
+                self.write(chunk if redactor is None else redactor.feed(chunk))
                 await self.flush()
+            if redactor is not None:
+                self.write(redactor.finish())
             self.finish()
         except (aiohttp.ClientError, TimeoutError) as exc:
             if self._client_gone:
@@ -275,6 +302,10 @@ class ProxyHandler(AuthenticatedHandler):
             )
             self.services.metrics.upstream_errors.labels("ProxyBodyBroken").inc()
             self._drop_client_connection()
+        except RedactionError as exc:
+            # Headers are out: the client sees a transfer error, never an unchecked remainder.
+            log.warning("NoETL answer could not be checked for credentials (%s); closing the client connection", exc)
+            self._drop_client_connection()
         except StreamClosedError:
             self._client_gone = True  # on_connection_close() cancels the upstream side
         finally:
@@ -286,7 +317,7 @@ class ProxyHandler(AuthenticatedHandler):
         if close is not None:
             close()
 
-    def _copy_status_and_headers(self, response: aiohttp.ClientResponse) -> None:
+    def _copy_status_and_headers(self, response: aiohttp.ClientResponse, *, redacted: bool = False) -> None:
         reason = response.reason
         self.set_status(response.status, reason if reason and reason.isascii() else None)
         self.clear_header("Content-Type")  # Tornado's default; NoETL's own (if any) follows
@@ -294,6 +325,8 @@ class ProxyHandler(AuthenticatedHandler):
         raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
         for name, value in client_response_headers(raw, self.config.noetl_base_url):
             lower = name.lower()
+            if redacted and lower in REDACTED_ANSWER_DROPS:
+                continue  # they describe NoETL's bytes, not the redacted ones
             try:
                 if lower in seen or lower == "vary":  # added to the gateway's own Vary: Origin
                     self.add_header(name, value)

@@ -13,6 +13,7 @@ from typing import Any, cast
 from graphql import GraphQLResolveInfo
 
 from gateway import executions
+from gateway.access.redaction import visible_json
 from gateway.graphql_context import RequestContext
 from gateway.graphql_proxy import proxy_request
 from gateway.version import __version__
@@ -47,8 +48,13 @@ def resolve_me(_root: Any, info: GraphQLResolveInfo) -> dict[str, Any]:
 
 
 async def resolve_execution(_root: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
-    """NoETL's view of one execution; null when unknown."""
-    return await executions.get_execution(_context(info).services, id)
+    """NoETL's view of one execution; null when unknown. Credentials in it only for admins."""
+    context = _context(info)
+    described = await executions.get_execution(context.services, id)
+    if described is None:
+        return None
+    visible = visible_json(described, context.session.user.roles, context.services.config.gateway_admin_roles)
+    return cast(dict[str, Any], visible)
 
 
 # -- Mutation ----------------------------------------------------------------------------

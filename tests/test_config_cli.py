@@ -28,6 +28,7 @@ def run_gateway(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
         ({"ROUTER_PORT": "eighty"}, "ROUTER_PORT"),
         ({"GATEWAY_PORT": "-1"}, "ROUTER_PORT"),
         ({"GATEWAY_CALLBACK_AUTH": "sometimes"}, "GATEWAY_CALLBACK_AUTH"),
+        ({"GATEWAY_CALLBACK_SECRET": "only-31-bytes-long-secret-value"}, "GATEWAY_CALLBACK_SECRET"),
         ({"NATS_SESSION_CACHE_TTL_SECS": "0"}, "NATS_SESSION_CACHE_TTL_SECS"),
         ({"GATEWAY_CONFIG": "/nonexistent/gateway.toml"}, "GATEWAY_CONFIG"),
         # Auth bypass is one variable away from production: only a loopback-only bind may have it.

@@ -7,5 +7,4 @@ from collections.abc import Iterable
 
 def is_admin(roles: Iterable[str], admin_roles: Iterable[str]) -> bool:
     """True when the user holds any of the configured admin roles (``GATEWAY_ADMIN_ROLES``)."""
-    wanted = set(admin_roles)
-    return any(role in wanted for role in roles)
+    return not set(roles).isdisjoint(admin_roles)
