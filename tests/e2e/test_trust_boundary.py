@@ -8,6 +8,8 @@ NoETL's own execution list and database are the witnesses.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import aiohttp
@@ -79,3 +81,47 @@ async def test_a_non_admin_reaches_no_admin_route(
         status, answer, _ = await call(client, method, f"{gw.url}/noetl/{path}", headers=alice.headers)
         assert status == 403, (path, answer)
         assert set(answer) == {"error"} and "db_password" not in answer["error"], answer
+
+
+async def raw_execution_holding(deployed: Deployed, secret: str) -> str:
+    """The id of a check-access execution whose NoETL answer (read directly) holds ``secret``."""
+    status, items = http_json("GET", f"{deployed.noetl_url}/api/executions?page_size=200")
+    assert status == 200, items
+    for item in items:
+        if item.get("path") != catalog.CHECK_ACCESS:
+            continue
+        status, raw = http_json("GET", f"{deployed.noetl_url}/api/executions/{item['execution_id']}")
+        if status == 200 and secret in json.dumps(raw):
+            return str(item["execution_id"])
+    raise AssertionError("no check-access execution in NoETL holds the session token: the witness is missing")
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_non_admin_reads_no_one_s_session_or_callback_token(
+    gw: GatewayProcess, deployed: Deployed, alice: Login, bob: Login, client: aiohttp.ClientSession
+) -> None:
+    # Bob's start runs the check-access playbook with his session token in its workload (and is refused).
+    status, _, _ = await call(client, "POST", f"{gw.url}/noetl/execute", {"path": catalog.ECHO}, headers=bob.headers)
+    assert status == 403
+    execution_id = await raw_execution_holding(deployed, bob.token)  # NoETL itself hands it out
+    reads = [
+        f"executions/{execution_id}",
+        f"executions/{execution_id}?full=true",
+        f"executions/{execution_id}?include_events=true&page_size=500",
+        f"executions/{execution_id}/events",
+        "executions?full=true&page_size=200",
+        "executions/",
+    ]
+    for path in reads:
+        for encoding in ("identity", "gzip"):
+            headers = {**alice.headers, "Accept-Encoding": encoding}
+            status, answer, _ = await call(client, "GET", f"{gw.url}/noetl/{path}", headers=headers)
+            text = json.dumps(answer)
+            assert status == 200, (path, answer)
+            assert bob.token not in text and alice.token not in text, path
+            assert not re.search(r'"(callback_token|auth0_token|session_token)": "(?!\[redacted\])', text), path
+    variables = {"i": {"method": "GET", "endpoint": f"/api/executions/{execution_id}"}}
+    _, answer, _ = await gql(client, gw, alice.token, PROXY_REQUEST, variables)
+    assert answer["data"]["proxyRequest"]["success"] is True and bob.token not in json.dumps(answer)
+    _, answer, _ = await gql(client, gw, alice.token, f'{{ execution(id: "{execution_id}") {{ raw result }} }}')
+    assert "errors" not in answer and bob.token not in json.dumps(answer), answer
