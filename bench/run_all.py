@@ -177,6 +177,29 @@ def session(ctx: Context) -> Row:
     return row
 
 
+_POLICY_ROW = re.compile(r"^\| canonical_path \+ RoutePolicy\.decide \| ([\d.]+) \| ([\d.]+) \|", re.M)
+
+
+def policy(ctx: Context) -> Row:
+    runs = 1 if ctx.smoke else 3
+    args = ["--decisions", "2000"] if ctx.smoke else ["--decisions", "200000"]
+    p50, p99, d50 = [], [], []
+    for index in range(runs):
+        out = ctx.run(f"policy-{index + 1}", [str(BENCH / "policy_decision.py"), *args]).stdout
+        gw, plain = _POLICY_ROW.search(out), _DICT_ROW.search(out)
+        if gw is None or plain is None:
+            raise RuntimeError("policy_decision.py: result table not found in its output")
+        p50.append(float(gw.group(1)))
+        p99.append(float(gw.group(2)))
+        d50.append(float(plain.group(1)))
+    row = Row("authorization decision per proxied call", goal="p50 ≤ 10 µs")
+    row.gateway = f"p50 {spread(ms(p50))} µs, p99 {spread(ms(p99))} µs"
+    row.baseline = f"dict lookup p50 {statistics.median(d50):.2f} µs"
+    row.result = row.gateway
+    row.status = status(statistics.median(p50) <= 10, ctx.smoke)
+    return row
+
+
 _GRAPHQL_ROUND = re.compile(r"^round (\d+) (.+?)\s+(throughput|latency)\s+c=\s*(\d+)\s+([\d.]+) rps", re.M)
 
 
@@ -284,6 +307,30 @@ def proxy_memory(ctx: Context) -> Row:
     return row
 
 
+def anonymous(ctx: Context) -> Row:
+    args = ["--smoke"] if ctx.smoke else []
+    data = ctx.json_of("anonymous", [str(BENCH / "anonymous_bench.py"), *args], timeout=600)
+    bodies, loris = data["bodies"], data["slow_loris"]
+    row = Row(
+        f"anonymous: {bodies['mb_per_request']:.0f} MB bodies to 8 JSON endpoints; {loris['connections']} slow-loris",
+        goal="≤ 16 MB RSS growth; every slow-loris closed, /health served",
+    )
+    during, before = loris["health_during_ms"], loris["health_before_ms"]
+    row.gateway = (
+        f"growth {bodies['growth_mb']:.1f} MB over {bodies['requests']} requests; "
+        f"{loris['closed_by_gateway']}/{loris['connections']} closed after "
+        f"{loris['closed_after_s']['median']:.1f} s; /health p50/p99 {during['p50']:.1f}/{during['p99']:.1f} ms"
+    )
+    row.baseline = f"/health before the attack: p50/p99 {before['p50']:.1f}/{before['p99']:.1f} ms"
+    row.result = f"{bodies['growth_mb']:.1f} MB; {len(loris['health_errors'])} /health errors"
+    row.status = status(data["met"], ctx.smoke)
+    row.notes.append(
+        f"{bodies['answered_413']} of {bodies['requests']} read the 413, the rest saw the close as a reset "
+        f"(still sending); idle/header timeout {loris['timeout_s']:.0f} s for the run"
+    )
+    return row
+
+
 def processes(ctx: Context) -> Row:
     args = ["--smoke"] if ctx.smoke else ["--runs", "8", "--duration", "3"]
     data = ctx.json_of("processes", [str(BENCH / "processes_bench.py"), *args])
@@ -307,11 +354,13 @@ SCENARIOS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "health": health,
     "proxy": proxy,
     "session": session,
+    "policy": policy,
     "graphql": graphql,
     "sse": sse,
     "heartbeat": heartbeat,
     "proxy_memory": proxy_memory,
     "processes": processes,
+    "anonymous": anonymous,
 }
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.auth.sessions import Session, User  # noqa: E402
-from gateway.auth.tokens import token_hash  # noqa: E402
-from gateway.config import load_config  # noqa: E402
-from gateway.services import Services  # noqa: E402
-from tests.support.nats_server import NatsServer, nats_server_binary  # noqa: E402
+from gateway.auth.sessions import Session, User
+from gateway.auth.tokens import token_hash
+from gateway.config import load_config
+from gateway.services import Services
+from tests.support.nats_server import NatsServer, nats_server_binary
 
 
 def percentiles(samples: list[float]) -> tuple[float, float, float]:
@@ -55,7 +55,7 @@ async def main(sessions: int, lookups: int) -> None:
         gateway_ns: list[float] = []
         for token in picks:
             t0 = time.perf_counter_ns()
-            found = await services.auth.validate(token)
+            found = await services.auth.validate(token, client="127.0.0.1")
             gateway_ns.append(time.perf_counter_ns() - t0)
             assert found is not None
         dict_ns: list[float] = []

@@ -12,10 +12,10 @@ import signal
 import socket
 import sys
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from gateway.app import make_app
+from gateway.access.policy_file import load_route_policy
+from gateway.app import make_app, make_server
 from gateway.config import ConfigError, GatewayConfig, env_names, load_config
 from gateway.logging import setup_logging
 from gateway.prefork import run_workers
@@ -76,9 +76,7 @@ async def serve(config: GatewayConfig, sockets: list[socket.socket]) -> None:
         loop.add_signal_handler(sig, stop.set)
     services = Services.create(config)
     app = make_app(config, services)
-    server = HTTPServer(
-        app, xheaders=False, max_body_size=max(config.gateway_proxy_max_body_bytes, 1 << 20), idle_connection_timeout=75
-    )
+    server = make_server(app, config)
     # Connect NATS (bounded wait) before accepting: a worker that took a callback before its NATS
     # link was up could not forward it to the sibling that waits for it.
     await services.start()
@@ -121,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         env["GATEWAY_PROCESSES"] = str(args.processes)
     try:
         config = load_config(env)
+        load_route_policy(config)  # a bad GATEWAY_ROUTE_POLICY stops start-up here, naming the line
     except ConfigError as exc:
         print(f"noetl-gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2

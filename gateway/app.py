@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from tornado.httpserver import HTTPServer
 from tornado.web import Application
 
 from gateway.config import GatewayConfig
 from gateway.services import Services
 from handlers import all_handlers
-from handlers.base import log_request
+from handlers.base import body_read_ceiling, log_request
 from handlers.fallback import NotFoundHandler
 from schema.engine import GraphQLEngine
 
@@ -31,3 +32,21 @@ def make_app(config: GatewayConfig, services: Services, **overrides: Any) -> App
         **overrides,
     }
     return Application(all_handlers(), **settings)
+
+
+def make_server(app: Application, config: GatewayConfig) -> HTTPServer:
+    """The HTTP server with the gateway's limits at the edge (docs/configuration.md, "Abuse limits").
+
+    Every handler streams its body and enforces its own route's limit before reading it, so
+    Tornado's ``max_body_size`` is only the ceiling for routes that never raise it: the JSON
+    limit plus what a refused body may be read and dropped for. The proxy raises it per request,
+    once the session is valid. Headers must arrive within the idle timeout (it is Tornado's
+    header timeout too) and a body within the body timeout: a slow-loris client is closed.
+    """
+    return HTTPServer(
+        app,
+        xheaders=False,
+        max_body_size=body_read_ceiling(config),
+        idle_connection_timeout=config.gateway_idle_connection_timeout_secs,
+        body_timeout=config.gateway_body_timeout_secs,
+    )

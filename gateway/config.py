@@ -6,6 +6,7 @@ Sources, lowest priority first: field defaults, an optional TOML/YAML file named
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -13,7 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+# HS256 keys shorter than the hash output can be guessed offline from one captured token (RFC 7518 §3.2).
+MIN_CALLBACK_SECRET_BYTES = 32
 
 
 class ConfigError(Exception):
@@ -62,6 +67,7 @@ class GatewayConfig(BaseModel):
     nats_revoked_bucket: str = "sessions_revoked"
     gateway_revocation_ttl_secs: int = Field(86400, gt=0)
     nats_client_bucket: str = "sse_clients"
+    nats_spent_callback_bucket: str = "callbacks_spent"
     nats_events_stream: str = "GATEWAY_EVENTS"
     nats_events_subject_prefix: str = "gateway.events"
     gateway_event_retention_secs: int = Field(900, gt=0)
@@ -90,12 +96,17 @@ class GatewayConfig(BaseModel):
     gateway_auth_bypass: bool = False
     gateway_callback_secret: str | None = None
     gateway_callback_auth: Literal["required", "legacy"] = "required"
-    gateway_callback_token_ttl_secs: int = Field(3600, gt=0)
+    gateway_callback_token_ttl_secs: int = Field(1800, gt=0)
     auth0_domain: str | None = None
     auth0_audience: str | None = None
     auth0_jwks_url: str | None = None
     gateway_enforce_playbook_access: bool = True
     gateway_access_cache_ttl_secs: float = Field(60.0, ge=0)
+
+    # Authorization (gateway/access/)
+    gateway_admin_roles: list[str] = Field(default_factory=lambda: ["admin"])
+    gateway_route_policy: str | None = None
+    gateway_proxy_request_max_answer_bytes: int = Field(8 * 1024 * 1024, gt=0)
 
     # SSE
     gateway_heartbeat_interval_secs: float = Field(30.0, gt=0)
@@ -106,11 +117,42 @@ class GatewayConfig(BaseModel):
     gateway_login_rate_per_minute: int = Field(30, ge=0)
     gateway_max_pending_per_session: int = Field(100, gt=0)
     gateway_max_body_bytes: int = Field(1024 * 1024, gt=0)
+    # Anonymous cost (issue 13 §4): session checks that miss the cache, per client IP; invalid
+    # token hashes remembered; revocation tombstones mirrored per process.
+    gateway_validate_miss_per_minute: int = Field(60, ge=0)
+    gateway_validate_miss_burst: int = Field(60, gt=0)
+    gateway_negative_cache_secs: float = Field(30.0, ge=0)
+    gateway_revocation_mirror_max: int = Field(100_000, gt=0)
+    # Slow clients: header/idle and body deadlines (the proxy's longer one applies once signed in).
+    gateway_idle_connection_timeout_secs: float = Field(75.0, gt=0)
+    gateway_body_timeout_secs: float = Field(60.0, gt=0)
+    gateway_proxy_body_timeout_secs: float = Field(3600.0, gt=0)
 
-    @field_validator("cors_allowed_origins", mode="before")
+    @field_validator("cors_allowed_origins", "gateway_admin_roles", mode="before")
     @classmethod
     def _origins_from_csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("gateway_auth_bypass")
+    @classmethod
+    def _bypass_only_on_loopback(cls, value: bool, info: ValidationInfo) -> bool:
+        """Auth bypass is one env var away from production: only a loopback-only bind may use it."""
+        bind = str(info.data.get("gateway_bind", ""))
+        if value and not is_loopback(bind):
+            raise PydanticCustomError(
+                "bypass_bind",
+                "auth bypass is refused unless GATEWAY_BIND is loopback only (127.0.0.1, ::1 or localhost); "
+                "GATEWAY_BIND is {bind}",
+                {"bind": repr(bind)},
+            )
+        return value
+
+    @field_validator("gateway_callback_secret")
+    @classmethod
+    def _long_enough_secret(cls, value: str | None) -> str | None:
+        if value and len(value.encode("utf-8")) < MIN_CALLBACK_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_CALLBACK_SECRET_BYTES} bytes (e.g. openssl rand -hex 32)")
+        return value
 
     @field_validator("noetl_base_url", "gateway_public_url")
     @classmethod
@@ -131,6 +173,16 @@ class GatewayConfig(BaseModel):
     def nats_enabled(self) -> bool:
         """An empty ``NATS_URL`` turns NATS off on purpose (no reconnect attempts)."""
         return bool(self.nats_servers)
+
+
+def is_loopback(bind: str) -> bool:
+    """True for an address only this host can reach (``""`` and ``0.0.0.0`` mean every interface)."""
+    if bind.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
 
 
 ENV_ALIASES: dict[str, str] = {"GATEWAY_PORT": "router_port"}

@@ -1,7 +1,8 @@
 """Errors a client may see: one family, :class:`PublicError` (HTTP ``status``, GraphQL ``code``, ``public`` text).
 
 Every domain error derives from it (``AuthError``, ``Auth0Error``, ``CallbackTokenError``,
-``UpstreamFailure``, ``RequestProblem``, ``ApiError`` and the execution refusals below), and each
+``UpstreamFailure``, ``RequestProblem``, ``ApiError``, the authorization refusals of
+``gateway.access.refusals`` and the execution refusals below), and each
 wire format maps the family once: ``BaseHandler.write_error`` for HTTP (``{"error": public}``),
 ``schema.errors.public_extensions`` for GraphQL (``extensions.code``). The public text never holds
 an upstream URL or a traceback; those go to the log only.
@@ -54,13 +55,6 @@ class ExecutionRefused(PublicError):
 
 class BadExecutionInput(ExecutionRefused):
     """The request itself is wrong (name, variables, clientId)."""
-
-
-class ExecutionForbidden(ExecutionRefused):
-    """The access check said no."""
-
-    code = FORBIDDEN
-    status = 403
 
 
 class ClientNotOwned(ExecutionRefused):

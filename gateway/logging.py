@@ -92,11 +92,19 @@ class _SecondCache:
 
 
 class TextFormatter(logging.Formatter):
-    """``logging.Formatter`` whose default ``asctime`` reuses the date and time of the same second."""
+    """``logging.Formatter`` whose default ``asctime`` reuses the date and time of the same second,
+    and whose tracebacks are scrubbed: they are rendered here, after the filter ran, and an
+    exception's message may quote a header or a URL with a token in it."""
 
     def __init__(self, fmt: str) -> None:
         super().__init__(fmt)
         self._seconds = _SecondCache()
+
+    def formatException(self, ei: Any) -> str:
+        return scrub(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return scrub(super().formatStack(stack_info))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt:
@@ -123,6 +131,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc"] = scrub(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = scrub(self.formatStack(record.stack_info))
         return orjson.dumps(entry).decode()
 
 

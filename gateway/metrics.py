@@ -31,7 +31,9 @@ class Metrics:
             registry=r,
         )
         self.session_cache = counter(
-            "gateway_session_cache_total", "Session lookups by outcome (hit, miss, revoked, malformed)", "outcome"
+            "gateway_session_cache_total",
+            "Session lookups by outcome (hit, miss, expired, revoked, malformed, over_budget)",
+            "outcome",
         )
         self.nats_connected = Gauge("gateway_nats_connected", "1 when NATS (with JetStream) is usable", registry=r)
         self.callbacks = counter(
@@ -50,6 +52,11 @@ class Metrics:
         self.proxy_bytes_up = self.proxy_bytes.labels("upload")
         self.proxy_bytes_down = self.proxy_bytes.labels("download")
         self.sse_clients = Gauge("gateway_sse_clients", "Open SSE streams", registry=r)
+        self.policy_denials = counter(
+            "gateway_policy_denials_total",
+            "Calls refused by the authorization policy, by rule (route policy rule or 'playbook access')",
+            "rule",
+        )
         self.sse_events = counter("gateway_sse_events_total", "SSE events sent by method", "method")
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}

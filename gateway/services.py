@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from gateway.access.guard import AccessGuard
+from gateway.access.policy_file import load_route_policy
+from gateway.access.starts import PlaybookAccess
 from gateway.auth.callbacks import CallbackRouter
 from gateway.auth.service import AuthService
-from gateway.auth.sessions import SessionCache
-from gateway.auth.tokens import CallbackSigner
+from gateway.auth.sessions import SessionCache, tombstone_obsolete
+from gateway.auth.tokens import CallbackSigner, SpentCallbacks
 from gateway.config import GatewayConfig
 from gateway.live.hub import LiveHub
 from gateway.metrics import Metrics
@@ -40,7 +43,9 @@ class Services:
     callbacks: CallbackRouter
     sessions: SessionCache
     auth: AuthService
+    access: AccessGuard
     live: LiveHub
+    spent_callbacks: SpentCallbacks
     buckets: list[KvBucket] = field(default_factory=list)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     inflight: int = 0
@@ -86,10 +91,26 @@ class Services:
         signer = CallbackSigner(config.gateway_callback_secret, config.gateway_callback_token_ttl_secs)
         callbacks = CallbackRouter(link, config.nats_callback_subject_prefix, metrics)
         session_bucket = KvBucket(link, config.nats_session_bucket, config.nats_session_cache_ttl_secs, mirror=True)
-        revoked_bucket = KvBucket(link, config.nats_revoked_bucket, config.gateway_revocation_ttl_secs, mirror=True)
+        revoked_bucket = KvBucket(
+            link,
+            config.nats_revoked_bucket,
+            config.gateway_revocation_ttl_secs,
+            mirror=True,
+            max_local=config.gateway_revocation_mirror_max,
+            obsolete=tombstone_obsolete,
+        )
         sessions = SessionCache(session_bucket, revoked_bucket, metrics)
         auth = AuthService(config, noetl, callbacks, sessions, signer)
+        access = AccessGuard(
+            load_route_policy(config),
+            PlaybookAccess(auth, noetl, enforce=config.gateway_enforce_playbook_access),
+            metrics,
+        )
         live = LiveHub(config, link, metrics, sessions)
+        # Kept as long as a token lives; mirrored, so checking a callback costs no round trip.
+        spent_bucket = KvBucket(
+            link, config.nats_spent_callback_bucket, config.gateway_callback_token_ttl_secs, mirror=True
+        )
         services = cls(
             config=config,
             metrics=metrics,
@@ -100,8 +121,10 @@ class Services:
             callbacks=callbacks,
             sessions=sessions,
             auth=auth,
+            access=access,
             live=live,
-            buckets=[session_bucket, revoked_bucket],
+            spent_callbacks=SpentCallbacks(spent_bucket),
+            buckets=[session_bucket, revoked_bucket, spent_bucket],
         )
         services.shutdown_hooks.append(live.shutdown)
         return services

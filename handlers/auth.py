@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from gateway.auth.tokens import is_wellformed_session_token
+from gateway.auth.tokens import is_wellformed_session_token, token_hash
 from handlers.base import ApiError, APIHandler
 from handlers.models import CheckAccessRequest, LoginRequest, LogoutRequest, ValidateRequest
 
@@ -45,7 +45,7 @@ class ValidateHandler(APIHandler):
         if not is_wellformed_session_token(body.session_token):
             self.write_json({"valid": False, "user": None, "expires_at": None, "message": "Malformed session token"})
             return
-        session = await self.auth.validate(body.session_token)
+        session = await self.validate_token(body.session_token)
         if session is None:
             self.write_json(
                 {"valid": False, "user": None, "expires_at": None, "message": "Session is invalid or expired"}
@@ -72,7 +72,7 @@ class CheckAccessHandler(APIHandler):
         if not is_wellformed_session_token(body.session_token):
             self.write_json({"allowed": False, "user": None, **answer, "message": "Malformed session token"})
             return
-        session = await self.auth.validate(body.session_token)
+        session = await self.validate_token(body.session_token)
         if session is None:
             self.write_json({"allowed": False, "user": None, **answer, "message": "Invalid or expired session"})
             return
@@ -81,7 +81,11 @@ class CheckAccessHandler(APIHandler):
 
 
 class LogoutHandler(APIHandler):
-    """Revoke a session on every replica."""
+    """Revoke a session on every replica: only a session that validates gets a tombstone.
+
+    Unknown or invalid token: 401, nothing written (its check spends the client's budget like
+    any session check). A session already logged out: 200 again, nothing written.
+    """
 
     route_name = "auth_logout"
 
@@ -95,7 +99,13 @@ class LogoutHandler(APIHandler):
         if not is_wellformed_session_token(token):
             raise ApiError(401, "Invalid or expired session")
         self.check_cookie_origin()
-        await self.auth.logout(token)
+        session = await self.validate_token(token)
+        if session is None:
+            if await self.services.sessions.was_revoked(token_hash(token)):
+                self.write_json({"status": "logged_out"})
+                return
+            raise ApiError(401, "Invalid or expired session")
+        await self.auth.logout(token, session)
         self.write_json({"status": "logged_out"})
 
 

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import logging
 import random
+from asyncio import Future
+from collections.abc import Awaitable
 from http.client import responses
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from tornado.web import HTTPError, RequestHandler
+from tornado.iostream import StreamClosedError
+from tornado.web import HTTPError, RequestHandler, stream_request_body
 
-from gateway.auth.service import AuthService
+from gateway.auth.service import AuthService, ValidationBudgetExceeded
 from gateway.auth.sessions import Session
-from gateway.auth.tokens import is_wellformed_session_token
+from gateway.auth.tokens import is_callback_request_id, is_wellformed_session_token
 from gateway.config import GatewayConfig
 from gateway.errors import PublicError, code_for_status
 from gateway.logging import request_id_var, scrub
@@ -37,7 +40,22 @@ CORS_ALLOWED_HEADERS = (
 )
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _METRIC_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+SPENT_TOKEN = "Callback token already used"
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+# A declared body at most this far past a route's limit is read and dropped before the 413 goes
+# out: a client that writes its whole body before reading (http.client, requests) would see a
+# reset instead of the answer if the gateway closed with its bytes unread. Larger: 413 at once.
+DISCARD_BODY_BYTES = 1 << 20
+
+
+def body_read_ceiling(config: GatewayConfig) -> int:
+    """Tornado's own body limit; only the proxy raises it, per request, once the session is valid.
+
+    The JSON limit, the drop allowance past it, and one allowance more: a chunk that crosses the
+    drop allowance still reaches the handler, whose 413 answers before Tornado's bare 400 would.
+    """
+    return config.gateway_max_body_bytes + 2 * DISCARD_BODY_BYTES
 
 
 _UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))
@@ -73,11 +91,24 @@ class ApiError(HTTPError, PublicError):
         self.extra = extra
 
 
+@stream_request_body
 class BaseHandler(RequestHandler):
-    """Common behaviour: typed services, CORS, request id, JSON errors."""
+    """Common behaviour: typed services, CORS, request id, JSON errors, a bounded request body.
+
+    Every route streams its body (``@stream_request_body``) so that the limit is the route's
+    and is enforced before the body is read, not after Tornado buffered all of it: a declared
+    ``Content-Length`` over the limit is refused in ``prepare()``, a chunked body as it passes
+    the limit, and nothing past the limit is ever kept. ``self.request.body`` is set when the
+    body is complete, before the HTTP method runs, as Tornado does for buffered handlers.
+    """
 
     request_id: str = "-"
     route_name = "other"
+    _body: bytearray | None = None
+    _body_received = 0
+    _watching_body = False
+    _deferred_error: BaseException | None = None
+    _drop_allowance = 0
 
     # -- services --------------------------------------------------------------------------
 
@@ -100,11 +131,15 @@ class BaseHandler(RequestHandler):
     # -- every response --------------------------------------------------------------------
 
     def set_default_headers(self) -> None:
-        """CORS here, not in prepare(): send_error() clears headers and calls this again."""
+        """CORS here, not in prepare(): send_error() clears headers and calls this again.
+
+        ``Vary: Origin`` on every answer: whether it carries ``Access-Control-Allow-Origin``
+        depends on the Origin, so a cache must never hand one origin's answer to another.
+        """
+        self.set_header("Vary", "Origin")
         origin = self.request.headers.get("Origin")
         if origin and origin in self.config.cors_allowed_origins:
             self.set_header("Access-Control-Allow-Origin", origin)
-            self.set_header("Vary", "Origin")
             if self.config.cors_allow_credentials:
                 self.set_header("Access-Control-Allow-Credentials", "true")
             self.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After")
@@ -124,10 +159,134 @@ class BaseHandler(RequestHandler):
     _counted = False
 
     async def prepare(self) -> None:
-        """Request id first, so every log line of the request carries it."""
+        """Request id first, so every log line of the request carries it; then the body's size."""
         self._assign_request_id()
         self.services.request_started()
         self._counted = True
+        self._expect_body()
+
+    # -- the request body ------------------------------------------------------------------
+
+    def body_limit(self) -> int:
+        """Most bytes of request body this route accepts (the proxy's own, once signed in)."""
+        return self.config.gateway_max_body_bytes
+
+    def body_too_large(self) -> ApiError:
+        """The 413 of this route."""
+        return ApiError(413, f"Request body too large (limit {self.body_limit()} bytes)")
+
+    def declared_body_length(self) -> int | None:
+        """``Content-Length`` as a number; 400 when it is not one."""
+        value = self.request.headers.get("Content-Length")
+        if value is None:
+            return None
+        if not value.strip().isdigit():
+            raise ApiError(400, "Invalid Content-Length header")
+        return int(value)
+
+    def _expect_body(self) -> None:
+        declared = self.declared_body_length()
+        if declared is not None and declared > self.body_limit():
+            raise self.body_too_large()  # before a byte of it is read
+        self._body = bytearray()
+        self._watch_body_end()
+
+    def _watch_body_end(self) -> None:
+        # Added before _execute() awaits the same future, so it runs first: the body is in place
+        # when the HTTP method runs.
+        if not self._watching_body:
+            self._watching_body = True
+            self.request._body_future.add_done_callback(self._body_ended)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        """Keep the body up to the limit; past it keep nothing and refuse."""
+        if self._finished:
+            return None
+        self._body_received += len(chunk)
+        if self._deferred_error is not None:  # refused already: drop, up to the allowance
+            if self._body_received > self._drop_allowance:
+                self._answer_during_body(self._deferred_error)
+            return None
+        if self._body is None:
+            return None
+        if self._body_received <= self.body_limit():
+            self._body += chunk
+            return None
+        # A chunked body, the moment it passes the limit: nothing more is kept, and the 413 goes
+        # when the body ends or once it has gone DISCARD_BODY_BYTES further.
+        error = self.body_too_large()
+        if self._defer_until_body_read(error, method_waiting=True):
+            self._body = None
+        else:
+            self._answer_during_body(error)
+        return None
+
+    def _body_ended(self, future: Future[None]) -> None:
+        body, self._body = self._body, None
+        if future.cancelled() or future.exception() is not None:
+            return
+        if self._deferred_error is not None:
+            if not self._finished:
+                self._answer_error(self._deferred_error)
+            return
+        if body is not None:
+            self.request.body = bytes(body)
+
+    def _defer_until_body_read(self, error: BaseException, *, method_waiting: bool = False) -> bool:
+        """Hold an error decided before the body arrived until a small body is read and dropped.
+
+        An answer sent before the body is read makes Tornado close the connection: a keep-alive
+        client would find it dead on its next request, and a client that sends its whole body
+        before reading (http.client, requests) would get a reset instead of the answer. A body
+        refused for its size may be read up to the limit plus DISCARD_BODY_BYTES (within the read
+        ceiling), any other up to DISCARD_BODY_BYTES; a larger declared one is answered at once
+        (``Connection: close``).
+        """
+        future: Future[None] | None = getattr(self.request, "_body_future", None)
+        if self._finished or self._deferred_error is not None or future is None or future.done():
+            return False
+        if self.request.headers.get("Expect", "").lower() == "100-continue":
+            return False  # the client sends nothing until told to: answer now
+        allowance = DISCARD_BODY_BYTES
+        if isinstance(error, ApiError) and error.status_code == 413:
+            allowance = min(self.body_limit(), self.config.gateway_max_body_bytes) + DISCARD_BODY_BYTES
+        declared = self.request.headers.get("Content-Length", "").strip()
+        if declared and not (declared.isdigit() and int(declared) <= allowance):
+            return False
+        self._deferred_error = error
+        self._drop_allowance = allowance
+        self._body = None
+        if method_waiting:
+            # _execute() waits on the body future to run the HTTP method, which must not run:
+            # end that wait as a closed connection would, and watch the body's end on a new one
+            # (Tornado resolves whichever future the request holds when the body ends).
+            waiting = self.request._body_future
+            self.request._body_future = Future()
+            self._watching_body = False
+            waiting.set_exception(StreamClosedError())
+            waiting.exception()
+        self._watch_body_end()
+        return True
+
+    def _answer_during_body(self, error: BaseException) -> None:
+        """Answer before the body is complete; Tornado then closes the connection."""
+        self._body = None
+        self._answer_error(error)
+        body_future = self.request._body_future
+        if not body_future.done():  # _execute() may wait on it: end it as a closed connection would
+            body_future.set_exception(StreamClosedError())
+            body_future.exception()
+
+    def _answer_error(self, error: BaseException) -> None:
+        """Log and answer an error raised outside ``_execute()``'s own handling."""
+        if isinstance(error, UpstreamFailure):
+            self.services.metrics.upstream_errors.labels(type(error).__name__).inc()
+            status = error.status
+        else:
+            self.log_exception(type(error), error, error.__traceback__)
+            status = error.status_code if isinstance(error, HTTPError) else 500
+        if not self._finished:
+            self.send_error(status, exc_info=(type(error), error, error.__traceback__))
 
     def _uncount(self) -> None:
         if self._counted:
@@ -176,6 +335,9 @@ class BaseHandler(RequestHandler):
         else:
             body = {"error": responses.get(status_code, "Error")}
         self.set_header("Content-Type", "application/json")
+        body_future: Future[None] | None = getattr(self.request, "_body_future", None)
+        if body_future is not None and not body_future.done():
+            self.set_header("Connection", "close")  # answered before the body: Tornado will close
         self.finish(orjson.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -191,6 +353,8 @@ class BaseHandler(RequestHandler):
         super().log_exception(typ, value, tb)
 
     def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, HTTPError | PublicError) and self._defer_until_body_read(e):
+            return
         # Tornado answers its own HTTPError (ApiError among them) by status, anything else with 500;
         # the rest of the PublicError family is answered here, by its status, through write_error.
         if isinstance(e, PublicError) and not isinstance(e, HTTPError):
@@ -227,9 +391,7 @@ class APIHandler(BaseHandler):
 
     def parse_body(self, model: type[BodyT]) -> BodyT:
         """Validate the JSON body against a model; 413/415/400 with a clear message."""
-        raw = self.request.body or b""
-        if len(raw) > self.config.gateway_max_body_bytes:
-            raise ApiError(413, f"Request body too large (limit {self.config.gateway_max_body_bytes} bytes)")
+        raw = self.request.body or b""  # never over body_limit(): BaseHandler refused it before
         ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
         if raw and ctype not in ("application/json", "") and not ctype.endswith("+json"):
             raise ApiError(415, "Content-Type must be application/json")
@@ -264,13 +426,21 @@ class APIHandler(BaseHandler):
         if not is_wellformed_session_token(token):
             self.metrics.session_cache.labels("malformed").inc()
             raise ApiError(401, "Invalid or expired session")
-        session = await self.auth.validate(token)
+        session = await self.validate_token(token)
         if session is None:
             raise ApiError(401, "Invalid or expired session")
         self.session = session
         self.session_token = token
         self.current_user = session.user
         return session
+
+    async def validate_token(self, token: str) -> Session | None:
+        """The session for a token; a cache miss spends from this client's budget (429 beyond it)."""
+        try:
+            return await self.auth.validate(token, client=self.client_ip())
+        except ValidationBudgetExceeded as exc:
+            self.metrics.session_cache.labels("over_budget").inc()
+            raise ApiError(exc.status, exc.public, headers={"Retry-After": str(exc.retry_after)}) from None
 
     def check_cookie_origin(self) -> None:
         """A cookie-authenticated state change must come from an allowed origin (CSRF)."""
@@ -286,8 +456,14 @@ class APIHandler(BaseHandler):
         raise ApiError(403, "Origin not allowed for cookie-authenticated requests")
 
     def is_own_origin(self, origin: str) -> bool:
-        """A page served by this gateway (e.g. GraphiQL): browsers cannot forge Origin."""
-        netloc = urlsplit(origin).netloc.lower()
+        """A page served by this gateway (e.g. GraphiQL): browsers cannot forge Origin.
+
+        An Origin that does not parse (``http://[``) is nobody's: not ours, never a 500.
+        """
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:
+            return False
         return bool(netloc) and netloc in (self.request.host.lower(), urlsplit(self.config.public_url).netloc.lower())
 
 
@@ -303,7 +479,13 @@ class AuthenticatedHandler(APIHandler):
 
 
 class CallbackHandler(APIHandler):
-    """Worker callbacks: the callback token is checked before the request id is looked up."""
+    """Worker callbacks: the request id's shape, then the callback token (signed, for this id, not
+    yet spent), all before the request id is looked up or becomes a NATS subject."""
+
+    def check_request_id(self, request_id: str) -> None:
+        """400 unless the id is one the gateway could have issued (a uuid)."""
+        if not is_callback_request_id(request_id):
+            raise ApiError(400, "Field 'request_id' is malformed: expected the request id the gateway issued")
 
     def callback_token_from(self, body_token: str | None) -> str | None:
         """Token from Authorization Bearer, X-Callback-Token or the body."""
@@ -313,6 +495,11 @@ class CallbackHandler(APIHandler):
         return self.request.headers.get("X-Callback-Token") or body_token
 
     def verify_callback(self, request_id: str, body_token: str | None, *, known: bool) -> None:
+        """``verify_callback_token``, then: once the request's final callback was accepted, nothing more is."""
+        self.verify_callback_token(request_id, body_token, known=known)
+        self.refuse_spent(self.services.spent_callbacks.is_spent(request_id))
+
+    def verify_callback_token(self, request_id: str, body_token: str | None, *, known: bool) -> None:
         """Required mode: a valid token naming request_id. Legacy: unsigned is fine if known."""
         token = self.callback_token_from(body_token)
         if self.config.gateway_callback_auth == "legacy" and not token:
@@ -320,6 +507,16 @@ class CallbackHandler(APIHandler):
                 raise ApiError(404, "Request not found")
             return
         self.services.signer.verify(token, request_id)  # CallbackTokenError: 401/403
+
+    def refuse_spent(self, spent: bool) -> None:
+        """401 for a request whose final callback was already accepted (its token is used up)."""
+        if spent:
+            raise ApiError(401, SPENT_TOKEN)
+
+    async def spend_callback(self, request_id: str) -> None:
+        """Accept this request's final callback, once: a replay (or a race) gets 401."""
+        if not await self.services.spent_callbacks.spend(request_id):
+            raise ApiError(401, SPENT_TOKEN)
 
 
 def log_request(handler: RequestHandler) -> None:

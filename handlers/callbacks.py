@@ -18,10 +18,17 @@ class AuthCallbackHandler(CallbackHandler):
 
     async def post(self) -> None:
         body = self.parse_body(CallbackRequest)
+        self.check_request_id(body.request_id)
         known = self.services.callbacks.has_waiter(body.request_id) or self.services.nats.connected
         self.verify_callback(body.request_id, body.callback_token, known=known)
         payload = body.model_dump(exclude={"callback_token"})
-        delivered = await self.services.callbacks.deliver(body.request_id, payload)
+        await self.spend_callback(body.request_id)  # the waiter's answer is final
+        delivered = False
+        try:
+            delivered = await self.services.callbacks.deliver(body.request_id, payload)
+        finally:
+            if not delivered:  # nobody took it: the playbook may try again
+                await self.services.spent_callbacks.release(body.request_id)
         self.write_json(
             {
                 "delivered": delivered,
@@ -35,6 +42,7 @@ class LiveCallbackHandler(CallbackHandler):
 
     async def pending_request(self, request_id: str, body_token: str | None) -> dict[str, Any]:
         """The pending request, after the callback token was checked (401/403 before any lookup)."""
+        self.check_request_id(request_id)
         if self.callback_token_from(body_token) or self.config.gateway_callback_auth == "required":
             self.verify_callback(request_id, body_token, known=True)
             record = await self.services.live.find_request(request_id)
@@ -62,9 +70,14 @@ class AsyncResultHandler(LiveCallbackHandler):
         body = self.parse_body(AsyncCallbackRequest)
         record = await self.pending_request(body.request_id, body.callback_token)
         error = body.error.model_dump() if body.error is not None else None
-        connected = await self.services.live.deliver_result(
-            body.request_id, record, body.execution_id, body.status, body.data, error
-        )
+        await self.spend_callback(body.request_id)  # a result is final: progress after it is refused too
+        try:
+            connected = await self.services.live.deliver_result(
+                body.request_id, record, body.execution_id, body.status, body.data, error
+            )
+        except BaseException:
+            await self.services.spent_callbacks.release(body.request_id)
+            raise
         log.info("result for request %s: %s", body.request_id[:8], "delivered" if connected else "queued")
         self.answer(connected)
 

@@ -13,6 +13,7 @@ from gateway.auth.tokens import is_wellformed_session_token
 from gateway.live.events import (
     INTERNAL_ERROR,
     PING,
+    RATE_LIMITED,
     UNAUTHORIZED,
     error_message,
     format_pos,
@@ -21,7 +22,7 @@ from gateway.live.events import (
     sse_frame,
 )
 from gateway.live.stream import EXPIRED, GONE, REVOKED, SHUTDOWN, SLOW, LiveStream
-from handlers.base import APIHandler
+from handlers.base import ApiError, APIHandler
 
 log = logging.getLogger("gateway.events")
 
@@ -50,7 +51,13 @@ class EventsHandler(APIHandler):
             self.metrics.session_cache.labels("malformed").inc()
             await self._refuse("Invalid or expired session")
             return
-        session = await self.auth.validate(token)  # NoETL unreachable: 502/504 JSON (CONTRACT §4)
+        try:
+            session = await self.validate_token(token)  # NoETL unreachable: 502/504 JSON (CONTRACT §4)
+        except ApiError as exc:
+            if exc.status_code != 429:
+                raise
+            await self._refuse_for_now(exc)
+            return
         if session is None or session.expired:
             await self._refuse("Invalid or expired session")
             return
@@ -136,6 +143,16 @@ class EventsHandler(APIHandler):
     async def _refuse(self, message: str) -> None:
         """Bad session: HTTP 200, one ``event: error`` (-32002), close (CONTRACT §8.3)."""
         self.write(sse_frame("0", "error", error_message(UNAUTHORIZED, message)))
+        self.finish()
+
+    async def _refuse_for_now(self, exc: ApiError) -> None:
+        """Over the session-check budget: HTTP 200 like every refusal (§8.3), a ``retry:`` hint so
+        EventSource comes back no sooner than ``Retry-After``, one ``event: error`` (-32004), close."""
+        retry_after = int(exc.headers.get("Retry-After", "1"))
+        self.set_header("Retry-After", str(retry_after))
+        self.write(retry_frame(retry_after * 1000))
+        data = {"reason": "rate_limited", "retryAfter": retry_after}
+        self.write(sse_frame("0", "error", error_message(RATE_LIMITED, exc.public, data)))
         self.finish()
 
     def _drop_connection(self) -> None:

@@ -20,7 +20,7 @@ from handlers.graphql_http import (
 )
 from schema.context import RequestContext
 from schema.engine import GraphQLEngine, GraphQLOutcome, Outcome
-from schema.errors import BAD_REQUEST, METHOD_NOT_ALLOWED, UNAUTHENTICATED, simple_error
+from schema.errors import BAD_REQUEST, METHOD_NOT_ALLOWED, RATE_LIMITED, UNAUTHENTICATED, simple_error
 
 
 class GraphQLHandler(APIHandler):
@@ -59,11 +59,14 @@ class GraphQLHandler(APIHandler):
     # -- steps -----------------------------------------------------------------------------
 
     async def _authenticate(self) -> None:
-        """401 JSON like every protected route; the body also carries a GraphQL error."""
+        """401 (or 429) JSON like every protected route; the body also carries a GraphQL error."""
         try:
             await self.require_session()
         except ApiError as exc:
-            raise ApiError(exc.status_code, exc.public, errors=[simple_error(exc.public, UNAUTHENTICATED)]) from None
+            code = RATE_LIMITED if exc.status_code == 429 else UNAUTHENTICATED
+            raise ApiError(
+                exc.status_code, exc.public, headers=exc.headers, errors=[simple_error(exc.public, code)]
+            ) from None
 
     def _parse(self, read: Callable[[], GraphQLRequest]) -> GraphQLRequest:
         try:
@@ -106,7 +109,7 @@ class GraphQLHandler(APIHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Content-Security-Policy", content_security_policy(nonce))
         self.set_header("Cache-Control", "no-cache")
-        self.set_header("Vary", "Accept")
+        self.set_header("Vary", "Accept, Origin")
         self.set_header("Referrer-Policy", "no-referrer")
         self.finish(render_page(nonce))
 

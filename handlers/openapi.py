@@ -182,7 +182,7 @@ def build_openapi() -> dict[str, Any]:
             }
         },
     }
-    auth_errors = [*body_errors, 502, 503, 504]
+    auth_errors = [*body_errors, 429, 502, 503, 504]
     callback_errors = [*body_errors, 401, 403, 404]
     # path: summary, request model, answers, error statuses, extra _operation arguments
     posts: dict[
@@ -210,10 +210,10 @@ def build_openapi() -> dict[str, Any]:
             {},
         ),
         "/api/auth/logout": (
-            "Revoke the session on every replica",
+            "Revoke the session on every replica (only a valid session: 401 and nothing written otherwise)",
             LogoutRequest,
-            {200: ("Logged out", LogoutResponse)},
-            [*body_errors, 401, 403],
+            {200: ("Logged out (also when it already was)", LogoutResponse)},
+            [*body_errors, 401, 403, 429, 502, 503, 504],
             {"security": [*session, {}], "request_required": False},
         ),
         "/api/internal/callback": (

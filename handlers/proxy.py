@@ -19,7 +19,15 @@ import orjson
 from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
-from gateway.auth.service import AuthError
+from gateway.access.redaction import (
+    REDACTED_ANSWER_DROPS,
+    RedactionError,
+    StreamRedactor,
+    checkable_request_headers,
+    sees_credentials,
+    uncheckable_answer,
+)
+from gateway.access.refusals import AccessRefusal
 from gateway.noetl.client import UpstreamFailure
 from gateway.noetl.exchange import ProxyExchange
 from gateway.noetl.headers import client_response_headers, upstream_request_headers
@@ -34,10 +42,6 @@ PREFIX = "/noetl/"
 SMALL_BODY_BYTES = 64 * 1024
 # Tornado's own body limit sits above ours, so our 413 (JSON) answers first.
 _TORNADO_LIMIT_SLACK = 1 << 20
-# A refused request's body up to this size is read and dropped before the error is sent.
-DISCARD_BODY_BYTES = 1 << 20
-# Paths whose POST starts a playbook: the access check runs first (CONTRACT §2).
-EXECUTE_PATHS = frozenset({"execute"})
 
 
 @stream_request_body
@@ -54,7 +58,6 @@ class ProxyHandler(AuthenticatedHandler):
         self._relayed = 0
         self._client_gone = False
         self._body_done = False
-        self._deferred_error: ApiError | UpstreamFailure | None = None
         self._waiting_task: asyncio.Task[Any] | None = None
 
     def compute_etag(self) -> str | None:
@@ -64,42 +67,41 @@ class ProxyHandler(AuthenticatedHandler):
     # -- before the body -------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Session, path safety and size first; then the upstream call starts."""
-        try:
-            await super().prepare()
-            if self.request.method != "OPTIONS":
-                await self._prepare_upstream()
-        except (ApiError, UpstreamFailure) as exc:
-            if not self._can_defer_error():
-                raise
-            # An answer sent before the body is read makes Tornado close the connection (even
-            # a keep-alive one with no body), and a client still sending may see a reset
-            # instead of the 401/400. So a small body is read and dropped, then the answer goes.
-            self._deferred_error = exc
+        """Session, path safety and size first; then the upstream call starts.
 
-    def _can_defer_error(self) -> bool:
-        if self._finished or self.request.headers.get("Expect", "").lower() == "100-continue":
-            return False
-        if "chunked" in self.request.headers.get("Transfer-Encoding", "").lower():
-            return True
-        declared = self.request.headers.get("Content-Length", "0").strip()
-        return declared.isdigit() and int(declared) <= DISCARD_BODY_BYTES
+        A refusal raised here is answered by BaseHandler once a small body is read and dropped
+        (``_defer_until_body_read``); ``data_received`` below drops it.
+        """
+        await super().prepare()
+        if self.request.method != "OPTIONS":
+            await self._prepare_upstream()
 
     async def _prepare_upstream(self) -> None:
         raw_path = self.request.path[len(PREFIX) :]
         reason = unsafe_path_reason(raw_path)
         if reason is not None:
             raise ApiError(400, reason)
+        session = self.session
+        assert session is not None and self.session_token is not None
+        method = self.request.method or "GET"
+        canonical = canonical_path(raw_path)
+        access = self.services.access
+        try:
+            access.check_route(method, canonical, session.user.roles)
+            await access.check_url_start(self.session_token, method, canonical, raw_path)
+        except AccessRefusal as exc:
+            raise ApiError(exc.status, exc.public) from None
         limit = self.config.gateway_proxy_max_body_bytes
-        declared = self._declared_length()
+        declared = self.declared_body_length()
         chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
         if declared is not None and declared > limit:
             raise ApiError(413, f"Request body too large (limit {limit} bytes)")
         set_limit = getattr(self.request.connection, "set_max_body_size", None)
         if set_limit is not None:
             set_limit(limit + _TORNADO_LIMIT_SLACK)
-        session = self.session
-        assert session is not None
+        set_timeout = getattr(self.request.connection, "set_body_timeout", None)
+        if set_timeout is not None:  # a big upload may take longer than a JSON body may
+            set_timeout(self.config.gateway_proxy_body_timeout_secs)
         headers = upstream_request_headers(
             list(self.request.headers.get_all()),
             user_id=str(session.user.user_id),
@@ -113,7 +115,7 @@ class ProxyHandler(AuthenticatedHandler):
         if declared is not None and not chunked:
             headers.append(("Content-Length", str(declared)))
         url = upstream_url(self.config.noetl_base_url, raw_path, self.request.query)
-        if self._needs_access_check(raw_path):
+        if access.needs_body_check(method, canonical):
             if declared is not None and declared > self.config.gateway_max_body_bytes:
                 raise ApiError(413, f"Request body too large (limit {self.config.gateway_max_body_bytes} bytes)")
             self._buffer = bytearray()
@@ -125,22 +127,13 @@ class ProxyHandler(AuthenticatedHandler):
             self._exchange.start()
             self._exchange.add_done_callback(self._upstream_settled)
 
-    def _declared_length(self) -> int | None:
-        value = self.request.headers.get("Content-Length")
-        if value is None:
-            return None
-        if not value.strip().isdigit():
-            raise ApiError(400, "Invalid Content-Length header")
-        return int(value)
-
-    def _needs_access_check(self, raw_path: str) -> bool:
-        return (
-            self.config.gateway_enforce_playbook_access
-            and self.request.method == "POST"
-            and canonical_path(raw_path) in EXECUTE_PATHS
-        )
+    def body_limit(self) -> int:
+        """The proxy's own limit; Tornado's is raised to it only once the session is valid."""
+        return self.config.gateway_proxy_max_body_bytes
 
     def _new_exchange(self, url: Any, headers: list[tuple[str, str]], *, streamed_body: bool) -> ProxyExchange:
+        if self._redacts_answer():
+            headers = checkable_request_headers(headers)
         return ProxyExchange(
             self.services.http,
             self.request.method or "GET",
@@ -158,9 +151,9 @@ class ProxyHandler(AuthenticatedHandler):
         if self._finished or self._client_gone:
             return
         self._received += len(chunk)
-        if self._deferred_error is not None:
-            if self._received > DISCARD_BODY_BYTES:
-                self._answer_early(self._deferred_error)
+        if self._deferred_error is not None:  # refused before the body (BaseHandler): drop it
+            if self._received > self._drop_allowance:
+                self._answer_during_body(self._deferred_error)
             return
         limit = self.config.gateway_proxy_max_body_bytes
         if self._received > limit:
@@ -224,8 +217,6 @@ class ProxyHandler(AuthenticatedHandler):
         if self._finished or self._client_gone:
             return
         self._body_done = True
-        if self._deferred_error is not None:
-            raise self._deferred_error
         body: bytes | None = None
         if self._buffer is not None:
             body = bytes(self._buffer)
@@ -253,29 +244,37 @@ class ProxyHandler(AuthenticatedHandler):
             self.set_status(499, "Client Closed Request")  # what the access log shows (nginx's code)
 
     async def _check_execute_access(self, body: bytes) -> None:
-        """POST /noetl/execute runs the same access check as executePlaybook."""
+        """A start (POST /noetl/execute …) is checked on the playbook it will really run."""
         try:
             data = orjson.loads(body) if body.strip() else None
         except orjson.JSONDecodeError:
             raise ApiError(400, "Malformed JSON in request body") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "Request body must be a JSON object")
-        path = data.get("path")
-        if not isinstance(path, str) or not path.strip():
-            raise ApiError(400, "Field 'path' is required: playbook access is checked before execution")
         assert self.session_token is not None
         try:
-            decision = await self.auth.check_access(self.session_token, path, "execute")
-        except AuthError as exc:
+            await self.services.access.check_body_start(self.session_token, data)
+        except AccessRefusal as exc:
             raise ApiError(exc.status, exc.public) from None
-        if decision.get("allowed") is not True:
-            raise ApiError(403, str(decision.get("message") or "Access denied"))
+
+    def _redacts_answer(self) -> bool:
+        """Non-admins never read the credentials the gateway put into workloads (docs/proxy.md)."""
+        session = self.session
+        return session is not None and not sees_credentials(session.user.roles, self.config.gateway_admin_roles)
 
     async def _relay_response(self, exchange: ProxyExchange, body: bytes | None) -> None:
-        """Status, headers, then the body as it arrives; a broken body aborts the connection."""
+        """Status, headers, then the body as it arrives; a broken body aborts the connection.
+
+        For a non-admin the body passes through a ``StreamRedactor`` (credential values hidden,
+        a small carry-over between chunks), so its length is not known up front: it goes out
+        chunked, or with its new length when it is small enough to be read whole.
+        """
         try:
             response = await exchange.response(body)
-            self._copy_status_and_headers(response)
+            redactor = StreamRedactor() if self._redacts_answer() else None
+            if redactor is not None:
+                refusal = uncheckable_answer(response.status, response.headers.get("Content-Encoding"))
+                if refusal is not None:
+                    raise ApiError(502, refusal)
+            self._copy_status_and_headers(response, redacted=redactor is not None)
             if self.request.method == "HEAD" or response.status in (204, 304) or 100 <= response.status < 200:
                 await self.flush()
                 self.finish()
@@ -284,13 +283,15 @@ class ProxyHandler(AuthenticatedHandler):
             if length is not None and length <= SMALL_BODY_BYTES:
                 content = await response.read()
                 self._relayed += len(content)
-                self.finish(content)
+                self.finish(content if redactor is None else redactor.feed(content) + redactor.finish())
                 return
             await self.flush()  # headers now: a live stream must not wait for its first chunk
             while chunk := await response.content.readany():
                 self._relayed += len(chunk)
-                self.write(chunk)
+                self.write(chunk if redactor is None else redactor.feed(chunk))
                 await self.flush()
+            if redactor is not None:
+                self.write(redactor.finish())
             self.finish()
         except (aiohttp.ClientError, TimeoutError) as exc:
             if self._client_gone:
@@ -303,6 +304,10 @@ class ProxyHandler(AuthenticatedHandler):
             )
             self.services.metrics.upstream_errors.labels("ProxyBodyBroken").inc()
             self._drop_client_connection()
+        except RedactionError as exc:
+            # Headers are out: the client sees a transfer error, never an unchecked remainder.
+            log.warning("NoETL answer could not be checked for credentials (%s); closing the client connection", exc)
+            self._drop_client_connection()
         except StreamClosedError:
             self._client_gone = True  # on_connection_close() cancels the upstream side
         finally:
@@ -314,16 +319,18 @@ class ProxyHandler(AuthenticatedHandler):
         if close is not None:
             close()
 
-    def _copy_status_and_headers(self, response: aiohttp.ClientResponse) -> None:
+    def _copy_status_and_headers(self, response: aiohttp.ClientResponse, *, redacted: bool = False) -> None:
         reason = response.reason
         self.set_status(response.status, reason if reason and reason.isascii() else None)
         self.clear_header("Content-Type")  # Tornado's default; NoETL's own (if any) follows
         seen: set[str] = set()
         raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
-        for name, value in client_response_headers(raw):
+        for name, value in client_response_headers(raw, self.config.noetl_base_url):
             lower = name.lower()
+            if redacted and lower in REDACTED_ANSWER_DROPS:
+                continue  # they describe NoETL's bytes, not the redacted ones
             try:
-                if lower in seen:
+                if lower in seen or lower == "vary":  # added to the gateway's own Vary: Origin
                     self.add_header(name, value)
                 else:
                     seen.add(lower)

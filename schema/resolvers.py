@@ -12,8 +12,9 @@ from typing import Any, cast
 
 from graphql import GraphQLResolveInfo
 
-from gateway.executions import service as executions
+from gateway.access.redaction import visible_json
 from gateway.executions.api_call import proxy_request
+from gateway.executions import service as executions
 from gateway.version import __version__
 from schema.context import RequestContext
 
@@ -47,8 +48,13 @@ def resolve_me(_root: Any, info: GraphQLResolveInfo) -> dict[str, Any]:
 
 
 async def resolve_execution(_root: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
-    """NoETL's view of one execution; null when unknown."""
-    return await executions.get_execution(_context(info).services, id)
+    """NoETL's view of one execution; null when unknown. Credentials in it only for admins."""
+    context = _context(info)
+    described = await executions.get_execution(context.services, id)
+    if described is None:
+        return None
+    visible = visible_json(described, context.session.user.roles, context.services.config.gateway_admin_roles)
+    return cast(dict[str, Any], visible)
 
 
 # -- Mutation ----------------------------------------------------------------------------

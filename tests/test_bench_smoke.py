@@ -57,12 +57,14 @@ def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
         "GET /health",
         "proxied GET",
         "session check",
+        "authorization decision",
         "executePlaybook",
         "idle connections",
         "callback → SSE event",
         "heartbeat to",
         "MiB up and",
         "2 processes vs 1",
+        "slow-loris",
     ):
         assert scenario in section, f"{scenario!r} missing from the summary:\n{section}"
     assert "failed" not in section, section
@@ -83,7 +85,7 @@ def test_summary_replaces_its_own_section_only(tmp_path: Path) -> None:
 
 
 def test_scripts_without_a_smoke_mode_still_parse_their_arguments() -> None:
-    for script in ("graphql_bench.py", "proxy_bench.py", "sse_bench.py", "session_lookup.py"):
+    for script in ("graphql_bench.py", "proxy_bench.py", "sse_bench.py", "session_lookup.py", "policy_decision.py"):
         done = subprocess.run(
             [sys.executable, str(BENCH / script), "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
         )

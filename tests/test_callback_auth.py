@@ -63,7 +63,7 @@ async def test_missing_forged_and_mismatched_tokens(
     assert status == 401 and body == {"error": "Callback token expired"}
 
     # Unknown ids are refused the same way: an unauthenticated caller learns nothing.
-    status, _, _ = await call(client, "POST", url, callback_body("no-such-request"))
+    status, _, _ = await call(client, "POST", url, callback_body("5d1e3b5c-0000-4000-8000-0000000000aa"))
     assert status == 401
 
     assert not task.done()  # none of the above resolved the waiting login
@@ -88,7 +88,7 @@ async def test_legacy_mode_accepts_unsigned_callback_for_pending_request(
     gw = await make_gateway(GATEWAY_CALLBACK_AUTH="legacy", NATS_URL="")
     task, variables = await start_silent_login(client, gw, standin)
     url = f"{gw.url}/api/internal/callback"
-    status, body, _ = await call(client, "POST", url, callback_body("unknown-id"))
+    status, body, _ = await call(client, "POST", url, callback_body("5d1e3b5c00004000800000000000abcd"))
     assert status == 404
     status, body, _ = await call(client, "POST", url, callback_body(variables["request_id"]))
     assert status == 200 and body["delivered"] is True

@@ -51,10 +51,10 @@ async def test_result_and_progress_reach_the_stream(gateway: GatewayInstance, cl
         ids = [int(e.id or "0") for e in stream.events]
         assert ids == sorted(ids) and ids[-1] > ids[0]  # every event has an id, increasing
 
-        # Result delivery removes the pending request; the same callback again is unknown.
+        # Result delivery removes the pending request; its token is spent: the same callback again is refused.
         await wait_for(lambda: request_gone(live, request_id))
         status, answer = await post_result(client, gateway, request_id, headers=headers)
-        assert (status, answer) == (404, {"error": "Request not found"})
+        assert (status, answer) == (401, {"error": "Callback token already used"})
     finally:
         await stream.close()
 

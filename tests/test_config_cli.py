@@ -28,8 +28,14 @@ def run_gateway(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
         ({"ROUTER_PORT": "eighty"}, "ROUTER_PORT"),
         ({"GATEWAY_PORT": "-1"}, "ROUTER_PORT"),
         ({"GATEWAY_CALLBACK_AUTH": "sometimes"}, "GATEWAY_CALLBACK_AUTH"),
+        ({"GATEWAY_CALLBACK_SECRET": "only-31-bytes-long-secret-value"}, "GATEWAY_CALLBACK_SECRET"),
         ({"NATS_SESSION_CACHE_TTL_SECS": "0"}, "NATS_SESSION_CACHE_TTL_SECS"),
         ({"GATEWAY_CONFIG": "/nonexistent/gateway.toml"}, "GATEWAY_CONFIG"),
+        # Auth bypass is one variable away from production: only a loopback-only bind may have it.
+        ({"GATEWAY_AUTH_BYPASS": "true", "GATEWAY_BIND": ""}, "GATEWAY_AUTH_BYPASS"),
+        ({"GATEWAY_AUTH_BYPASS": "true", "GATEWAY_BIND": "0.0.0.0"}, "GATEWAY_AUTH_BYPASS"),
+        ({"GATEWAY_AUTH_BYPASS": "yes", "GATEWAY_BIND": "::"}, "GATEWAY_AUTH_BYPASS"),
+        ({"GATEWAY_AUTH_BYPASS": "1", "GATEWAY_BIND": "10.1.2.3"}, "GATEWAY_AUTH_BYPASS"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], variable: str) -> None:
@@ -93,3 +99,20 @@ def test_defaults_match_contract() -> None:
     assert config.gateway_callback_auth == "required"
     assert config.cors_allowed_origins == ["http://localhost:8080", "http://localhost:8090", "http://localhost:3000"]
     assert "GATEWAY_PORT" in env_names() and "AUTH0_DOMAIN" in env_names()
+
+
+def test_auth_bypass_default_bind_and_cli_bind_are_refused() -> None:
+    result = run_gateway({"GATEWAY_AUTH_BYPASS": "true", "GATEWAY_BIND": "127.0.0.1"}, "--bind", "0.0.0.0")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "noetl-gateway: invalid configuration: GATEWAY_AUTH_BYPASS: auth bypass is refused unless GATEWAY_BIND "
+        "is loopback only (127.0.0.1, ::1 or localhost); GATEWAY_BIND is '0.0.0.0' (got 'true')"
+    )
+    with pytest.raises(ConfigError, match="GATEWAY_AUTH_BYPASS"):
+        load_config({"GATEWAY_AUTH_BYPASS": "true"})  # the default bind is every interface
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "::1", "localhost", "127.0.0.53"])
+def test_auth_bypass_on_loopback_starts(bind: str) -> None:
+    assert load_config({"GATEWAY_AUTH_BYPASS": "true", "GATEWAY_BIND": bind}).gateway_auth_bypass
+    assert not load_config({"GATEWAY_BIND": "0.0.0.0"}).gateway_auth_bypass

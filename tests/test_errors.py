@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.access.refusals import AccessDenied
 from gateway.auth.auth0 import Auth0Error
 from gateway.auth.service import AuthError
 from gateway.auth.tokens import CallbackTokenError
 from gateway.errors import (
     BadExecutionInput,
     ClientNotOwned,
-    ExecutionForbidden,
     ExecutionRefused,
     PublicError,
     TooManyPending,
@@ -33,7 +33,7 @@ from schema.errors import public_extensions
         (RequestProblem(415, "Content-Type"), 415, "BAD_REQUEST"),
         (ExecutionRefused("no"), 400, "BAD_USER_INPUT"),
         (BadExecutionInput("no"), 400, "BAD_USER_INPUT"),
-        (ExecutionForbidden("no"), 403, "FORBIDDEN"),
+        (AccessDenied("no"), 403, "FORBIDDEN"),
         (ClientNotOwned(), 400, "BAD_USER_INPUT"),
         (TooManyPending(3), 429, "RATE_LIMITED"),
         (UpstreamUnavailable("down"), 502, "UPSTREAM_UNAVAILABLE"),
@@ -63,5 +63,5 @@ def test_graphql_extensions_of_the_family() -> None:
         "code": "UPSTREAM_ERROR",
         "upstreamStatus": 404,
     }
-    assert public_extensions(ExecutionForbidden("No execute permission")) == {"code": "FORBIDDEN"}
+    assert public_extensions(AccessDenied("No execute permission")) == {"code": "FORBIDDEN"}
     assert isinstance(UpstreamFailure("x"), PublicError)

@@ -124,7 +124,7 @@ async def test_starting_a_playbook_through_the_proxy_is_access_checked(
     _, body = await proxy(client, gateway, token, "POST", "/api/execute", {"path": "secret/forbidden_x"})
     assert error_codes(body) == ["FORBIDDEN"], body
     _, body = await proxy(client, gateway, token, "POST", "/api/execute/", {"catalog_id": "7"})
-    assert error_codes(body) == ["BAD_USER_INPUT"] and "body.path" in body["errors"][0]["message"]
+    assert error_codes(body) == ["FORBIDDEN"] and "cannot be resolved" in body["errors"][0]["message"]
     _, body = await proxy(client, gateway, token, "POST", "/api/execute", {"path": "tests/noop", "payload": {}})
     result = body["data"]["proxyRequest"]
     assert result["success"] is True and result["data"]["execution_id"], body

@@ -139,7 +139,7 @@ async def test_client_id_of_another_session_is_refused(gateway: GatewayInstance,
         assert "pendingRequests" not in init_of(bob_stream)
 
         live = services_of(gateway).live
-        bob_session = await services_of(gateway).auth.validate(bob)
+        bob_session = await services_of(gateway).auth.validate(bob, client=None)
         assert bob_session is not None
         with pytest.raises(ClientNotOwned):
             await live.prepare_request(bob_session, alice_id)  # cannot target it either

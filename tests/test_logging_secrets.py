@@ -83,3 +83,32 @@ async def test_no_token_in_logs(
 )
 def test_scrub_patterns(line: str, secret: str) -> None:
     assert secret not in scrub(line)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_tracebacks_are_scrubbed_in_both_formats(fmt: str) -> None:
+    """An exception's message may quote a header or a query string: its traceback is scrubbed too."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    buffer = io.StringIO()
+    setup_logging(fmt, "INFO", stream=buffer)
+    session_token = "sess_Zq8" + "x" * 30
+    bearer = "abc.def-ghi_jkl"
+    try:
+        try:
+            raise ValueError(f"upstream: Authorization: Bearer {bearer}; url=/events?session_token={session_token}")
+        except ValueError:
+            logging.getLogger("gateway.test").exception("request failed")
+        try:
+            raise KeyError(f"x-session-token: {session_token}")
+        except KeyError:
+            logging.getLogger("gateway.test").error("lookup failed", exc_info=True, stack_info=True)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+    text = buffer.getvalue()
+    assert "Traceback" in text and "ValueError" in text and "KeyError" in text  # the traceback is there
+    assert session_token not in text and bearer not in text

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gateway.auth.tokens import is_callback_request_id
 from gateway.metrics import Metrics
 from gateway.nats.link import NatsLink
 
@@ -51,6 +52,9 @@ class CallbackRouter:
 
     async def _on_message(self, msg: Any) -> None:
         request_id = msg.subject[len(self._prefix) + 1 :]
+        if not is_callback_request_id(request_id):
+            log.warning("callback on NATS with a malformed request id ignored")
+            return
         if request_id not in self._waiters:
             return  # another replica's waiter
         try:
@@ -107,6 +111,8 @@ class CallbackRouter:
 
     async def deliver(self, request_id: str, payload: dict[str, Any]) -> bool:
         """Deliver locally, or hand to the other replicas over NATS ("accepted for delivery")."""
+        if not is_callback_request_id(request_id):
+            return False  # never a subject token: it could name other subjects
         if self._resolve(request_id, payload):
             return True
         if self._link.connected and self._link.nc is not None:

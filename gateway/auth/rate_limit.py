@@ -1,4 +1,7 @@
-"""Per-key token buckets (login attempts per client IP). Per process: each replica limits alone."""
+"""Per-key token buckets (login attempts, cache-missing session checks per client IP).
+
+Per process: each replica limits alone.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,11 @@ import time
 
 
 class RateLimiter:
-    """``rate`` events per minute per key, bursting up to ``rate``; memory bounded."""
+    """``per_minute`` events per minute per key, bursting up to ``burst`` (default: ``per_minute``);
+    memory bounded."""
 
-    def __init__(self, per_minute: int, max_keys: int = 100_000) -> None:
-        self.capacity = float(per_minute)
+    def __init__(self, per_minute: int, max_keys: int = 100_000, *, burst: int | None = None) -> None:
+        self.capacity = float(per_minute if burst is None or per_minute <= 0 else max(1, burst))
         self.refill_per_sec = per_minute / 60.0
         self._buckets: dict[str, tuple[float, float]] = {}
         self._max_keys = max_keys

@@ -3,14 +3,22 @@
 Login and check-access run NoETL playbooks and wait for their callback; validation is
 cache first, then NoETL's validate API (or the validate playbook where that API is
 missing). Handlers only translate between HTTP and these calls.
+
+What a caller without a session can cost (issue 13 §4): a token that misses the cache is
+asked of NoETL only within the client's budget (``GATEWAY_VALIDATE_MISS_PER_MINUTE`` per
+client IP, ``ValidationBudgetExceeded`` beyond it), and a token NoETL called invalid is
+refused from a short negative cache (``GATEWAY_NEGATIVE_CACHE_SECS``) without asking
+again. Logout writes a tombstone only for a session that validates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from gateway.auth.auth0 import Auth0Verifier
@@ -26,6 +34,8 @@ from gateway.noetl.client import NoetlClient, UpstreamError, UpstreamFailure
 log = logging.getLogger("gateway.auth")
 
 DEV_USER = User(user_id=0, email="dev@localhost", display_name="Developer (auth bypass)", roles=("admin",))
+# Invalid token hashes remembered per process (oldest dropped first): 64-character keys, ~10 MB.
+NEGATIVE_CACHE_MAX = 50_000
 
 
 class AuthError(PublicError):
@@ -34,6 +44,14 @@ class AuthError(PublicError):
     def __init__(self, status: int, public: str) -> None:
         # Seen from GraphQL, a failed auth playbook (timeout, error) is an upstream failure.
         super().__init__(status, UPSTREAM_UNAVAILABLE if status in (502, 503, 504) else UPSTREAM_ERROR, public)
+
+
+class ValidationBudgetExceeded(AuthError):
+    """This client spent its budget of cache-missing session checks: 429, no NoETL call."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(429, "Too many session checks from this client; retry later")
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 def _playbook_reason(data: Any, fallback: str) -> str:
@@ -79,6 +97,10 @@ class AuthService:
         self._access_cache: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.login_limiter = RateLimiter(config.gateway_login_rate_per_minute)
+        self.validate_limiter = RateLimiter(
+            config.gateway_validate_miss_per_minute, burst=config.gateway_validate_miss_burst
+        )
+        self._invalid: OrderedDict[str, float] = OrderedDict()  # token hash -> until (monotonic)
         self.auth0: Auth0Verifier | None = None
         if config.auth0_domain:
             self.auth0 = Auth0Verifier(config.auth0_domain, config.auth0_audience, config.auth0_jwks_url, noetl.http)
@@ -91,8 +113,12 @@ class AuthService:
             "callback_subject": self._callbacks.subject_for(request_id),
             "request_id": request_id,
             "gateway_url": self._config.public_url,
-            "callback_token": self._signer.issue(request_id),
+            "callback_token": self._signer.issue(request_id, self._auth_token_ttl()),
         }
+
+    def _auth_token_ttl(self) -> float:
+        """Nobody waits for an auth playbook's callback after the timeout: its token ends soon after."""
+        return min(float(self._config.gateway_callback_token_ttl_secs), self._config.auth_playbook_timeout_secs + 5.0)
 
     async def run_and_wait(self, playbook: str, variables: dict[str, Any]) -> dict[str, Any]:
         """Execute a playbook and wait for its callback; the waiter is cleaned up on every path."""
@@ -154,8 +180,13 @@ class AuthService:
 
     # -- validation ------------------------------------------------------------------------
 
-    async def validate(self, token: str | None) -> Session | None:
-        """The session for a token, or None. Raises UpstreamFailure when NoETL cannot answer."""
+    async def validate(self, token: str | None, *, client: str | None) -> Session | None:
+        """The session for a token, or None. Raises UpstreamFailure when NoETL cannot answer.
+
+        ``client`` (the caller's IP) pays for a cache miss from its budget and gets
+        ValidationBudgetExceeded when it has none left; a cached session never costs budget.
+        None is for the gateway's own checks only.
+        """
         if not is_wellformed_session_token(token):
             return None
         assert token is not None
@@ -165,8 +196,12 @@ class AuthService:
         if cached is not None:
             return cached
         hashed = token_hash(token)
-        if self.sessions.is_revoked(hashed):
+        if await self.sessions.was_revoked(hashed) or self._known_invalid(hashed):
             return None
+        if client is not None:
+            retry_after = self.validate_limiter.acquire(client)
+            if retry_after > 0:
+                raise ValidationBudgetExceeded(retry_after)
         status, answer = await self._noetl.validate_session(token, self._config.auth_session_db_credential)
         if _validate_api_missing(status, answer):
             return await self._validate_via_playbook(token, hashed)
@@ -192,12 +227,32 @@ class AuthService:
     async def _accept_validation(self, answer: dict[str, Any], hashed: str) -> Session | None:
         session = session_from_record(answer, hashed) if answer.get("valid") is True else None
         if session is None or session.expired:
+            self._remember_invalid(hashed)
             await self.sessions.evict(hashed)
             return None
         if self.sessions.is_revoked(hashed):
             return None
         await self.sessions.store(session)
         return session
+
+    def _known_invalid(self, hashed: str) -> bool:
+        until = self._invalid.get(hashed)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._invalid[hashed]
+        return False
+
+    def _remember_invalid(self, hashed: str) -> None:
+        """NoETL said invalid: the same token is refused without asking again for a short while."""
+        ttl = self._config.gateway_negative_cache_secs
+        if ttl <= 0:
+            return
+        self._invalid.pop(hashed, None)
+        self._invalid[hashed] = time.monotonic() + ttl
+        while len(self._invalid) > NEGATIVE_CACHE_MAX:
+            self._invalid.popitem(last=False)
 
     # -- access ----------------------------------------------------------------------------
 
@@ -233,10 +288,12 @@ class AuthService:
 
     # -- logout ----------------------------------------------------------------------------
 
-    async def logout(self, token: str) -> None:
-        """Revoke on every replica; run the logout playbook (if configured) without waiting."""
-        hashed = token_hash(token)
-        await self.sessions.revoke(hashed)
+    async def logout(self, token: str, session: Session) -> None:
+        """Revoke a validated session on every replica; run the logout playbook (if configured)
+        without waiting. Callers validate first: a tombstone for any string would let anyone
+        grow every replica's revocation mirror."""
+        hashed = session.token_hash
+        await self.sessions.revoke(session)
         self._access_cache = {k: v for k, v in self._access_cache.items() if k[0] != hashed}
         log.info("session %s logged out", hashed[:10])
         playbook = self._config.auth_playbook_logout

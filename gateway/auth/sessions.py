@@ -2,7 +2,11 @@
 
 The cache is keyed by the SHA-256 of the token (a raw token is never a key); values
 hold no token. Revocation tombstones (logout) are checked before the cache, on every
-replica, through a mirrored bucket of their own.
+replica, through a mirrored bucket of their own. Tombstones exist only for sessions that
+were valid (logout validates first), and each replica mirrors at most
+``GATEWAY_REVOCATION_MIRROR_MAX`` of them: past that, tombstones of sessions that have
+expired anyway go first, and while live ones had to go too, a mirror miss is confirmed by
+a read of the bucket (``SessionCache.was_revoked``) — a full mirror is slower, never wrong.
 """
 
 from __future__ import annotations
@@ -120,6 +124,17 @@ def session_from_record(record: dict[str, Any], hashed: str) -> Session | None:
     return Session(user=user, expires_at=expires_text, token_hash=hashed, expires_epoch=parse_expiry(expires_at))
 
 
+def tombstone(session: Session) -> dict[str, Any]:
+    """The revocation value: when, and until when the session could have been used at all."""
+    return {"revoked_at": time.time(), "session_expires": session.expires_epoch}
+
+
+def tombstone_obsolete(value: dict[str, Any], now: float) -> bool:
+    """A tombstone of a session past its own expiry: that session is refused anyway (§3)."""
+    expires = value.get("session_expires")
+    return isinstance(expires, int | float) and expires < now
+
+
 def cache_record(session: Session) -> dict[str, Any]:
     """The KV value of CONTRACT §7 (no token in it)."""
     return {
@@ -143,8 +158,16 @@ class SessionCache:
         self._decoded: dict[str, tuple[dict[str, Any], Session]] = {}
 
     def is_revoked(self, hashed: str) -> bool:
-        """A logged-out token hash (mirror only: tombstones are watched, never fetched)."""
+        """A logged-out token hash, by the mirror alone (complete unless it overflowed)."""
         return self.revoked.get_local(hashed) is not None
+
+    async def was_revoked(self, hashed: str) -> bool:
+        """A logged-out token hash: the mirror, and the bucket itself while the mirror is incomplete."""
+        if self.revoked.get_local(hashed) is not None:
+            return True
+        if self.revoked.complete:
+            return False
+        return await self.revoked.fetch(hashed) is not None
 
     def lookup_local(self, hashed: str) -> Session | None:
         """The hot path: a mirror hit costs no I/O and no JSON decoding."""
@@ -157,7 +180,7 @@ class SessionCache:
     async def lookup(self, token: str) -> Session | None:
         """A valid cached session for the token, else None (revoked/expired/inactive evicted)."""
         hashed = token_hash(token)
-        if self.is_revoked(hashed):
+        if self.is_revoked(hashed) or (not self.revoked.complete and await self.was_revoked(hashed)):
             self._metrics.session_cache.labels("revoked").inc()
             return None
         session = self.lookup_local(hashed)
@@ -196,7 +219,7 @@ class SessionCache:
         self._decoded.pop(hashed, None)
         await self.sessions.delete(hashed)
 
-    async def revoke(self, hashed: str) -> None:
-        """Logout: a tombstone every replica honours, then evict."""
-        await self.revoked.put(hashed, {"revoked_at": time.time()})
-        await self.evict(hashed)
+    async def revoke(self, session: Session) -> None:
+        """Logout of a valid session: a tombstone every replica honours, then evict."""
+        await self.revoked.put(session.token_hash, tombstone(session))
+        await self.evict(session.token_hash)

@@ -10,13 +10,23 @@ import time
 import jwt
 
 from gateway.errors import PublicError, code_for_status
+from gateway.nats.kv import KvBucket
 
 _SESSION_TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
+# The gateway's request ids: ``str(uuid.uuid4())`` (gateway/auth.py, gateway/live.py), or the
+# same 128 bits as 32 hex digits. Lower case, as Python writes them.
+_CALLBACK_REQUEST_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
 
 
 def is_wellformed_session_token(token: str | None) -> bool:
     """True if the token could be a session token; auth playbooks put tokens into SQL."""
     return bool(token) and _SESSION_TOKEN_RE.fullmatch(token or "") is not None
+
+
+def is_callback_request_id(request_id: str | None) -> bool:
+    """True for a request id the gateway could have issued; checked before it becomes a KV key,
+    a lookup or a NATS subject token (a ``.``, ``*`` or ``>`` would address other subjects)."""
+    return bool(request_id) and _CALLBACK_REQUEST_ID_RE.fullmatch(request_id or "") is not None
 
 
 def token_hash(token: str) -> str:
@@ -36,7 +46,7 @@ class CallbackSigner:
 
     def __init__(self, secret: str | None, ttl_secs: int) -> None:
         self.secret_was_generated = not secret
-        self._secret = secret or secrets.token_urlsafe(48)
+        self._secret = secret or secrets.token_urlsafe(48)  # 64 characters
         self._ttl = ttl_secs
 
     def issue(self, request_id: str, ttl_secs: float | None = None) -> str:
@@ -56,3 +66,29 @@ class CallbackSigner:
             raise CallbackTokenError(401, "Invalid callback token") from None
         if claims.get("rid") != request_id:
             raise CallbackTokenError(403, "Callback token does not match request_id")
+
+
+class SpentCallbacks:
+    """Request ids whose final callback was accepted: their callback token is refused from then on.
+
+    Kept in a mirrored KV bucket (max age = the token lifetime, after which the token is refused
+    anyway), so a token spent on one replica is refused by all within milliseconds, and checking
+    costs no round trip (like logout tombstones). ``spend`` is an atomic create in the bucket, so
+    of two concurrent final callbacks, on any replicas, exactly one is accepted. Without NATS:
+    process memory.
+    """
+
+    def __init__(self, bucket: KvBucket) -> None:
+        self._bucket = bucket
+
+    def is_spent(self, request_id: str) -> bool:
+        """True once the request's final callback was accepted (on any replica: the mirror)."""
+        return self._bucket.get_local(request_id) is not None
+
+    async def spend(self, request_id: str) -> bool:
+        """Mark the final callback accepted; False if another one already was."""
+        return await self._bucket.create(request_id, {"at": int(time.time())})
+
+    async def release(self, request_id: str) -> None:
+        """The final callback could not be delivered after all: the playbook may retry it."""
+        await self._bucket.delete(request_id)

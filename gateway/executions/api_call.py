@@ -12,9 +12,11 @@ from typing import Any
 
 import orjson
 
+from gateway.access.redaction import visible_json
 from gateway.executions.caller import Caller as RequestContext  # schema.context.RequestContext is one
-from gateway.executions.service import BadExecutionInput, require_access, started_playbook
+from gateway.executions.service import BadExecutionInput
 from gateway.noetl.client import upstream_detail
+from gateway.noetl.paths import canonical_path
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 MAX_ENDPOINT_LENGTH = 2048
@@ -72,12 +74,9 @@ async def proxy_request(context: RequestContext, method: str, endpoint: str, bod
     if body is not None and verb == "GET":
         raise BadExecutionInput("body is not allowed with GET")
     services = context.services
-    playbook = started_playbook(verb, api_path, body)
-    if playbook is not None and services.config.gateway_enforce_playbook_access:
-        if not playbook:
-            raise BadExecutionInput("this call starts a playbook: give body.path (or use executePlaybook)")
-        await require_access(services, context.token, playbook)
     user = context.session.user
+    raw_path = api_path.split("?", 1)[0]
+    await services.access.check_call(context.token, user.roles, verb, canonical_path(raw_path), raw_path, body)
     headers = {
         "X-Noetl-User-Id": str(user.user_id),
         "X-Noetl-User-Email": user.email,
@@ -85,10 +84,17 @@ async def proxy_request(context: RequestContext, method: str, endpoint: str, bod
     }
     try:
         status, answer = await services.noetl.request_json(
-            verb, api_path, body, timeout=services.config.gateway_proxy_timeout_secs, headers=headers
+            verb,
+            api_path,
+            body,
+            timeout=services.config.gateway_proxy_timeout_secs,
+            headers=headers,
+            max_bytes=services.config.gateway_proxy_request_max_answer_bytes,
         )
     except orjson.JSONEncodeError:
         raise BadExecutionInput("body cannot be sent as JSON (nested too deeply?)") from None
+    # Before anything is read from it: NoETL's error details may quote a workload too.
+    answer = visible_json(answer, user.roles, services.config.gateway_admin_roles)
     if 200 <= status < 300:
         return {"success": True, "data": answer, "error": None, "status": status}
     return {"success": False, "data": answer, "error": _describe(status, answer), "status": status}

@@ -1,9 +1,8 @@
 """Starting and reading playbook executions, shared by GraphQL and the REST proxy.
 
-One place decides who may run what: the playbook access check (when
-``GATEWAY_ENFORCE_PLAYBOOK_ACCESS`` is on), the live-results seam (``clientId``), and the
-call to NoETL. Callers map the exceptions below to their own wire format: each carries a
-GraphQL ``code`` and an HTTP ``status``; NoETL failures stay ``UpstreamFailure``.
+The access check is the authorization module's (gateway/access/); here are the
+live-results seam (``clientId``) and the call to NoETL. Callers map the exceptions below to
+their own wire format: each carries a GraphQL ``code`` and an HTTP ``status``; NoETL failures stay ``UpstreamFailure``.
 
 The live results: when a ``clientId`` is given, ``services.live`` provides :class:`LiveResults`.
 """
@@ -20,10 +19,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from gateway.auth.service import AuthError
 from gateway.auth.sessions import Session
-from gateway.errors import BadExecutionInput, ExecutionForbidden
-from gateway.noetl.client import UpstreamError, UpstreamTimeout
+from gateway.errors import BadExecutionInput
+from gateway.noetl.client import UpstreamError
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -77,19 +75,8 @@ def check_playbook_name(name: str) -> str:
 
 
 async def require_access(services: Services, token: str, playbook_path: str) -> None:
-    """Run the check-access playbook (cached per session+path) when enforcement is on."""
-    if not services.config.gateway_enforce_playbook_access:
-        return
-    try:
-        decision = await services.auth.check_access(token, playbook_path, "execute")
-    except AuthError as exc:
-        # The access check itself failed (timeout, playbook error): an upstream problem.
-        if exc.status == 504:
-            raise UpstreamTimeout(exc.public) from None
-        raise UpstreamError(exc.public, exc.status) from None
-    if not decision.get("allowed"):
-        message = str(decision.get("message") or "")
-        raise ExecutionForbidden(message or f"No execute permission on {playbook_path}")
+    """The playbook access check of the one authorization module (no-op when enforcement is off)."""
+    await services.access.check_playbook(token, playbook_path)
 
 
 async def execute_playbook(
@@ -285,27 +272,3 @@ def _error_text(error: Any) -> str | None:
     if isinstance(error, str):
         return error
     return orjson.dumps(error).decode()
-
-
-# -- execution starts hidden in generic API calls ----------------------------------------
-
-EXECUTION_START_PATHS = frozenset({"execute", "executions/run", "run/playbook", "resource/run", "run"})
-
-
-def started_playbook(method: str, api_path: str, body: Any) -> str | None:
-    """The playbook a generic NoETL call would start (``""`` if it names none); None if not a start.
-
-    ``api_path`` is the path after ``/api/``, query string allowed. Used so that a raw API
-    call cannot bypass the access check that ``executePlaybook`` applies.
-    """
-    if method.upper() != "POST":
-        return None
-    path = api_path.split("?", 1)[0].strip("/").lower()
-    if path not in EXECUTION_START_PATHS:
-        return None
-    if isinstance(body, dict):
-        for key in ("path", "playbook_path", "catalog_path"):
-            value = body.get(key)
-            if isinstance(value, str) and value.strip():
-                return value.strip()
-    return ""

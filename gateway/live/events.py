@@ -28,6 +28,7 @@ KIND_PROGRESS = "progress"
 # JSON-RPC error codes of CONTRACT §8.
 PLAYBOOK_FAILED = -32000
 UNAUTHORIZED = -32002
+RATE_LIMITED = -32004  # beyond CONTRACT §8's list: a server error code of JSON-RPC's reserved range
 INTERNAL_ERROR = -32603
 
 _POS_RE = re.compile(r"(\d{1,19})(?:\.(\d{1,19}))?")

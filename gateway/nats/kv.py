@@ -9,11 +9,19 @@
 Entries carry their own local expiry (bucket max age from the entry's store time): the
 bucket's max-age expiry may produce no watch event, and a mirror must never serve
 past it.
+
+The in-process copy is bounded (``max_local`` entries). When full, entries that carry no
+information go first (expired here, or ``obsolete`` by the owner's rule); if that is not
+enough the oldest go, and until the last of them would have expired anyway the mirror is
+*incomplete*: ``complete`` is False, and a caller for whom a miss means something (a
+revocation) confirms it with ``fetch``. So a full mirror costs a network read, never a
+forgotten entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -21,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from gateway.nats.link import NatsLink
@@ -30,6 +38,7 @@ from gateway.tasks import stop_tasks
 log = logging.getLogger("gateway.kv")
 
 ChangeListener = Callable[[str, dict[str, Any] | None], None]
+Obsolete = Callable[[dict[str, Any], float], bool]  # (value, now) -> the entry no longer matters
 _MAX_QUEUED_WRITES = 10_000
 _MAX_LOCAL_ENTRIES = 200_000
 
@@ -37,10 +46,23 @@ _MAX_LOCAL_ENTRIES = 200_000
 class KvBucket:
     """JSON values by key, in NATS KV when connected, in memory otherwise."""
 
-    def __init__(self, link: NatsLink, name: str, ttl_secs: float, *, mirror: bool, history: int = 1) -> None:
+    def __init__(
+        self,
+        link: NatsLink,
+        name: str,
+        ttl_secs: float,
+        *,
+        mirror: bool,
+        history: int = 1,
+        max_local: int = _MAX_LOCAL_ENTRIES,
+        obsolete: Obsolete | None = None,
+    ) -> None:
         self.name = name
         self.ttl = float(ttl_secs)
         self.mirrored = mirror
+        self.max_local = max(1, max_local)
+        self._obsolete = obsolete
+        self._incomplete_until = 0.0  # entries dropped for room would have expired by then
         self._link = link
         self._history = history
         self._kv: KeyValue | None = None
@@ -135,6 +157,8 @@ class KvBucket:
                     log.warning("KV %s: undecodable value ignored", self.name)
                     continue
                 stored_at = entry.created.timestamp() if entry.created is not None else time.time()
+                if entry.key not in target:
+                    self._make_room(target)
                 target[entry.key] = (value, stored_at + self.ttl)
                 if not syncing:
                     self._notify(entry.key, value)
@@ -171,6 +195,25 @@ class KvBucket:
     @property
     def _online(self) -> KeyValue | None:
         return self._kv if self._link.connected else None
+
+    @property
+    def complete(self) -> bool:
+        """False while entries dropped for room (a full mirror) may still be live in the bucket."""
+        return time.time() >= self._incomplete_until
+
+    async def fetch(self, key: str) -> dict[str, Any] | None:
+        """The bucket's value, bypassing the local copy (None when absent or NATS is away)."""
+        kv = self._online
+        if kv is None:
+            return None
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        except Exception as exc:
+            log.warning("KV %s get failed (%s); treating as a miss", self.name, type(exc).__name__)
+            return None
+        return orjson.loads(entry.value) if entry.value else None
 
     def get_local(self, key: str) -> dict[str, Any] | None:
         """The in-process copy (mirror or fallback), if present and not expired."""
@@ -222,6 +265,29 @@ class KvBucket:
                 self._remember(key, value)
         self._queue(key, value)
 
+    async def create(self, key: str, value: dict[str, Any]) -> bool:
+        """Store ``value`` only if ``key`` holds nothing yet; False if it does (atomic in NATS).
+
+        Without NATS (or when the bucket fails) this process's copy decides, and the write is
+        queued for the bucket like ``put``'s.
+        """
+        if self.get_local(key) is not None:
+            return False
+        kv = self._online
+        if kv is not None:
+            try:
+                await kv.create(key, orjson.dumps(value))
+            except KeyWrongLastSequenceError:
+                return False
+            except Exception as exc:
+                log.warning("KV %s create failed (%s); decided in process memory", self.name, type(exc).__name__)
+            else:
+                self._remember(key, value)
+                return True
+        self._remember(key, value)
+        self._queue(key, value)
+        return True
+
     async def delete(self, key: str) -> None:
         """Remove a value everywhere; queued if NATS is away."""
         self._local.pop(key, None)
@@ -236,16 +302,34 @@ class KvBucket:
         self._queue(key, None)
 
     def _remember(self, key: str, value: dict[str, Any]) -> None:
-        if len(self._local) >= _MAX_LOCAL_ENTRIES:
-            self._purge_expired()
-            if len(self._local) >= _MAX_LOCAL_ENTRIES:
-                self._local.pop(next(iter(self._local)))
+        if key not in self._local:
+            self._make_room(self._local)
         self._local[key] = (value, time.time() + self.ttl)
 
-    def _purge_expired(self) -> None:
+    def _make_room(self, target: dict[str, tuple[dict[str, Any], float]]) -> None:
+        """Keep ``target`` under ``max_local``: drop what carries no information, then the oldest.
+
+        One scan frees at least a tenth of the room (the oldest go if need be), so a full mirror
+        scans once per tenth of its size, not once per entry.
+        """
+        if len(target) < self.max_local:
+            return
         now = time.time()
-        for key in [k for k, (_, exp) in self._local.items() if exp <= now]:
-            del self._local[key]
+        obsolete = self._obsolete
+        for key in [k for k, (v, exp) in target.items() if exp <= now or (obsolete is not None and obsolete(v, now))]:
+            del target[key]
+        excess = len(target) - (self.max_local - max(1, self.max_local // 10))
+        if excess > 0:
+            for key in list(itertools.islice(target, excess)):
+                _, expires = target.pop(key)
+                self._incomplete_until = max(self._incomplete_until, expires)
+            log.warning(
+                "KV %s: local copy full (%d entries); %d dropped, misses are read from NATS until %s",
+                self.name,
+                self.max_local,
+                excess,
+                time.strftime("%H:%M:%S", time.localtime(self._incomplete_until)),
+            )
 
     def _queue(self, key: str, value: dict[str, Any] | None) -> None:
         self._queued.pop(key, None)

@@ -80,11 +80,17 @@ class NoetlClient:
         *,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
     ) -> tuple[int, Any]:
-        """Send one JSON request to ``{base}/api/{path}``; return (status, decoded body)."""
+        """Send one JSON request to ``{base}/api/{path}``; return (status, decoded body).
+
+        With ``max_bytes`` an answer larger than that is refused (502) instead of held whole.
+        """
         url = f"{self.base_url}/api/{path.lstrip('/')}"
         data = orjson.dumps(body) if body is not None else None
-        send_headers = {"Accept": "application/json", **(headers or {})}
+        # identity: the shared session does not decompress (the proxy relays bytes as they are), and
+        # an answer read here is decoded (and, for non-admins, redacted) as JSON.
+        send_headers = {"Accept": "application/json", "Accept-Encoding": "identity", **(headers or {})}
         if data is not None:
             send_headers["Content-Type"] = "application/json"
         try:
@@ -96,7 +102,7 @@ class NoetlClient:
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
                 allow_redirects=False,  # a redirect must not carry user headers to another host
             ) as resp:
-                raw = await resp.read()
+                raw = await _read_bounded(resp, max_bytes) if max_bytes is not None else await resp.read()
                 status = resp.status
         except TimeoutError:
             raise UpstreamTimeout("NoETL did not answer in time") from None
@@ -142,6 +148,18 @@ class NoetlClient:
         except UpstreamFailure:
             return False
         return status < 500
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or UpstreamError once it passes ``limit`` (the rest is never read)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise UpstreamError(f"NoETL's answer is larger than {limit} bytes", resp.status)
+    body = bytearray()
+    while chunk := await resp.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise UpstreamError(f"NoETL's answer is larger than {limit} bytes", resp.status)
+    return bytes(body)
 
 
 def upstream_detail(answer: Any) -> str | None:

@@ -10,6 +10,7 @@ gateway owns (CORS, request id) and ``Set-Cookie`` (see docs/proxy.md for why).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 # RFC 9110 §7.6.1 plus the legacy ones proxies still meet; names in lower case.
 HOP_BY_HOP = frozenset(
@@ -105,13 +106,45 @@ def upstream_request_headers(
     return out
 
 
-def client_response_headers(upstream_headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Headers of NoETL's answer that reach the client (order and repeats kept)."""
+def client_response_headers(
+    upstream_headers: list[tuple[str, str]], noetl_base_url: str | None = None
+) -> list[tuple[str, str]]:
+    """Headers of NoETL's answer that reach the client (order and repeats kept).
+
+    With ``noetl_base_url``, a ``Location`` into NoETL's API is rewritten to the gateway's
+    ``/noetl/`` path and one elsewhere on NoETL's internal host is dropped: the client must
+    never learn (or be sent to) the internal address.
+    """
     listed = _connection_tokens(upstream_headers)
-    return [
-        (name, value)
-        for name, value in upstream_headers
-        if (lower := name.lower()) not in _RESPONSE_DROP
-        and lower not in listed
-        and not lower.startswith(_RESPONSE_DROP_PREFIXES)
-    ]
+    out: list[tuple[str, str]] = []
+    for name, value in upstream_headers:
+        lower = name.lower()
+        if lower in _RESPONSE_DROP or lower in listed or lower.startswith(_RESPONSE_DROP_PREFIXES):
+            continue
+        if lower == "location" and noetl_base_url is not None:
+            public = public_location(value, noetl_base_url)
+            if public is None:
+                continue
+            value = public
+        out.append((name, value))
+    return out
+
+
+def public_location(location: str, noetl_base_url: str) -> str | None:
+    """``Location`` as the client may see it: ``http://noetl-host/api/…`` → ``/noetl/…``; NoETL's other
+    absolute URLs → None (dropped); relative ones and other hosts unchanged (CONTRACT §4)."""
+    try:
+        target = urlsplit(location.strip())
+        base = urlsplit(noetl_base_url)
+    except ValueError:
+        return None  # unparsable: it cannot be checked, so it is not sent
+    if not target.netloc or target.netloc.lower() != base.netloc.lower():
+        return location  # relative, or another host: NoETL's address is not in it
+    if not target.path.startswith("/api/"):
+        return None
+    public = "/noetl/" + target.path[len("/api/") :]
+    if target.query:
+        public += "?" + target.query
+    if target.fragment:
+        public += "#" + target.fragment
+    return public

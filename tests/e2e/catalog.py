@@ -17,6 +17,7 @@ ASYNC_PROGRESS = "e2e/async_progress"
 FAILING = "e2e/failing"
 DEAD_END = "e2e/dead_end"
 ECHO = "e2e/echo"
+RESTRICTED = "e2e/restricted/secret"
 
 
 class _BlockDumper(yaml.SafeDumper):

@@ -24,11 +24,16 @@ LOGOUT = "api_integration/auth0/auth0_logout"
 PROGRESS_RESULT = "tests/progress_result"
 FAILING = "tests/failing"
 NOOP = "tests/noop"
+# A registered playbook the check-access playbook refuses ("forbidden" in its path).
+FORBIDDEN = "secret/forbidden_report"
 AMADEUS = "api_integration/amadeus_ai_api"
 
 DEFAULT_USER = {"user_id": "42", "email": "alice@example.com", "display_name": None, "roles": "{admin,analyst}"}
 # "member…" Auth0 tokens log in as a signed-in user without the admin role.
 MEMBER_USER = {"user_id": "77", "email": "mia@example.com", "display_name": "Mia", "roles": "{analyst}"}
+
+
+CATALOG_BASE_ID = 880_000_000_000_000_001
 
 
 def _iso(epoch: float) -> str:
@@ -142,5 +147,6 @@ DEFAULT_PLAYBOOKS: dict[str, Callable[[PlaybookRun], Awaitable[None]]] = {
     PROGRESS_RESULT: progress_result,
     FAILING: failing,
     NOOP: noop,
+    FORBIDDEN: noop,
     AMADEUS: progress_result,
 }

@@ -168,7 +168,13 @@ class StatusRoute(_Route):
         self.set_status(status)
         self.set_header("ETag", '"v-' + code + '"')
         self.set_header("Cache-Control", "no-store")
-        self.set_header("Location", f"/api/standin/status/{code}?moved=1")
+        location = f"/api/standin/status/{code}?moved=1"
+        where = self.get_query_argument("location", "")
+        if where == "absolute":  # NoETL naming its own internal address
+            location = f"{self.request.protocol}://{self.request.host}{location}"
+        elif where == "internal":
+            location = f"{self.request.protocol}://{self.request.host}/internal/admin"
+        self.set_header("Location", location)
         self.set_header("Content-Disposition", "inline")
         self.set_header("X-Standin-Status", code)
         self.add_header("X-Repeated", "one")

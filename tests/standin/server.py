@@ -8,6 +8,7 @@ request so tests can assert on what the gateway sent. The demo (`make demo`) run
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -64,6 +65,10 @@ class StandinState:
         self.callback_transport = "http"  # or "nats"
         self.nats_url = nats_url
         self.playbooks: dict[str, PlaybookFn] = dict(playbooks.DEFAULT_PLAYBOOKS)
+        # Catalog ids as NoETL gives them (one per registered version); execute by catalog_id uses them.
+        self.catalog: dict[int, str] = {
+            playbooks.CATALOG_BASE_ID + index: path for index, path in enumerate(sorted(self.playbooks))
+        }
         self.gates: dict[str, asyncio.Event] = {}
         self.execute_status: int | None = None  # force an error status on /api/execute
         self.execute_delay = 0.0
@@ -76,6 +81,10 @@ class StandinState:
     def calls_to(self, path: str, method: str | None = None) -> list[RecordedCall]:
         """Recorded calls whose path equals ``path``."""
         return [c for c in self.calls if c.path == path and (method is None or c.method == method)]
+
+    def catalog_id_of(self, path: str) -> int:
+        """The catalog id of a registered playbook."""
+        return next(cid for cid, known in self.catalog.items() if known == path)
 
     def new_execution_id(self) -> str:
         return str(next(self._ids))
@@ -143,6 +152,8 @@ class PlaybookRun:
             "status": status,
             "data": data,
         }
+        if self.execution.result is None:
+            self.execution.result = data  # NoETL keeps what a step produced (a login's session token too)
         if (transport or self.state.callback_transport) == "nats":
             nc = await self.state.nats()
             await nc.publish(self.variables["callback_subject"], orjson.dumps(body))
@@ -200,6 +211,11 @@ class ExecuteHandler(_Handler):
             return
         body = self.body if isinstance(self.body, dict) else {}
         path = body.get("path")
+        if body.get("catalog_id"):  # as NoETL 4.26: the catalog id wins over path
+            path = state.catalog.get(int(body["catalog_id"]))
+            if path is None:
+                self.reply({"detail": f"Executable catalog entry not found: catalog_id={body['catalog_id']}"}, 404)
+                return
         if not path:
             self.reply({"detail": [{"loc": ["body", "path"], "msg": "field required"}]}, 422)
             return
@@ -229,6 +245,46 @@ async def _run(playbook: PlaybookFn, run: PlaybookRun) -> None:
         run.execution.error = repr(exc)
 
 
+class CatalogResourceHandler(_Handler):
+    """``POST /api/catalog/resource {"catalog_id"}`` → the entry (NoETL 4.26's shape, content left out)."""
+
+    def post(self) -> None:
+        body = self.body if isinstance(self.body, dict) else {}
+        try:
+            catalog_id = int(str(body.get("catalog_id")))
+        except ValueError:
+            self.reply({"detail": "catalog_id must be an integer"}, 422)
+            return
+        path = self.state.catalog.get(catalog_id)
+        if path is None:
+            self.reply({"detail": f"Catalog entry not found: {catalog_id}"}, 404)
+            return
+        self.reply({"catalog_id": str(catalog_id), "path": path, "kind": "Playbook", "version": 1, "content": ""})
+
+
+def execution_events(execution: Execution) -> list[dict[str, Any]]:
+    """Events as NoETL 4.26 returns them: each keeps its step context, which holds the workload —
+    sometimes as a JSON object, sometimes as JSON text in a string (and that text may nest more)."""
+    workload = execution.variables
+    return [
+        {
+            "event_id": f"{execution.execution_id}01",
+            "event_type": "playbook_started",
+            "node_name": execution.path,
+            "status": "STARTED",
+            "context": orjson.dumps({"workload": workload, "args": orjson.dumps(workload).decode()}).decode(),
+        },
+        {
+            "event_id": f"{execution.execution_id}02",
+            "event_type": "step_completed",
+            "node_name": "start",
+            "status": execution.status,
+            "context": {"workload": workload},
+            "result": execution.result,
+        },
+    ]
+
+
 class ExecutionHandler(_Handler):
     def get(self, execution_id: str) -> None:
         if not execution_id.isdigit():
@@ -248,6 +304,8 @@ class ExecutionHandler(_Handler):
                 "progress": 100 if execution.status in ("COMPLETED", "FAILED") else 50,
                 "result": execution.result,
                 "error": execution.error,
+                "workload": execution.variables,
+                "events": execution_events(execution),
             }
         )
 
@@ -273,10 +331,70 @@ class ExecutionStatusHandler(_Handler):
 
 class ExecutionListHandler(_Handler):
     def get(self) -> None:
-        items = [
-            {"execution_id": e.execution_id, "path": e.path, "status": e.status} for e in self.state.executions.values()
-        ]
+        full = self.get_argument("full", "false").lower() == "true"  # NoETL 4.26's list with workloads
+        items: list[dict[str, Any]] = []
+        for e in self.state.executions.values():
+            item: dict[str, Any] = {"execution_id": e.execution_id, "path": e.path, "status": e.status}
+            if full:
+                item.update(workload=e.variables, result=e.result, events=execution_events(e))
+            items.append(item)
         self.reply({"items": items, "total": len(items)})
+
+
+class ExecutionEventsHandler(_Handler):
+    """``/api/executions/{id}/events``, streamed event by event.
+
+    ``?pad=N`` adds N more events (each ~3 KiB, each with the workload) for large answers;
+    ``?split=key|escape|value`` sends an event with a ``callback_token`` in JSON text cut in two
+    at that place, and sends the second half only once gate ``standin/events-split`` opens.
+    Whole answers instead: gzip-encoded whatever was asked (``?gzip=1``), a 206 whatever was
+    asked (``?partial=1``), or a 206 slice when a ``Range`` header arrives.
+    """
+
+    async def get(self, execution_id: str) -> None:
+        execution = self.state.executions.get(execution_id)
+        if execution is None:
+            self.reply({"detail": "Execution not found"}, 404)
+            return
+        self.set_header("Content-Type", "application/json")
+        whole = orjson.dumps({"execution_id": execution_id, "events": execution_events(execution)})
+        if self.get_argument("partial", "0") == "1" or self.request.headers.get("Range", "").startswith("bytes="):
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes 30-{len(whole) - 1}/{len(whole)}")
+            self.finish(whole[30:])
+            return
+        if self.get_argument("gzip", "0") == "1":
+            self.set_header("Content-Encoding", "gzip")
+            self.finish(gzip.compress(whole))
+            return
+        self.write(b'{"execution_id": "%s", "events": [' % execution_id.encode())
+        events = execution_events(execution)
+        pad = int(self.get_argument("pad", "0"))
+        filler = "x" * 3000
+        for n in range(pad):
+            context = {"workload": execution.variables, "n": n, "filler": filler}
+            events.append({"event_id": f"pad{n}", "event_type": "step_completed", "context": orjson.dumps(context)})
+        pending = b""
+        for n, event in enumerate(events):
+            if isinstance(event.get("context"), bytes):
+                event["context"] = event["context"].decode()
+            pending += (b", " if n else b"") + orjson.dumps(event)
+            if len(pending) >= 64 * 1024:
+                self.write(pending)
+                await self.flush()
+                pending = b""
+        split = self.get_argument("split", "")
+        if split:
+            token = str(execution.variables.get("callback_token", ""))
+            context = orjson.dumps({"marker": "split-here", "callback_token": token}).decode()
+            text = orjson.dumps({"event_id": "split", "context": context})
+            at = text.index(token.encode())
+            cut = {"key": text.index(b"callback_token") + 4, "escape": at - 1, "value": at + len(token) // 2}[split]
+            self.write(pending + (b", " if events else b"") + text[:cut])
+            await self.flush()
+            pending = text[cut:]
+            await self.state.gates.setdefault("standin/events-split", asyncio.Event()).wait()
+        self.finish(pending + b"]}")
 
 
 class ValidateSessionHandler(_Handler):
@@ -334,9 +452,11 @@ def make_standin_app(state: StandinState, extra_routes: list[Any] | None = None)
     routes: list[Any] = [
         (r"/api/health", HealthHandler),
         (r"/api/execute", ExecuteHandler),
+        (r"/api/catalog/resource", CatalogResourceHandler),
         (r"/api/executions", ExecutionListHandler),
         (r"/api/executions/([^/]+)", ExecutionHandler),
         (r"/api/executions/([^/]+)/status", ExecutionStatusHandler),
+        (r"/api/executions/([^/]+)/events", ExecutionEventsHandler),
         (r"/api/auth/session/validate", ValidateSessionHandler),
         *(extra_routes or []),
         (r"/api/(.*)", EchoHandler),

@@ -12,7 +12,7 @@ import orjson
 from tornado.httpserver import HTTPServer
 from tornado.web import Application
 
-from gateway.app import make_app
+from gateway.app import make_app, make_server
 from gateway.config import GatewayConfig, load_config
 from gateway.services import Services
 from tests.support.nats_server import free_port
@@ -24,7 +24,12 @@ class GatewayInstance:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
-        self.env = {"ROUTER_PORT": str(self.port), "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{self.port}", **env}
+        self.env = {
+            "ROUTER_PORT": str(self.port),
+            "GATEWAY_BIND": "127.0.0.1",  # what it listens on (below); GATEWAY_AUTH_BYPASS requires loopback
+            "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{self.port}",
+            **env,
+        }
         self.config: GatewayConfig = load_config(self.env)
         self.services: Services | None = None
         self.server: HTTPServer | None = None
@@ -37,7 +42,7 @@ class GatewayInstance:
     async def start(self, nats_wait_secs: float = 5.0) -> GatewayInstance:
         self.services = Services.create(self.config)
         self.app = app = make_app(self.config, self.services)
-        self.server = HTTPServer(app, max_body_size=1 << 40)
+        self.server = make_server(app, self.config)  # the limits and timeouts of production
         self.server.listen(self.port, address="127.0.0.1")
         await self.services.start(nats_wait_secs=nats_wait_secs)
         return self

@@ -30,7 +30,7 @@ def services_of(gw: GatewayInstance) -> Services:
 async def pending_request(gw: GatewayInstance, token: str, client_id: str, path: str = "tests/manual") -> str:
     """What executePlaybook(clientId) does on its side of the seam, without running a playbook."""
     services = services_of(gw)
-    session = await services.auth.validate(token)
+    session = await services.auth.validate(token, client=None)
     assert session is not None
     request_id = await services.live.prepare_request(session, client_id)
     await services.live.record_pending(request_id, client_id, session, "9001", path)

@@ -35,3 +35,15 @@ class RssSampler:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def reset_peak(pid: int) -> bool:
+    """Restart VmHWM from the current RSS (``clear_refs`` 5), so a peak is the run's, not start-up's.
+
+    False when the kernel refuses (not Linux, or not allowed): then only sampled peaks count.
+    """
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,169 @@
+"""``GATEWAY_ROUTE_POLICY``: an operator's route policy file (YAML or TOML), checked at start.
+
+```yaml
+mode: extend        # extend (default): these rules first, then the built-in ones; replace: only these
+unlisted: admin     # routes no rule names: admin (default) or deny
+rules:
+  - name: ops read variables
+    methods: [GET]
+    path: vars/**
+    roles: [ops, "@admin"]
+```
+
+A file that cannot be read or does not validate stops start-up with one line naming the file
+and the line of the offending rule — a policy that half-loads would open or close routes
+nobody meant to.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.access.routes import (
+    ADMIN,
+    ANY_METHOD,
+    ANY_SIGNED_IN,
+    DEFAULT_RULES,
+    DENY_UNLISTED_RULE,
+    UNLISTED_RULE,
+    RoutePolicy,
+    RouteRule,
+    check_pattern,
+    known_methods,
+)
+from gateway.config import ConfigError, GatewayConfig
+
+_ROLE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+
+
+class RuleSpec(BaseModel):
+    """One rule as written in the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    methods: list[str] = Field(min_length=1)
+    path: str
+    roles: list[str]
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        upper = [method.strip().upper() for method in value]
+        unknown = [m for m in upper if m != ANY_METHOD and m not in known_methods()]
+        if unknown:
+            raise ValueError(f"unknown method {unknown[0]!r} (use GET, HEAD, POST, PUT, PATCH, DELETE or '*')")
+        return upper
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_pattern(value)
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: list[str]) -> list[str]:
+        for role in value:
+            if role not in (ANY_SIGNED_IN, ADMIN) and not _ROLE.fullmatch(role):
+                raise ValueError(f"role {role!r} is not a role name, '*' or '@admin'")
+        return value
+
+
+class PolicySpec(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["extend", "replace"] = "extend"
+    unlisted: Literal["admin", "deny"] = "admin"
+    rules: list[RuleSpec] = Field(default_factory=list)
+
+
+def load_route_policy(config: GatewayConfig) -> RoutePolicy:
+    """The policy in force: the built-in one, or the file's (ConfigError naming file and line)."""
+    path = config.gateway_route_policy
+    if not path:
+        return RoutePolicy(DEFAULT_RULES, config.gateway_admin_roles)
+    spec = read_policy_file(path)
+    rules = [
+        RouteRule(
+            name=item.name or f"{path} rule {index + 1}",
+            methods=frozenset(item.methods),
+            pattern=item.path,
+            roles=frozenset(item.roles),
+        )
+        for index, item in enumerate(spec.rules)
+    ]
+    if spec.mode == "extend":
+        rules.extend(DEFAULT_RULES)
+    unlisted = UNLISTED_RULE if spec.unlisted == "admin" else DENY_UNLISTED_RULE
+    return RoutePolicy(rules, config.gateway_admin_roles, unlisted=unlisted)
+
+
+def read_policy_file(path: str) -> PolicySpec:
+    """Parse and validate; every error names the file and, where it can, the line."""
+    where = f"GATEWAY_ROUTE_POLICY: {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
+    is_toml = path.lower().endswith(".toml")
+    try:
+        data: Any = tomllib.loads(text) if is_toml else yaml.safe_load(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{where}: not valid YAML{line}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must hold a mapping with 'rules'")
+    try:
+        return PolicySpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"]
+        number = _line_of(text, loc, is_toml)
+        at = f" line {number}" if number else ""
+        field = ".".join(str(part) for part in loc) or "file"
+        raise ConfigError(f"{where}:{at}: {field}: {first['msg']}") from None
+
+
+def _line_of(text: str, loc: tuple[int | str, ...], is_toml: bool) -> int | None:
+    """The 1-based line of the rule (or top-level key) an error points at, when it can be found."""
+    if not loc:
+        return None
+    if loc[0] == "rules" and len(loc) > 1 and isinstance(loc[1], int):
+        index = loc[1]
+        if is_toml:
+            headers = [n for n, line in enumerate(text.splitlines(), 1) if line.strip() == "[[rules]]"]
+            return headers[index] if index < len(headers) else None
+        return _yaml_rule_line(text, index)
+    key = str(loc[0])
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*[:=]", line):
+            return number
+    return None
+
+
+def _yaml_rule_line(text: str, index: int) -> int | None:
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key, value in root.value:
+        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
+            if index < len(value.value):
+                return int(value.value[index].start_mark.line) + 1
+    return None

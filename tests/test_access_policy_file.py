@@ -1,0 +1,138 @@
+"""The route policy as data: the default table's decisions, an operator's policy file, and a bad
+file stopping start-up with the line that is wrong (issue 13 part 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.access.policy_file import load_route_policy
+from gateway.access.refusals import AccessDenied
+from gateway.access.routes import default_policy
+from gateway.config import ConfigError, load_config
+from tests.support.gateway import call
+from tests.support.graphql_client import login
+from tests.test_config_cli import run_gateway
+
+USER = ("analyst",)
+ADMIN = ("admin",)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "roles", "allowed"),
+    [
+        ("GET", "executions", USER, True),
+        ("HEAD", "executions/12", USER, True),
+        ("GET", "catalog/a/b/c/ui_schema", USER, True),
+        ("POST", "execute", USER, True),
+        ("POST", "executions/12/cancel", USER, True),
+        ("GET", "executions/12/finalize", USER, False),
+        ("POST", "executions/cleanup", USER, False),
+        ("GET", "executions/cleanup", USER, False),  # named admin-only before the broader read rule
+        ("POST", "executions/12/analyze/ai", USER, False),
+        ("POST", "postgres/execute", USER, False),
+        ("GET", "credentials", USER, False),
+        ("GET", "anything/new", USER, False),
+        ("PUT", "execute", USER, False),
+        ("POST", "postgres/execute", ADMIN, True),
+        ("DELETE", "anything/new", ADMIN, True),
+        ("GET", "executions", (), True),  # signed in with no roles at all
+        ("GET", "credentials", (), False),
+    ],
+)
+def test_default_policy_decisions(method: str, path: str, roles: tuple[str, ...], allowed: bool) -> None:
+    policy = default_policy(["admin"])
+    if allowed:
+        policy.decide(method, path, roles)
+    else:
+        with pytest.raises(AccessDenied):
+            policy.decide(method, path, roles)
+
+
+def test_admin_roles_are_configurable() -> None:
+    policy = default_policy(["platform-admin", "ops"])
+    policy.decide("POST", "postgres/execute", ("ops",))
+    with pytest.raises(AccessDenied):
+        policy.decide("POST", "postgres/execute", ("admin",))
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_policy_file_extends_or_replaces_the_defaults(tmp_path: Path) -> None:
+    yaml_file = write(
+        tmp_path,
+        "p.yaml",
+        "rules:\n  - name: ops read vars\n    methods: [GET]\n    path: /vars/**\n    roles: [ops]\n",
+    )
+    policy = load_route_policy(load_config({"GATEWAY_ROUTE_POLICY": yaml_file}))
+    policy.decide("GET", "vars/1/x", ("ops",))
+    policy.decide("GET", "executions", ("ops",))  # the defaults still follow
+    toml_file = write(
+        tmp_path,
+        "p.toml",
+        'mode = "replace"\nunlisted = "deny"\n[[rules]]\nmethods = ["GET"]\npath = "health"\nroles = ["*"]\n',
+    )
+    replaced = load_route_policy(load_config({"GATEWAY_ROUTE_POLICY": toml_file}))
+    replaced.decide("GET", "health", ())
+    with pytest.raises(AccessDenied):
+        replaced.decide("GET", "executions", ())
+    with pytest.raises(AccessDenied):
+        replaced.decide("GET", "executions", ("admin",))  # unlisted: deny — admins too
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        (
+            "bad.yaml",
+            "rules:\n  - methods: [GET]\n    path: a/**\n    roles: [x]\n"
+            "  - methods: [FETCH]\n    path: b\n    roles: []\n",
+            "line 5",
+        ),
+        ("bad2.yaml", "rules:\n  - methods: [GET]\n    path: a/b*c\n    roles: ['*']\n", "line 2"),
+        ("bad3.yaml", "rules:\n  - methods: [GET]\n    roles: ['*']\n", "line 2"),
+        ("bad4.yaml", "rules: [\n", "line"),
+        (
+            "bad.toml",
+            '[[rules]]\nmethods = ["GET"]\npath = "a"\nroles = ["*"]\n'
+            '[[rules]]\nmethods = ["GET"]\npath = "b"\nroles = ["bad role"]\n',
+            "line 5",
+        ),
+        ("bad5.yaml", "modes: extend\n", "line 1"),
+    ],
+)
+def test_a_bad_policy_file_names_the_line(tmp_path: Path, name: str, text: str, where: str) -> None:
+    path = write(tmp_path, name, text)
+    with pytest.raises(ConfigError, match=where):
+        load_route_policy(load_config({"GATEWAY_ROUTE_POLICY": path}))
+
+
+def test_a_bad_policy_file_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.yaml", "rules:\n  - methods: [GET]\n    path: ../etc\n    roles: ['*']\n")
+    result = run_gateway({"GATEWAY_ROUTE_POLICY": path, "NATS_URL": "", "ROUTER_PORT": "0"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "GATEWAY_ROUTE_POLICY" in lines[0] and "line 2" in lines[0], result.stderr
+    missing = run_gateway({"GATEWAY_ROUTE_POLICY": str(tmp_path / "nope.yaml"), "NATS_URL": ""})
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+@pytest.mark.gen_test
+async def test_an_operator_rule_opens_a_route_to_a_role(
+    tmp_path: Path, make_gateway: Any, client: aiohttp.ClientSession
+) -> None:
+    path = write(tmp_path, "p.yaml", "rules:\n  - methods: [GET]\n    path: vars/*\n    roles: [analyst]\n")
+    gw = await make_gateway(GATEWAY_ROUTE_POLICY=path)
+    token = await login(client, gw, "member-x")
+    headers = {"Authorization": f"Bearer {token}"}
+    status, _, _ = await call(client, "GET", f"{gw.url}/noetl/vars/1", headers=headers)
+    assert status == 200
+    status, _, _ = await call(client, "DELETE", f"{gw.url}/noetl/vars/1", headers=headers)
+    assert status == 403
