@@ -13,7 +13,8 @@ from tornado.web import Application
 from gateway.config import GatewayConfig
 from gateway.services import Services
 from handlers import all_handlers
-from handlers.base import body_read_ceiling, log_request
+from handlers.access_log import log_request
+from handlers.bodies import body_read_ceiling
 from handlers.fallback import NotFoundHandler
 from schema.engine import GraphQLEngine
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from gateway.auth.tokens import is_wellformed_session_token, token_hash
-from handlers.base import ApiError, APIHandler
+from handlers.base import APIHandler
+from handlers.errors import ApiError
 from handlers.models import CheckAccessRequest, LoginRequest, LogoutRequest, ValidateRequest
 
 

@@ -5,10 +5,55 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from handlers.base import ApiError, CallbackHandler
+from gateway.auth.tokens import is_callback_request_id
+from handlers.base import APIHandler
+from handlers.errors import ApiError
 from handlers.models import AsyncCallbackRequest, CallbackRequest, ProgressRequest
 
 log = logging.getLogger("gateway.callbacks")
+
+SPENT_TOKEN = "Callback token already used"
+
+
+class CallbackHandler(APIHandler):
+    """Worker callbacks: the request id's shape, then the callback token (signed, for this id, not
+    yet spent), all before the request id is looked up or becomes a NATS subject."""
+
+    def check_request_id(self, request_id: str) -> None:
+        """400 unless the id is one the gateway could have issued (a uuid)."""
+        if not is_callback_request_id(request_id):
+            raise ApiError(400, "Field 'request_id' is malformed: expected the request id the gateway issued")
+
+    def callback_token_from(self, body_token: str | None) -> str | None:
+        """Token from Authorization Bearer, X-Callback-Token or the body."""
+        header = self.request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer ":
+            return header[7:].strip()
+        return self.request.headers.get("X-Callback-Token") or body_token
+
+    def verify_callback(self, request_id: str, body_token: str | None, *, known: bool) -> None:
+        """``verify_callback_token``, then: once the request's final callback was accepted, nothing more is."""
+        self.verify_callback_token(request_id, body_token, known=known)
+        self.refuse_spent(self.services.spent_callbacks.is_spent(request_id))
+
+    def verify_callback_token(self, request_id: str, body_token: str | None, *, known: bool) -> None:
+        """Required mode: a valid token naming request_id. Legacy: unsigned is fine if known."""
+        token = self.callback_token_from(body_token)
+        if self.config.gateway_callback_auth == "legacy" and not token:
+            if not known:
+                raise ApiError(404, "Request not found")
+            return
+        self.services.signer.verify(token, request_id)  # CallbackTokenError: 401/403
+
+    def refuse_spent(self, spent: bool) -> None:
+        """401 for a request whose final callback was already accepted (its token is used up)."""
+        if spent:
+            raise ApiError(401, SPENT_TOKEN)
+
+    async def spend_callback(self, request_id: str) -> None:
+        """Accept this request's final callback, once: a replay (or a race) gets 401."""
+        if not await self.services.spent_callbacks.spend(request_id):
+            raise ApiError(401, SPENT_TOKEN)
 
 
 class AuthCallbackHandler(CallbackHandler):

@@ -22,7 +22,8 @@ from gateway.live.events import (
     sse_frame,
 )
 from gateway.live.stream import EXPIRED, GONE, REVOKED, SHUTDOWN, SLOW, LiveStream
-from handlers.base import ApiError, APIHandler
+from handlers.base import APIHandler
+from handlers.errors import ApiError
 
 log = logging.getLogger("gateway.events")
 

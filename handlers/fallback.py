@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from handlers.base import ApiError, BaseHandler
+from handlers.base import BaseHandler
+from handlers.errors import ApiError
 
 
 class NotFoundHandler(BaseHandler):

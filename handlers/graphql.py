@@ -7,7 +7,8 @@ from typing import cast
 
 import orjson
 
-from handlers.base import ApiError, APIHandler
+from handlers.base import APIHandler
+from handlers.errors import ApiError
 from handlers.graphiql import content_security_policy, new_nonce, render_page
 from handlers.graphql_http import (
     GRAPHQL_RESPONSE_JSON,

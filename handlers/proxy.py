@@ -32,7 +32,9 @@ from gateway.noetl.client import UpstreamFailure
 from gateway.noetl.exchange import ProxyExchange
 from gateway.noetl.headers import client_response_headers, upstream_request_headers
 from gateway.noetl.paths import canonical_path, unsafe_path_reason, upstream_url
-from handlers.base import ApiError, AuthenticatedHandler
+from handlers.base import AuthenticatedHandler
+from handlers.bodies import pending_body
+from handlers.errors import ApiError
 
 log = logging.getLogger("gateway.proxy")
 
@@ -190,7 +192,7 @@ class ProxyHandler(AuthenticatedHandler):
             self.log_exception(type(error), error, None)
             self.send_error(status, exc_info=(type(error), error, None))
         # _execute() waits for the whole body before calling the method; it will not come.
-        body_future = self.request._body_future
+        body_future = pending_body(self.request)
         if not body_future.done():
             body_future.set_result(None)
 

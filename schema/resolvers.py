@@ -13,8 +13,8 @@ from typing import Any, cast
 from graphql import GraphQLResolveInfo
 
 from gateway.access.redaction import visible_json
-from gateway.executions.api_call import proxy_request
 from gateway.executions import service as executions
+from gateway.executions.api_call import proxy_request
 from gateway.version import __version__
 from schema.context import RequestContext
 

@@ -394,3 +394,48 @@ async def test_300_mb_sent_anonymously_to_every_json_endpoint_keeps_memory_flat(
     # A client still pushing 300 MB when the 413 comes may see the close as a reset instead.
     assert set(statuses) <= {413, None} and 413 in statuses, statuses
     assert growth <= 16 * MIB, f"gateway grew by {growth / MIB:.1f} MiB"
+
+
+@pytest.mark.gen_test
+async def test_tornado_still_keeps_the_streamed_body_future_where_the_gateway_reads_it() -> None:
+    """handlers/bodies.py reaches Tornado's private ``request._body_future`` (no public API): this
+    fails, naming the reason, the day a Tornado release moves it."""
+    import asyncio
+
+    from tornado.httpclient import AsyncHTTPClient
+    from tornado.httpserver import HTTPServer
+    from tornado.web import Application, RequestHandler, stream_request_body
+
+    from handlers.bodies import pending_body, replace_pending_body
+    from tests.support.nats_server import free_port
+
+    seen: dict[str, object] = {}
+
+    @stream_request_body
+    class Probe(RequestHandler):
+        def prepare(self) -> None:
+            future = pending_body(self.request)
+            seen["pending"] = isinstance(future, asyncio.Future) and not future.done()
+            old = replace_pending_body(self.request)
+            seen["replaced"] = pending_body(self.request) is not old
+            old.set_result(None)  # nothing waits on the old one once it is replaced
+
+        def data_received(self, chunk: bytes) -> None:
+            seen["chunk"] = len(chunk)
+
+        def post(self) -> None:
+            seen["ended"] = pending_body(self.request).done()
+            self.finish("ok")
+
+    port = free_port()
+    server = HTTPServer(Application([(r"/", Probe)]))
+    server.listen(port, "127.0.0.1")
+    try:
+        answer = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/", method="POST", body=b"x" * 10)
+    finally:
+        server.stop()
+    assert answer.body == b"ok"
+    assert seen == {"pending": True, "replaced": True, "chunk": 10, "ended": True}, (
+        "Tornado no longer keeps a streamed body's future in request._body_future: handlers/bodies.py "
+        f"pending_body()/replace_pending_body() must follow it ({seen})"
+    )

@@ -16,7 +16,7 @@ from gateway.errors import (
     TooManyPending,
 )
 from gateway.noetl.client import UpstreamError, UpstreamFailure, UpstreamTimeout, UpstreamUnavailable
-from handlers.base import ApiError
+from handlers.errors import ApiError
 from handlers.graphql_http import RequestProblem
 from schema.errors import public_extensions
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,3 +177,11 @@ def test_modules_and_classes_stay_small(path: Path) -> None:
             assert size <= MAX_CLASS_LINES or node.name in reasons, (
                 f"class {node.name} has {size} lines: split it, or name it in a {REASON_MARK} comment at the top"
             )
+
+
+@pytest.mark.parametrize("module", sorted(product_modules()), ids=str)
+def test_every_product_module_imports(module: str) -> None:
+    """mypy runs with ignore_missing_imports: a module path broken by a move would pass it silently."""
+    if module.endswith("__main__"):
+        return
+    importlib.import_module(module)

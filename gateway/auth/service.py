@@ -18,11 +18,11 @@ import logging
 import math
 import time
 import uuid
-from collections import OrderedDict
 from typing import Any
 
 from gateway.auth.auth0 import Auth0Verifier
 from gateway.auth.callbacks import CallbackRouter, CallbackTimeout
+from gateway.auth.miss_budget import MissBudget
 from gateway.auth.rate_limit import RateLimiter
 from gateway.auth.sessions import Session, SessionCache, User, parse_user, session_from_record
 from gateway.auth.tokens import CallbackSigner, is_wellformed_session_token, token_hash
@@ -35,7 +35,6 @@ log = logging.getLogger("gateway.auth")
 
 DEV_USER = User(user_id=0, email="dev@localhost", display_name="Developer (auth bypass)", roles=("admin",))
 # Invalid token hashes remembered per process (oldest dropped first): 64-character keys, ~10 MB.
-NEGATIVE_CACHE_MAX = 50_000
 
 
 class AuthError(PublicError):
@@ -97,10 +96,11 @@ class AuthService:
         self._access_cache: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.login_limiter = RateLimiter(config.gateway_login_rate_per_minute)
-        self.validate_limiter = RateLimiter(
-            config.gateway_validate_miss_per_minute, burst=config.gateway_validate_miss_burst
+        self.misses = MissBudget(
+            config.gateway_validate_miss_per_minute,
+            config.gateway_validate_miss_burst,
+            config.gateway_negative_cache_secs,
         )
-        self._invalid: OrderedDict[str, float] = OrderedDict()  # token hash -> until (monotonic)
         self.auth0: Auth0Verifier | None = None
         if config.auth0_domain:
             self.auth0 = Auth0Verifier(config.auth0_domain, config.auth0_audience, config.auth0_jwks_url, noetl.http)
@@ -196,10 +196,10 @@ class AuthService:
         if cached is not None:
             return cached
         hashed = token_hash(token)
-        if await self.sessions.was_revoked(hashed) or self._known_invalid(hashed):
+        if await self.sessions.was_revoked(hashed) or self.misses.known_invalid(hashed):
             return None
         if client is not None:
-            retry_after = self.validate_limiter.acquire(client)
+            retry_after = self.misses.spend(client)
             if retry_after > 0:
                 raise ValidationBudgetExceeded(retry_after)
         status, answer = await self._noetl.validate_session(token, self._config.auth_session_db_credential)
@@ -227,32 +227,13 @@ class AuthService:
     async def _accept_validation(self, answer: dict[str, Any], hashed: str) -> Session | None:
         session = session_from_record(answer, hashed) if answer.get("valid") is True else None
         if session is None or session.expired:
-            self._remember_invalid(hashed)
+            self.misses.remember_invalid(hashed)
             await self.sessions.evict(hashed)
             return None
         if self.sessions.is_revoked(hashed):
             return None
         await self.sessions.store(session)
         return session
-
-    def _known_invalid(self, hashed: str) -> bool:
-        until = self._invalid.get(hashed)
-        if until is None:
-            return False
-        if until > time.monotonic():
-            return True
-        del self._invalid[hashed]
-        return False
-
-    def _remember_invalid(self, hashed: str) -> None:
-        """NoETL said invalid: the same token is refused without asking again for a short while."""
-        ttl = self._config.gateway_negative_cache_secs
-        if ttl <= 0:
-            return
-        self._invalid.pop(hashed, None)
-        self._invalid[hashed] = time.monotonic() + ttl
-        while len(self._invalid) > NEGATIVE_CACHE_MAX:
-            self._invalid.popitem(last=False)
 
     # -- access ----------------------------------------------------------------------------
 

@@ -10,18 +10,13 @@ Entries carry their own local expiry (bucket max age from the entry's store time
 bucket's max-age expiry may produce no watch event, and a mirror must never serve
 past it.
 
-The in-process copy is bounded (``max_local`` entries). When full, entries that carry no
-information go first (expired here, or ``obsolete`` by the owner's rule); if that is not
-enough the oldest go, and until the last of them would have expired anyway the mirror is
-*incomplete*: ``complete`` is False, and a caller for whom a miss means something (a
-revocation) confirms it with ``fetch``. So a full mirror costs a network read, never a
-forgotten entry.
+The in-process copy is bounded (``max_local`` entries; gateway/nats/local_copy.py says what
+goes first when it is full, and when a miss must be confirmed with ``fetch``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -33,12 +28,12 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from gateway.nats.link import NatsLink
+from gateway.nats.local_copy import Entries, LocalCopy, Obsolete
 from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.kv")
 
 ChangeListener = Callable[[str, dict[str, Any] | None], None]
-Obsolete = Callable[[dict[str, Any], float], bool]  # (value, now) -> the entry no longer matters
 _MAX_QUEUED_WRITES = 10_000
 _MAX_LOCAL_ENTRIES = 200_000
 
@@ -60,13 +55,10 @@ class KvBucket:
         self.name = name
         self.ttl = float(ttl_secs)
         self.mirrored = mirror
-        self.max_local = max(1, max_local)
-        self._obsolete = obsolete
-        self._incomplete_until = 0.0  # entries dropped for room would have expired by then
+        self._copy = LocalCopy(name, self.ttl, max_local, obsolete)
         self._link = link
         self._history = history
         self._kv: KeyValue | None = None
-        self._local: dict[str, tuple[dict[str, Any], float]] = {}
         self._queued: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
         self._watch_task: asyncio.Task[None] | None = None
         self._listeners: list[ChangeListener] = []
@@ -107,10 +99,10 @@ class KvBucket:
                     self._queued.move_to_end(key, last=False)
                 raise
             if not self.mirrored and key not in self._queued:
-                self._local.pop(key, None)
+                self._copy.pop(key)
         if not self.mirrored and not self._queued:
             # The outage copies are in the bucket now; a stale copy must not hide later writes.
-            self._local.clear()
+            self._copy.clear()
 
     def _on_link_state(self, connected: bool) -> None:
         if connected and self._queued and self._kv is not None:
@@ -135,17 +127,17 @@ class KvBucket:
             log.warning("KV %s: initial sync slow; continuing", self.name)
 
     async def _consume(self, watcher: Any) -> None:
-        fresh: dict[str, tuple[dict[str, Any], float]] = {}
+        fresh: Entries = {}
         syncing = True
         try:
             async for entry in watcher:
                 if entry is None:  # end of the initial values
                     if syncing:
                         syncing = False
-                        self._local = fresh
+                        self._copy.entries = fresh
                         self.mirror_synced.set()
                     continue
-                target = fresh if syncing else self._local
+                target = fresh if syncing else self._copy.entries
                 if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                     target.pop(entry.key, None)
                     if not syncing:
@@ -157,9 +149,7 @@ class KvBucket:
                     log.warning("KV %s: undecodable value ignored", self.name)
                     continue
                 stored_at = entry.created.timestamp() if entry.created is not None else time.time()
-                if entry.key not in target:
-                    self._make_room(target)
-                target[entry.key] = (value, stored_at + self.ttl)
+                self._copy.put_into(target, entry.key, value, stored_at)
                 if not syncing:
                     self._notify(entry.key, value)
         except asyncio.CancelledError:
@@ -199,7 +189,7 @@ class KvBucket:
     @property
     def complete(self) -> bool:
         """False while entries dropped for room (a full mirror) may still be live in the bucket."""
-        return time.time() >= self._incomplete_until
+        return self._copy.complete
 
     async def fetch(self, key: str) -> dict[str, Any] | None:
         """The bucket's value, bypassing the local copy (None when absent or NATS is away)."""
@@ -217,52 +207,33 @@ class KvBucket:
 
     def get_local(self, key: str) -> dict[str, Any] | None:
         """The in-process copy (mirror or fallback), if present and not expired."""
-        item = self._local.get(key)
-        if item is None:
-            return None
-        value, expires = item
-        if expires <= time.time():
-            self._local.pop(key, None)
-            return None
-        return value
+        return self._copy.get(key)
 
     async def get(self, key: str) -> dict[str, Any] | None:
         """Local copy first; then the bucket (covers a watch that has not caught up yet)."""
         value = self.get_local(key)
         if value is not None:
             return value
-        kv = self._online
-        if kv is None:
-            return None
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            return None
-        except Exception as exc:
-            log.warning("KV %s get failed (%s); treating as a miss", self.name, type(exc).__name__)
-            return None
-        if not entry.value:
-            return None
-        value = orjson.loads(entry.value)
-        if self.mirrored:
-            self._remember(key, value)
+        value = await self.fetch(key)
+        if value is not None and self.mirrored:
+            self._copy.remember(key, value)
         return value
 
     async def put(self, key: str, value: dict[str, Any]) -> None:
         """Store a value; locally at once, in the bucket now or after reconnect."""
         if self.mirrored or self._online is None:
-            self._remember(key, value)
+            self._copy.remember(key, value)
         kv = self._online
         if kv is not None:
             self._queued.pop(key, None)  # before sending: an older queued value must not be replayed over it
             try:
                 await kv.put(key, orjson.dumps(value))
                 if not self.mirrored:
-                    self._local.pop(key, None)
+                    self._copy.pop(key)
                 return
             except Exception as exc:
                 log.warning("KV %s put failed (%s); queued for replay", self.name, type(exc).__name__)
-                self._remember(key, value)
+                self._copy.remember(key, value)
         self._queue(key, value)
 
     async def create(self, key: str, value: dict[str, Any]) -> bool:
@@ -282,15 +253,15 @@ class KvBucket:
             except Exception as exc:
                 log.warning("KV %s create failed (%s); decided in process memory", self.name, type(exc).__name__)
             else:
-                self._remember(key, value)
+                self._copy.remember(key, value)
                 return True
-        self._remember(key, value)
+        self._copy.remember(key, value)
         self._queue(key, value)
         return True
 
     async def delete(self, key: str) -> None:
         """Remove a value everywhere; queued if NATS is away."""
-        self._local.pop(key, None)
+        self._copy.pop(key)
         kv = self._online
         if kv is not None:
             self._queued.pop(key, None)
@@ -301,36 +272,6 @@ class KvBucket:
                 log.warning("KV %s delete failed (%s); queued for replay", self.name, type(exc).__name__)
         self._queue(key, None)
 
-    def _remember(self, key: str, value: dict[str, Any]) -> None:
-        if key not in self._local:
-            self._make_room(self._local)
-        self._local[key] = (value, time.time() + self.ttl)
-
-    def _make_room(self, target: dict[str, tuple[dict[str, Any], float]]) -> None:
-        """Keep ``target`` under ``max_local``: drop what carries no information, then the oldest.
-
-        One scan frees at least a tenth of the room (the oldest go if need be), so a full mirror
-        scans once per tenth of its size, not once per entry.
-        """
-        if len(target) < self.max_local:
-            return
-        now = time.time()
-        obsolete = self._obsolete
-        for key in [k for k, (v, exp) in target.items() if exp <= now or (obsolete is not None and obsolete(v, now))]:
-            del target[key]
-        excess = len(target) - (self.max_local - max(1, self.max_local // 10))
-        if excess > 0:
-            for key in list(itertools.islice(target, excess)):
-                _, expires = target.pop(key)
-                self._incomplete_until = max(self._incomplete_until, expires)
-            log.warning(
-                "KV %s: local copy full (%d entries); %d dropped, misses are read from NATS until %s",
-                self.name,
-                self.max_local,
-                excess,
-                time.strftime("%H:%M:%S", time.localtime(self._incomplete_until)),
-            )
-
     def _queue(self, key: str, value: dict[str, Any] | None) -> None:
         self._queued.pop(key, None)
         self._queued[key] = value
@@ -340,4 +281,4 @@ class KvBucket:
             self._on_link_state(True)
 
     def __len__(self) -> int:
-        return len(self._local)
+        return len(self._copy)
