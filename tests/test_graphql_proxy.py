@@ -87,6 +87,9 @@ async def test_ssrf_attempts_are_refused_before_leaving(
         "/api/%2e%2e/admin",
         "/api/%2E%2E/admin",
         "/api/catalog%2f..%2fadmin",
+        "/api/%252e%252e/admin",  # double-encoded: a server that decodes twice sees ".."
+        "/api/..;x/admin",  # ".." to servers that strip path parameters
+        "/api/catalog/%2e./admin",
         "/api/catalog%2Fx",
         "/api/catalog%5cx",
         "/api\\catalog",

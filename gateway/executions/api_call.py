@@ -1,8 +1,10 @@
 """``proxyRequest``: one NoETL API call as the signed-in user, with the path held tight.
 
-The endpoint must be a plain path under ``/api/``: no scheme, host, userinfo, ``.``/``..``
-segments, empty segments, backslashes, or percent-encoded dots/slashes — the gateway
-never lets a client steer the upstream URL outside the NoETL API.
+The endpoint must be a plain path under ``/api/`` (no scheme, host, userinfo, empty segments or
+malformed escapes), and the rest of it must pass the same path-safety rule as ``/noetl/*``
+(``gateway.noetl.paths.unsafe_path_reason``: no ``.``/``..`` segment raw, encoded or double
+encoded, ``..;x``, encoded slash or backslash, control character) — the gateway never lets a
+client steer the upstream URL outside the NoETL API, by either way in.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from gateway.access.redaction import visible_json
 from gateway.executions.caller import Caller as RequestContext  # schema.context.RequestContext is one
 from gateway.executions.service import BadExecutionInput
 from gateway.noetl.client import upstream_detail
-from gateway.noetl.paths import canonical_path
+from gateway.noetl.paths import canonical_path, unsafe_path_reason
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 MAX_ENDPOINT_LENGTH = 2048
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:/%]+")
 _QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:/?%@]*")
-_PERCENT = re.compile(r"%(.{0,2})")
-_FORBIDDEN_ENCODED = frozenset("./\\")
+_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a "%" not followed by two hex digits
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -37,32 +38,20 @@ def check_endpoint(endpoint: str) -> str:
         raise BadExecutionInput("endpoint may only contain URL path characters (no host, userinfo, '\\' or spaces)")
     if "//" in path:
         raise BadExecutionInput("endpoint must not contain empty path segments ('//')")
-    if any(segment in (".", "..") for segment in path.split("/")):
-        raise BadExecutionInput("endpoint must not contain '.' or '..' segments")
-    _check_percent_escapes(path, "endpoint")
+    if _ESCAPE.search(path):
+        raise BadExecutionInput("endpoint has a malformed percent-escape")
     if has_query:
         if not _QUERY_CHARS.fullmatch(query):
             raise BadExecutionInput("endpoint query string contains characters that are not allowed")
-        _check_percent_escapes(query, "endpoint query string", dots_ok=True)
+        if _ESCAPE.search(query):
+            raise BadExecutionInput("endpoint query string has a malformed percent-escape")
     rest = path[len("/api/") :]
     if not rest:
         raise BadExecutionInput("endpoint must name an API path under /api/")
+    reason = unsafe_path_reason(rest)  # the one path-safety rule, shared with /noetl/*
+    if reason is not None:
+        raise BadExecutionInput(f"endpoint: {reason}")
     return rest + (f"?{query}" if has_query else "")
-
-
-def _check_percent_escapes(text: str, what: str, *, dots_ok: bool = False) -> None:
-    for match in _PERCENT.finditer(text):
-        digits = match.group(1)
-        try:
-            char = chr(int(digits, 16)) if len(digits) == 2 else None
-        except ValueError:
-            char = None
-        if char is None:
-            raise BadExecutionInput(f"{what} has a malformed percent-escape")
-        if dots_ok:
-            continue
-        if char in _FORBIDDEN_ENCODED or ord(char) < 32:
-            raise BadExecutionInput(f"{what} must not contain encoded dots, slashes or control characters")
 
 
 async def proxy_request(context: RequestContext, method: str, endpoint: str, body: Any) -> dict[str, Any]:
