@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.auth.tokens import token_hash
 from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
+from gateway.timestamps import epoch_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,21 +97,8 @@ def parse_user(raw: Any) -> User | None:
 
 
 def parse_expiry(raw: Any) -> float | None:
-    """Epoch seconds from an ISO-8601 string (naive = UTC) or a number; None if unknown."""
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return float(raw) / 1000.0 if raw > 1e12 else float(raw)
-    if isinstance(raw, str):
-        text = raw.strip().replace("Z", "+00:00")
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp()
-    return None
+    """Epoch seconds of ``expires_at`` (gateway.timestamps' one rule); None if unknown."""
+    return epoch_seconds(raw)
 
 
 def session_from_record(record: dict[str, Any], hashed: str) -> Session | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -22,6 +21,7 @@ import orjson
 from gateway.auth.sessions import Session
 from gateway.errors import BadExecutionInput
 from gateway.noetl.client import UpstreamError
+from gateway.timestamps import epoch_seconds, iso_utc
 
 if TYPE_CHECKING:
     from gateway.services import Services
@@ -246,20 +246,15 @@ def _number(value: Any) -> float | None:
 
 
 def _timestamp(value: Any) -> tuple[str, float | None] | None:
-    """(ISO 8601 text, epoch seconds) from an ISO string or an epoch number."""
+    """(ISO 8601 text, epoch seconds) from an ISO string or an epoch number (gateway.timestamps)."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        epoch = float(value) / (1000.0 if value > 10_000_000_000 else 1.0)
-        return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z"), epoch
+        epoch = epoch_seconds(value)
+        text = iso_utc(epoch) if epoch is not None else None
+        return (text, epoch) if text is not None else (str(value), None)
     text = str(value).strip()
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return (text, None) if text else None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return text, parsed.timestamp()
+    return (text, epoch_seconds(text)) if text else None
 
 
 def _error_text(error: Any) -> str | None:
