@@ -33,7 +33,6 @@ INTERNAL_ERROR = -32603
 
 _POS_RE = re.compile(r"(\d{1,19})(?:\.(\d{1,19}))?")
 _CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def format_pos(pos: Pos) -> str:
@@ -54,11 +53,6 @@ def parse_pos(text: str | None) -> Pos | None:
 def is_client_id(text: str | None) -> bool:
     """A client id is used as a NATS subject token and a KV key: keep it to a safe alphabet."""
     return bool(text) and _CLIENT_ID_RE.fullmatch(text or "") is not None
-
-
-def is_request_id(text: str | None) -> bool:
-    """Request ids are ours (uuid4); anything else cannot name a pending request."""
-    return bool(text) and _REQUEST_ID_RE.fullmatch(text or "") is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,8 @@ import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from gateway.live.events import is_client_id, is_request_id
+from gateway.auth.tokens import is_callback_request_id
+from gateway.live.events import is_client_id
 from gateway.nats.kv import KvBucket
 from gateway.nats.link import NatsLink
 
@@ -141,7 +142,7 @@ class RequestStore:
 
     async def get(self, request_id: str) -> dict[str, Any] | None:
         """A pending request, or None (unknown, expired, delivered, or not a request id)."""
-        if not is_request_id(request_id):
+        if not is_callback_request_id(request_id):  # ours, or it names nothing
             return None
         record = await self._read(request_id)
         if not isinstance(record, dict) or not record.get("client_id") or not record.get("session"):
