@@ -21,6 +21,8 @@ from gateway.auth.service import AuthService
 from gateway.auth.sessions import SessionCache, tombstone_obsolete
 from gateway.auth.tokens import CallbackSigner, SpentCallbacks
 from gateway.config import GatewayConfig
+from gateway.executions.api_call import ApiCalls
+from gateway.executions.service import Executions
 from gateway.live.hub import LiveHub
 from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
@@ -45,6 +47,8 @@ class Services:
     auth: AuthService
     access: AccessGuard
     live: LiveHub
+    executions: Executions
+    api_calls: ApiCalls
     spent_callbacks: SpentCallbacks
     buckets: list[KvBucket] = field(default_factory=list)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -111,6 +115,16 @@ class Services:
         spent_bucket = KvBucket(
             link, config.nats_spent_callback_bucket, config.gateway_callback_token_ttl_secs, mirror=True
         )
+        executions = Executions(
+            noetl, access, live, signer, public_url=config.public_url, admin_roles=config.gateway_admin_roles
+        )
+        api_calls = ApiCalls(
+            noetl,
+            access,
+            timeout_secs=config.gateway_proxy_timeout_secs,
+            max_answer_bytes=config.gateway_proxy_request_max_answer_bytes,
+            admin_roles=config.gateway_admin_roles,
+        )
         services = cls(
             config=config,
             metrics=metrics,
@@ -123,6 +137,8 @@ class Services:
             auth=auth,
             access=access,
             live=live,
+            executions=executions,
+            api_calls=api_calls,
             spent_callbacks=SpentCallbacks(spent_bucket),
             buckets=[session_bucket, revoked_bucket, spent_bucket],
         )

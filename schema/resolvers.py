@@ -1,7 +1,7 @@
 """Resolvers of ``schema.graphql``, attached to ``build_schema``'s result by ``schema.build``.
 
-Each resolver is a thin async function: the logic lives in ``gateway.executions`` and
-``gateway.graphql_proxy``; resolvers return dicts keyed by GraphQL field names, which
+Each resolver is a thin async function: the logic lives in ``gateway.executions``
+(``services.executions`` and ``services.api_calls``); resolvers return dicts keyed by GraphQL field names, which
 graphql-core's default resolver reads for the nested types.
 """
 
@@ -12,9 +12,6 @@ from typing import Any, cast
 
 from graphql import GraphQLResolveInfo
 
-from gateway.access.redaction import visible_json
-from gateway.executions import service as executions
-from gateway.executions.api_call import proxy_request
 from gateway.version import __version__
 from schema.context import RequestContext
 
@@ -50,11 +47,7 @@ def resolve_me(_root: Any, info: GraphQLResolveInfo) -> dict[str, Any]:
 async def resolve_execution(_root: Any, info: GraphQLResolveInfo, id: str) -> dict[str, Any] | None:
     """NoETL's view of one execution; null when unknown. Credentials in it only for admins."""
     context = _context(info)
-    described = await executions.get_execution(context.services, id)
-    if described is None:
-        return None
-    visible = visible_json(described, context.session.user.roles, context.services.config.gateway_admin_roles)
-    return cast(dict[str, Any], visible)
+    return await context.services.executions.get(id, context.session.user.roles)
 
 
 # -- Mutation ----------------------------------------------------------------------------
@@ -69,9 +62,7 @@ async def resolve_execute_playbook(
 ) -> dict[str, Any]:
     """Start a playbook (access check and live-results seam in gateway.executions)."""
     context = _context(info)
-    started = await executions.execute_playbook(
-        context.services, context.session, context.token, name, variables, clientId
-    )
+    started = await context.services.executions.start(context.session, context.token, name, variables, clientId)
     return {
         "id": started.execution_id,
         "executionId": started.execution_id,
@@ -84,7 +75,10 @@ async def resolve_execute_playbook(
 
 async def resolve_proxy_request(_root: Any, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
     """One NoETL API call as the signed-in user."""
-    return await proxy_request(_context(info), input["method"], input["endpoint"], input.get("body"))
+    context = _context(info)
+    return await context.services.api_calls.call(
+        context.session, context.token, context.request_id, input["method"], input["endpoint"], input.get("body")
+    )
 
 
 Resolver = Callable[..., Any]

@@ -118,14 +118,14 @@ async def test_variables_must_be_an_object(
 
 @contextmanager
 def live_replaced(gw: GatewayInstance, replacement: object) -> Iterator[None]:
-    """Swap ``services.live`` for one test (the SSE module may or may not be installed)."""
-    services = gw.services
-    original = getattr(services, "live", None)
-    services.live = replacement  # type: ignore[union-attr]
+    """Swap the live-results side of ``services.executions`` for one test (the LiveResults seam)."""
+    executions = gw.services.executions
+    original = executions.live
+    executions.live = replacement  # type: ignore[assignment]
     try:
         yield
     finally:
-        services.live = original  # type: ignore[union-attr]
+        executions.live = original
 
 
 class RecordingLive:

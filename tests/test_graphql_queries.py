@@ -7,7 +7,7 @@ import time
 import aiohttp
 import pytest
 
-from gateway.executions.service import describe_execution
+from gateway.executions.describe import describe_execution
 from gateway.version import __version__
 from tests.conftest import GatewayFactory, Standin
 from tests.standin.server import Execution

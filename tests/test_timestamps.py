@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.auth.sessions import parse_expiry
-from gateway.executions.service import describe_execution
+from gateway.executions.describe import describe_execution
 from gateway.timestamps import epoch_seconds, iso_utc
 
 

@@ -10,14 +10,16 @@ client steer the upstream URL outside the NoETL API, by either way in.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
+from gateway.access.guard import AccessGuard
 from gateway.access.redaction import visible_json
-from gateway.executions.caller import Caller as RequestContext  # schema.context.RequestContext is one
-from gateway.executions.service import BadExecutionInput
-from gateway.noetl.client import upstream_detail
+from gateway.auth.sessions import Session
+from gateway.errors import BadExecutionInput
+from gateway.noetl.client import NoetlClient, upstream_detail
 from gateway.noetl.paths import canonical_path, unsafe_path_reason
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
@@ -54,39 +56,49 @@ def check_endpoint(endpoint: str) -> str:
     return rest + (f"?{query}" if has_query else "")
 
 
-async def proxy_request(context: RequestContext, method: str, endpoint: str, body: Any) -> dict[str, Any]:
-    """Send the call; NoETL's answer (any status) becomes ``ProxyResponse`` fields."""
-    verb = method.strip().upper()
-    if verb not in ALLOWED_METHODS:
-        raise BadExecutionInput("method must be one of GET, POST, PUT, PATCH, DELETE")
-    api_path = check_endpoint(endpoint)
-    if body is not None and verb == "GET":
-        raise BadExecutionInput("body is not allowed with GET")
-    services = context.services
-    user = context.session.user
-    raw_path = api_path.split("?", 1)[0]
-    await services.access.check_call(context.token, user.roles, verb, canonical_path(raw_path), raw_path, body)
-    headers = {
-        "X-Noetl-User-Id": str(user.user_id),
-        "X-Noetl-User-Email": user.email,
-        "X-Request-Id": context.request_id,
-    }
-    try:
-        status, answer = await services.noetl.request_json(
-            verb,
-            api_path,
-            body,
-            timeout=services.config.gateway_proxy_timeout_secs,
-            headers=headers,
-            max_bytes=services.config.gateway_proxy_request_max_answer_bytes,
-        )
-    except orjson.JSONEncodeError:
-        raise BadExecutionInput("body cannot be sent as JSON (nested too deeply?)") from None
-    # Before anything is read from it: NoETL's error details may quote a workload too.
-    answer = visible_json(answer, user.roles, services.config.gateway_admin_roles)
-    if 200 <= status < 300:
-        return {"success": True, "data": answer, "error": None, "status": status}
-    return {"success": False, "data": answer, "error": _describe(status, answer), "status": status}
+class ApiCalls:
+    """``proxyRequest``: one NoETL API call as the signed-in user, through the one access policy."""
+
+    def __init__(
+        self,
+        noetl: NoetlClient,
+        access: AccessGuard,
+        *,
+        timeout_secs: float,
+        max_answer_bytes: int,
+        admin_roles: Iterable[str],
+    ) -> None:
+        self.noetl = noetl
+        self.access = access
+        self.timeout_secs = timeout_secs
+        self.max_answer_bytes = max_answer_bytes
+        self.admin_roles = tuple(admin_roles)
+
+    async def call(
+        self, session: Session, token: str, request_id: str, method: str, endpoint: str, body: Any
+    ) -> dict[str, Any]:
+        """Send the call; NoETL's answer (any status) becomes ``ProxyResponse`` fields."""
+        verb = method.strip().upper()
+        if verb not in ALLOWED_METHODS:
+            raise BadExecutionInput("method must be one of GET, POST, PUT, PATCH, DELETE")
+        api_path = check_endpoint(endpoint)
+        if body is not None and verb == "GET":
+            raise BadExecutionInput("body is not allowed with GET")
+        user = session.user
+        raw_path = api_path.split("?", 1)[0]
+        await self.access.check_call(token, user.roles, verb, canonical_path(raw_path), raw_path, body)
+        headers = {"X-Noetl-User-Id": str(user.user_id), "X-Noetl-User-Email": user.email, "X-Request-Id": request_id}
+        try:
+            status, answer = await self.noetl.request_json(
+                verb, api_path, body, timeout=self.timeout_secs, headers=headers, max_bytes=self.max_answer_bytes
+            )
+        except orjson.JSONEncodeError:
+            raise BadExecutionInput("body cannot be sent as JSON (nested too deeply?)") from None
+        # Before anything is read from it: NoETL's error details may quote a workload too.
+        answer = visible_json(answer, user.roles, self.admin_roles)
+        if 200 <= status < 300:
+            return {"success": True, "data": answer, "error": None, "status": status}
+        return {"success": False, "data": answer, "error": _describe(status, answer), "status": status}
 
 
 def _describe(status: int, answer: Any) -> str:
