@@ -59,7 +59,7 @@ class GatewayConfig(BaseModel):
     nats_password: str | None = None
     nats_connect_timeout_secs: float = Field(2.0, gt=0)
     nats_callback_subject_prefix: str = "noetl.callbacks"
-    nats_updates_subject_prefix: str = "playbooks.executions."
+    nats_updates_subject_prefix: str = "noetl.events."
     nats_session_bucket: str = "sessions"
     nats_session_cache_ttl_secs: int = Field(300, gt=0)
     nats_request_bucket: str = "requests"
