@@ -61,6 +61,7 @@ class ProxyHandler(AuthenticatedHandler):
         self._client_gone = False
         self._body_done = False
         self._waiting_task: asyncio.Task[Any] | None = None
+        self._answer_started = False
 
     def compute_etag(self) -> str | None:
         """NoETL's ETag passes through; Tornado must not invent one (or answer 304 itself)."""
@@ -242,7 +243,7 @@ class ProxyHandler(AuthenticatedHandler):
                 task.uncancel()
         finally:
             self._waiting_task = None
-        if self._client_gone and not self._headers_written:
+        if self._client_gone and not self._answer_started:
             self.set_status(499, "Client Closed Request")  # what the access log shows (nginx's code)
 
     async def _check_execute_access(self, body: bytes) -> None:
@@ -277,6 +278,7 @@ class ProxyHandler(AuthenticatedHandler):
                 if refusal is not None:
                     raise ApiError(502, refusal)
             self._copy_status_and_headers(response, redacted=redactor is not None)
+            self._answer_started = True  # NoETL's status is the answer's now (the access log keeps it)
             if self.request.method == "HEAD" or response.status in (204, 304) or 100 <= response.status < 200:
                 await self.flush()
                 self.finish()
