@@ -24,6 +24,7 @@ from gateway.noetl.client import UpstreamFailure
 from gateway.services import Services
 from handlers.bodies import BoundedBodyHandler, pending_body
 from handlers.errors import ApiError
+from handlers.json_body import decode_json_body
 from handlers.models import describe_validation_error
 from handlers.request_ids import request_id_for
 
@@ -206,16 +207,8 @@ class APIHandler(BaseHandler):
 
     def parse_body(self, model: type[BodyT]) -> BodyT:
         """Validate the JSON body against a model; 413/415/400 with a clear message."""
-        raw = self.request.body or b""  # never over body_limit(): BaseHandler refused it before
-        ctype = self.request.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
-        if raw and ctype not in ("application/json", "") and not ctype.endswith("+json"):
-            raise ApiError(415, "Content-Type must be application/json")
-        if not raw.strip():
-            raise ApiError(400, "Request body must be a JSON object")
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise ApiError(400, "Malformed JSON in request body") from None
+        # Never over body_limit(): BoundedBodyHandler refused it before it was read.
+        data = decode_json_body(self.request.body or b"", self.request.headers.get("Content-Type"))
         if not isinstance(data, dict):
             raise ApiError(400, "Request body must be a JSON object")
         try:

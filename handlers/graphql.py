@@ -49,11 +49,7 @@ class GraphQLHandler(APIHandler):
         self.check_cookie_origin()
         await self._authenticate()
         request = self._parse(
-            lambda: request_from_json(
-                self.request.body or b"",
-                self.request.headers.get("Content-Type"),
-                self.config.gateway_max_body_bytes,
-            )
+            lambda: request_from_json(self.request.body or b"", self.request.headers.get("Content-Type"))
         )
         await self._run(request, allow_mutations=True)
 

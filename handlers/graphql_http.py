@@ -13,17 +13,10 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import BAD_REQUEST, PublicError
+from handlers.json_body import RequestProblem, decode_json_body
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
-
-
-class RequestProblem(PublicError):
-    """The HTTP request is not a well-formed GraphQL request: ``status`` and public text."""
-
-    def __init__(self, status: int, public: str) -> None:
-        super().__init__(status, BAD_REQUEST, public)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,19 +103,9 @@ def _check_fields(query: Any, variables: Any, operation_name: Any, where: str) -
     return GraphQLRequest(query, variables, operation_name or None)
 
 
-def request_from_json(raw: bytes, content_type: str | None, max_bytes: int) -> GraphQLRequest:
+def request_from_json(raw: bytes, content_type: str | None) -> GraphQLRequest:
     """A POST body: ``{"query", "variables"?, "operationName"?, "extensions"?}``."""
-    if len(raw) > max_bytes:
-        raise RequestProblem(413, f"Request body too large (limit {max_bytes} bytes)")
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media not in (APPLICATION_JSON, ""):
-        raise RequestProblem(415, "Content-Type must be application/json")
-    if not raw.strip():
-        raise RequestProblem(400, "Request body must be a JSON object with a 'query'")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise RequestProblem(400, "Malformed JSON in request body") from None
+    body = decode_json_body(raw, content_type, empty="Request body must be a JSON object with a 'query'")
     if isinstance(body, list):
         raise RequestProblem(400, "Batched GraphQL requests are not supported; send one object per request")
     if not isinstance(body, dict):

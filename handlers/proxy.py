@@ -15,7 +15,6 @@ import logging
 from typing import Any
 
 import aiohttp
-import orjson
 from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
@@ -35,6 +34,7 @@ from gateway.noetl.paths import canonical_path, unsafe_path_reason, upstream_url
 from handlers.base import AuthenticatedHandler
 from handlers.bodies import pending_body
 from handlers.errors import ApiError
+from handlers.json_body import decode_json_body
 
 log = logging.getLogger("gateway.proxy")
 
@@ -248,10 +248,7 @@ class ProxyHandler(AuthenticatedHandler):
 
     async def _check_execute_access(self, body: bytes) -> None:
         """A start (POST /noetl/execute …) is checked on the playbook it will really run."""
-        try:
-            data = orjson.loads(body) if body.strip() else None
-        except orjson.JSONDecodeError:
-            raise ApiError(400, "Malformed JSON in request body") from None
+        data = decode_json_body(body, None)  # NoETL reads JSON whatever the Content-Type says
         assert self.session_token is not None
         try:
             await self.services.access.check_body_start(self.session_token, data)

@@ -17,7 +17,7 @@ from gateway.errors import (
 )
 from gateway.noetl.client import UpstreamError, UpstreamFailure, UpstreamTimeout, UpstreamUnavailable
 from handlers.errors import ApiError
-from handlers.graphql_http import RequestProblem
+from handlers.json_body import RequestProblem
 from schema.errors import public_extensions
 
 

@@ -17,6 +17,7 @@ import orjson
 
 from gateway.access.guard import AccessGuard
 from gateway.access.redaction import visible_json
+from gateway.access.starts import check_playbook_path
 from gateway.auth.sessions import Session
 from gateway.auth.tokens import CallbackSigner
 from gateway.errors import BadExecutionInput
@@ -24,8 +25,6 @@ from gateway.executions.describe import check_execution_id, describe_execution
 from gateway.noetl.client import NoetlClient, UpstreamError
 
 log = logging.getLogger("gateway.executions")
-
-MAX_PLAYBOOK_PATH = 1024
 
 
 class LiveResults(Protocol):
@@ -56,18 +55,6 @@ class StartedExecution:
     status: str | None
     request_id: str | None
     answer: dict[str, Any]
-
-
-def check_playbook_name(name: str) -> str:
-    """A usable catalog path, or BadExecutionInput."""
-    name = name.strip()
-    if not name:
-        raise BadExecutionInput("Playbook name must not be empty")
-    if len(name) > MAX_PLAYBOOK_PATH:
-        raise BadExecutionInput(f"Playbook name is longer than {MAX_PLAYBOOK_PATH} characters")
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
-        raise BadExecutionInput("Playbook name must not contain control characters")
-    return name
 
 
 def _execution_id_of(answer: dict[str, Any]) -> Any:
@@ -101,7 +88,7 @@ class Executions:
         self, session: Session, token: str, name: str, variables: Any = None, client_id: str | None = None
     ) -> StartedExecution:
         """Check, start, and (with ``client_id``) register a playbook execution."""
-        name = check_playbook_name(name)
+        name = check_playbook_path(name.strip())  # the one rule for a playbook name (gateway.access)
         if variables is None:
             variables = {}
         if not isinstance(variables, dict):
