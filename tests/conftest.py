@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -10,8 +11,9 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from tests.standin.server import StandinState, start_standin
-from tests.support.gateway import GatewayInstance
+from tests.support.gateway import GatewayInstance, GatewayProcess
 from tests.support.nats_server import NatsServer, free_port, nats_server_binary, require_binary
+from tests.support.signin import login
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +84,7 @@ def gateway_env(standin: Standin, nats_server: NatsServer) -> dict[str, str]:
 
 
 GatewayFactory = Callable[..., Awaitable[GatewayInstance]]
+ReplicasFactory = Callable[..., Awaitable[tuple[GatewayInstance, GatewayInstance]]]
 
 
 @pytest.fixture
@@ -100,9 +103,41 @@ def make_gateway(io_loop: IOLoop, gateway_env: dict[str, str]) -> Iterator[Gatew
 
 
 @pytest.fixture
+def make_replicas(make_gateway: GatewayFactory) -> ReplicasFactory:
+    """Two replicas with the same settings: ``a, b = await make_replicas(NATS_URL=own_nats.url)``.
+
+    What one writes (sessions, waiters, revocations) the other must see through NATS.
+    """
+
+    async def factory(**overrides: str) -> tuple[GatewayInstance, GatewayInstance]:
+        return await make_gateway(**overrides), await make_gateway(**overrides)
+
+    return factory
+
+
+@pytest.fixture
 def gateway(io_loop: IOLoop, make_gateway: GatewayFactory) -> GatewayInstance:
     instance: GatewayInstance = io_loop.run_sync(make_gateway, timeout=15)
     return instance
+
+
+@pytest.fixture
+def gateway_process(gateway_env: dict[str, str], tmp_path: Path) -> Iterator[GatewayProcess]:
+    """The gateway as its own OS process (log in tmp_path), for what one process measures: memory, signals."""
+    process = GatewayProcess({**gateway_env, "GATEWAY_LOG_LEVEL": "WARNING"}).start(str(tmp_path / "gateway.log"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def token(io_loop: IOLoop, gateway: GatewayInstance, client: aiohttp.ClientSession) -> str:
+    """Alice's session token on ``gateway``: where most signed-in tests start."""
+
+    async def sign_in() -> str:
+        return await login(client, gateway)
+
+    session_token: str = io_loop.run_sync(sign_in, timeout=15)
+    return session_token
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
-from tests.support.graphql_client import gql, login
+from tests.support.graphql_client import gql
+from tests.support.signin import login
 
 MEMBER = "member-token"  # the stand-in logs these in without the admin role
 ADMIN_ONLY = [

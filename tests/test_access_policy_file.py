@@ -14,7 +14,7 @@ from gateway.access.refusals import AccessDenied
 from gateway.access.routes import default_policy
 from gateway.config import ConfigError, load_config
 from tests.support.gateway import call
-from tests.support.graphql_client import login
+from tests.support.signin import login
 from tests.test_config_cli import run_gateway
 
 USER = ("analyst",)

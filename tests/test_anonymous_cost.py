@@ -18,7 +18,6 @@ import time
 import uuid
 
 import aiohttp
-import nats
 import pytest
 from nats.js.errors import NoKeysError
 
@@ -26,12 +25,12 @@ from gateway.auth.sessions import tombstone_obsolete
 from gateway.config import load_config
 from gateway.nats.kv import KvBucket
 from gateway.nats.link import NatsLink
-from tests.conftest import GatewayFactory, Standin
+from tests.conftest import GatewayFactory, ReplicasFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
-from tests.support.graphql_client import login
 from tests.support.live import services_of
-from tests.support.nats_server import NatsServer
+from tests.support.nats_server import NatsServer, kv_bucket
+from tests.support.signin import login
 from tests.support.sse_client import SseStream
 from tests.support.waiting import wait_for
 
@@ -59,15 +58,11 @@ def budget_allows(elapsed: float, burst: int = BURST, per_minute: int = PER_MINU
 
 
 async def revoked_keys(nats_server: NatsServer, bucket: str) -> list[str]:
-    nc = await nats.connect(nats_server.url)
-    try:
-        kv = await nc.jetstream().key_value(bucket)
+    async with kv_bucket(nats_server.url, bucket) as kv:
         try:
             return list(await kv.keys())
         except NoKeysError:
             return []
-    finally:
-        await nc.close()
 
 
 async def is_valid(client: aiohttp.ClientSession, gw: GatewayInstance, token: str, **headers: str) -> bool:
@@ -130,11 +125,10 @@ async def test_junk_logouts_write_no_tombstone_and_a_real_logout_still_revokes_e
 
 @pytest.mark.gen_test(timeout=60)
 async def test_full_revocation_mirror_still_refuses_every_logged_out_session(
-    make_gateway: GatewayFactory, standin: Standin, nats_server: NatsServer, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, standin: Standin, nats_server: NatsServer, client: aiohttp.ClientSession
 ) -> None:
     bucket = f"revoked_{uuid.uuid4().hex[:12]}"
-    a = await make_gateway(NATS_REVOKED_BUCKET=bucket, GATEWAY_REVOCATION_MIRROR_MAX="3")
-    b = await make_gateway(NATS_REVOKED_BUCKET=bucket, GATEWAY_REVOCATION_MIRROR_MAX="3")
+    a, b = await make_replicas(NATS_REVOKED_BUCKET=bucket, GATEWAY_REVOCATION_MIRROR_MAX="3")
     tokens = [await login(client, a, f"good-mirror-{i}") for i in range(8)]
     for token in tokens:
         assert await is_valid(client, b, token)

@@ -11,13 +11,8 @@ import pytest
 from tests.conftest import Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
+from tests.support.signin import login
 from tests.support.waiting import wait_for
-
-
-async def login(client: aiohttp.ClientSession, gw: GatewayInstance | GatewayProcess, token: str = "good") -> str:
-    status, body, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": token})
-    assert status == 200, body
-    return str(body["session_token"])
 
 
 def check_access_runs(standin: Standin) -> int:
@@ -26,9 +21,8 @@ def check_access_runs(standin: Standin) -> int:
 
 @pytest.mark.gen_test
 async def test_check_access_allowed_denied_and_cached(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     url = f"{gateway.url}/api/auth/check-access"
     status, body, _ = await call(
         client, "POST", url, {"session_token": token, "playbook_path": "team/report", "permission_type": "execute"}

@@ -6,14 +6,13 @@ import hashlib
 import time
 
 import aiohttp
-import nats
 import orjson
 import pytest
 
-from tests.conftest import Standin
+from tests.conftest import ReplicasFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
-from tests.support.nats_server import NatsServer
+from tests.support.nats_server import NatsServer, kv_bucket
 
 
 def seed_session(standin: Standin, token: str, *, hours: float = 1.0, valid: bool = True) -> None:
@@ -129,9 +128,7 @@ async def test_what_lands_in_the_kv_bucket(
 ) -> None:
     _, login, _ = await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "good-kv"})
     token = login["session_token"]
-    nc = await nats.connect(nats_server.url)
-    try:
-        kv = await nc.jetstream().key_value("sessions")
+    async with kv_bucket(nats_server.url, "sessions") as kv:
         status = await kv.status()
         assert status.history == 1
         assert status.ttl == 300
@@ -150,16 +147,13 @@ async def test_what_lands_in_the_kv_bucket(
         assert token not in keys
         assert all(token not in k for k in keys)
         assert token.encode() not in entry.value
-    finally:
-        await nc.close()
 
 
 @pytest.mark.gen_test
 async def test_session_seen_by_second_replica_without_noetl(
-    make_gateway, standin: Standin, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway()
-    b = await make_gateway()
+    a, b = await make_replicas()
     _, login, _ = await call(client, "POST", f"{a.url}/api/auth/login", {"auth0_token": "good-shared"})
     _, body = await validate(client, b, login["session_token"])
     assert body["valid"] is True

@@ -20,8 +20,9 @@ import pytest
 from tests.conftest import GatewayFactory, Standin
 from tests.standin.proxy_routes import PATTERN, routes_state
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
+from tests.support.raw_http import raw_connection
 from tests.support.rss import RssSampler, reset_peak, status_kib
-from tests.test_proxy import bearer, login
+from tests.support.signin import bearer, login
 
 MIB = 1024 * 1024
 LIMIT = MIB  # GATEWAY_MAX_BODY_BYTES default
@@ -91,8 +92,7 @@ async def blocks(total: int) -> AsyncIterator[bytes]:
 @pytest.mark.parametrize("path", JSON_ENDPOINTS)
 async def test_declared_body_over_the_limit_is_413_without_reading_it(gateway: GatewayInstance, path: str) -> None:
     """Only the headers are sent: an answer and a close prove the body was never waited for."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    try:
+    async with raw_connection(gateway.port) as (reader, writer):
         writer.write(head(path, f"Content-Length: {300 * MIB}"))
         answer = await read_answer(reader)
         assert answer.status == 413
@@ -100,8 +100,6 @@ async def test_declared_body_over_the_limit_is_413_without_reading_it(gateway: G
         assert answer.json() == {"error": TOO_LARGE}
         assert answer.headers["connection"] == "close"
         assert await closed_by_server(reader)
-    finally:
-        writer.close()
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -110,8 +108,7 @@ async def test_modest_over_limit_body_sent_whole_gets_the_413_and_keeps_the_conn
     gateway: GatewayInstance, path: str
 ) -> None:
     """A client that writes everything before reading (http.client, requests) reads a 413, not a reset."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    try:
+    async with raw_connection(gateway.port) as (reader, writer):
         size = LIMIT + 512 * 1024
         writer.write(head(path, f"Content-Length: {size}") + b" " * size)
         await writer.drain()
@@ -122,31 +119,23 @@ async def test_modest_over_limit_body_sent_whole_gets_the_413_and_keeps_the_conn
         writer.write(b"GET /health HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
         again = await read_answer(reader)
         assert (again.status, again.body) == (200, b"ok")
-    finally:
-        writer.close()
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_expect_continue_over_the_limit_is_413_before_the_body(gateway: GatewayInstance) -> None:
     """curl sends big bodies only after ``100 Continue``: the 413 comes instead."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    try:
+    async with raw_connection(gateway.port) as (reader, writer):
         writer.write(head("/api/auth/login", f"Content-Length: {LIMIT + 1}", "Expect: 100-continue"))
         answer = await read_answer(reader)
         assert (answer.status, answer.json()) == (413, {"error": TOO_LARGE})
-    finally:
-        writer.close()
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_invalid_content_length_is_400_json(gateway: GatewayInstance) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    try:
+    async with raw_connection(gateway.port) as (reader, writer):
         writer.write(head("/api/auth/validate", "Content-Length: 12abc"))
         answer = await read_answer(reader)
         assert (answer.status, answer.json()) == (400, {"error": "Invalid Content-Length header"})
-    finally:
-        writer.close()
 
 
 # -- chunked bodies ----------------------------------------------------------------------------
@@ -160,8 +149,7 @@ def chunked(data: bytes) -> bytes:
 @pytest.mark.parametrize("path", JSON_ENDPOINTS)
 async def test_chunked_body_past_the_limit_is_413_and_keeps_the_connection(gateway: GatewayInstance, path: str) -> None:
     """Counted as it arrives, nothing kept past the limit; a body ending soon after gets a clean 413."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    try:
+    async with raw_connection(gateway.port) as (reader, writer):
         pieces = (LIMIT + 512 * 1024) // len(BLOCK)
         writer.write(head(path, "Transfer-Encoding: chunked") + chunked(BLOCK) * pieces + b"0\r\n\r\n")
         await writer.drain()
@@ -170,8 +158,6 @@ async def test_chunked_body_past_the_limit_is_413_and_keeps_the_connection(gatew
         writer.write(b"GET /health HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
         again = await read_answer(reader)
         assert (again.status, again.body) == (200, b"ok")
-    finally:
-        writer.close()
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -249,24 +235,20 @@ async def test_route_limit_follows_the_setting(make_gateway: GatewayFactory, cli
 
 @pytest.mark.gen_test(timeout=60)
 async def test_anonymous_proxy_upload_is_401_without_reading_the_body(gateway: GatewayInstance) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-    try:
+    async with raw_connection(gateway.port) as (reader, writer):
         writer.write(
             f"PUT /noetl/standin/upload HTTP/1.1\r\nHost: gateway.test\r\nContent-Length: {300 * MIB}\r\n\r\n".encode()
         )
         answer = await read_answer(reader)
         assert (answer.status, answer.json()) == (401, {"error": "Missing authentication token"})
         assert await closed_by_server(reader)
-    finally:
-        writer.close()
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_signed_in_proxy_upload_goes_past_the_json_ceiling(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
     """The proxy raises its limit per request once the session is valid (here 8 MiB > 2 MiB)."""
-    token = await login(client, gateway)
     size = 8 * MIB
     data = PATTERN * (size // len(PATTERN))
     async with client.put(f"{gateway.url}/noetl/standin/upload", data=data, headers=bearer(token)) as resp:

@@ -9,7 +9,7 @@ import aiohttp
 import jwt
 import pytest
 
-from tests.conftest import Standin
+from tests.conftest import ReplicasFactory, Standin
 from tests.support.gateway import GatewayInstance, call
 from tests.support.waiting import wait_for
 
@@ -107,10 +107,9 @@ async def test_callback_bad_bodies(gateway: GatewayInstance, client: aiohttp.Cli
 
 @pytest.mark.gen_test
 async def test_callback_reaches_waiter_on_another_replica(
-    make_gateway, standin: Standin, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway()
-    b = await make_gateway()
+    a, b = await make_replicas()
     task, variables = await start_silent_login(client, a, standin)
     status, body, _ = await call(
         client,

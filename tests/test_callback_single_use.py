@@ -20,11 +20,12 @@ import pytest
 
 from gateway.auth.tokens import CallbackSigner
 from gateway.config import load_config
-from tests.conftest import GatewayFactory, Standin
+from tests.conftest import GatewayFactory, ReplicasFactory, Standin
 from tests.support.gateway import GatewayInstance, call
-from tests.support.live import callback_headers, login, pending_request, post_progress, post_result
-from tests.support.nats_server import NatsServer
-from tests.support.sse_client import init_of, open_stream
+from tests.support.live import callback_headers, pending_request, post_progress, post_result
+from tests.support.nats_server import NatsServer, kv_bucket
+from tests.support.signin import login
+from tests.support.sse_client import init_of, streaming
 from tests.support.waiting import wait_for
 from tests.test_callback_auth import callback_body, start_silent_login
 
@@ -42,10 +43,9 @@ async def post_callback(
 
 @pytest.mark.gen_test
 async def test_a_login_callback_token_is_refused_once_used_on_every_replica(
-    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession, nats_server: NatsServer
+    make_replicas: ReplicasFactory, standin: Standin, client: aiohttp.ClientSession, nats_server: NatsServer
 ) -> None:
-    a = await make_gateway()
-    b = await make_gateway()
+    a, b = await make_replicas()
     task, variables = await start_silent_login(client, a, standin)
     rid, token = variables["request_id"], variables["callback_token"]
     status, answer = await post_callback(client, a, callback_body(rid), token)
@@ -57,21 +57,16 @@ async def test_a_login_callback_token_is_refused_once_used_on_every_replica(
         status, answer = await post_callback(client, gw, callback_body(rid), token)
         assert (status, answer) == (401, SPENT)
     # What landed in NATS: the spent request id, in its own bucket.
-    nc = await nats.connect(nats_server.url)
-    try:
-        kv = await nc.jetstream().key_value(a.config.nats_spent_callback_bucket)
+    async with kv_bucket(nats_server.url, a.config.nats_spent_callback_bucket) as kv:
         entry = await kv.get(rid)
         assert entry.value is not None and "at" in orjson.loads(entry.value)
-    finally:
-        await nc.close()
 
 
 @pytest.mark.gen_test
 async def test_two_final_callbacks_at_once_one_is_accepted(
-    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway()
-    b = await make_gateway()
+    a, b = await make_replicas()
     task, variables = await start_silent_login(client, a, standin)
     rid, token = variables["request_id"], variables["callback_token"]
     answers = await asyncio.gather(
@@ -103,8 +98,7 @@ async def test_an_async_result_spends_its_token_progress_before_it_works(
     gw = await make_gateway(**overrides)
     other = await make_gateway(**overrides) if nats_url == "shared" else gw
     token = await login(client, gw)
-    stream = await open_stream(client, gw.url, token)
-    try:
+    async with streaming(client, gw.url, token) as stream:
         request_id = await pending_request(gw, token, init_of(stream)["clientId"])
         headers = callback_headers(request_id)
         for _ in range(2):
@@ -115,8 +109,6 @@ async def test_an_async_result_spends_its_token_progress_before_it_works(
             assert await post_result(client, target, request_id, headers=headers) == (401, SPENT)
             assert await post_progress(client, target, request_id, headers=headers) == (401, SPENT)
         assert len(stream.named("playbook/result")) == 1
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test

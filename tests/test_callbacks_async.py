@@ -9,16 +9,17 @@ from gateway.auth.tokens import CallbackSigner
 from gateway.live.hub import LiveHub
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance, call
-from tests.support.live import callback_headers, login, pending_request, post_progress, post_result, services_of
-from tests.support.sse_client import init_of, open_stream
+from tests.support.live import callback_headers, pending_request, post_progress, post_result, services_of
+from tests.support.signin import login
+from tests.support.sse_client import init_of, streaming
 from tests.support.waiting import wait_for
 
 
 @pytest.mark.gen_test
-async def test_result_and_progress_reach_the_stream(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
-    stream = await open_stream(client, gateway.url, token)
-    try:
+async def test_result_and_progress_reach_the_stream(
+    gateway: GatewayInstance, client: aiohttp.ClientSession, token: str
+) -> None:
+    async with streaming(client, gateway.url, token) as stream:
         client_id = init_of(stream)["clientId"]
         request_id = await pending_request(gateway, token, client_id)
         headers = callback_headers(request_id)
@@ -55,8 +56,6 @@ async def test_result_and_progress_reach_the_stream(gateway: GatewayInstance, cl
         await wait_for(lambda: request_gone(live, request_id))
         status, answer = await post_result(client, gateway, request_id, headers=headers)
         assert (status, answer) == (401, {"error": "Callback token already used"})
-    finally:
-        await stream.close()
 
 
 async def request_gone(live: LiveHub, request_id: str) -> bool:
@@ -79,11 +78,13 @@ async def request_gone(live: LiveHub, request_id: str) -> bool:
     ],
 )
 async def test_failure_shape(
-    gateway: GatewayInstance, client: aiohttp.ClientSession, extra: dict[str, object], error: dict[str, object]
+    gateway: GatewayInstance,
+    client: aiohttp.ClientSession,
+    extra: dict[str, object],
+    error: dict[str, object],
+    token: str,
 ) -> None:
-    token = await login(client, gateway)
-    stream = await open_stream(client, gateway.url, token)
-    try:
+    async with streaming(client, gateway.url, token) as stream:
         request_id = await pending_request(gateway, token, init_of(stream)["clientId"])
         status, _ = await post_result(client, gateway, request_id, extra, headers=callback_headers(request_id))
         assert status == 200
@@ -94,8 +95,6 @@ async def test_failure_shape(
             "status": "FAILED",
             "error": error,
         }
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test
@@ -107,10 +106,10 @@ async def test_unknown_request_is_404(gateway: GatewayInstance, client: aiohttp.
 
 
 @pytest.mark.gen_test
-async def test_callback_token_checked_before_lookup(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
-    stream = await open_stream(client, gateway.url, token)
-    try:
+async def test_callback_token_checked_before_lookup(
+    gateway: GatewayInstance, client: aiohttp.ClientSession, token: str
+) -> None:
+    async with streaming(client, gateway.url, token) as stream:
         known = await pending_request(gateway, token, init_of(stream)["clientId"])
         unknown = "5d1e3b5c-0000-4000-8000-000000000001"
         forged = CallbackSigner("some-other-secret-0123456789abcdefghijkl", 60).issue(known)
@@ -134,8 +133,6 @@ async def test_callback_token_checked_before_lookup(gateway: GatewayInstance, cl
         status, _ = await post_result(client, gateway, known, {"callback_token": signed})
         assert status == 200
         await stream.next_named("playbook/result")
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test
@@ -144,16 +141,13 @@ async def test_legacy_mode_accepts_unsigned_callbacks_for_pending_requests(
 ) -> None:
     gw = await make_gateway(GATEWAY_CALLBACK_AUTH="legacy")
     token = await login(client, gw)
-    stream = await open_stream(client, gw.url, token)
-    try:
+    async with streaming(client, gw.url, token) as stream:
         request_id = await pending_request(gw, token, init_of(stream)["clientId"])
         status, answer = await post_result(client, gw, "5d1e3b5c-0000-4000-8000-000000000002")
         assert (status, answer) == (404, {"error": "Request not found"})
         status, answer = await post_result(client, gw, request_id)
         assert (status, answer) == (200, {"status": "delivered"})
         await stream.next_named("playbook/result")
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,6 +24,7 @@ from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.graphql_client import gql
 from tests.support.rss import RssSampler, status_kib
+from tests.support.signin import bearer, login
 
 REFRESH = "refresh-token-of-the-admin-0123456789"
 MIB = 1024 * 1024
@@ -76,10 +75,6 @@ async def stage(client: aiohttp.ClientSession, gw: GatewayInstance | GatewayProc
     staged = Stage(admin, member, standin)
     assert REFRESH in staged.secrets() and len(staged.secrets()) >= 6  # 2 sessions, auth0, refresh, 3 callbacks
     return staged
-
-
-def bearer(token: str, **extra: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **extra}
 
 
 async def raw_get(client: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, bytes, Any]:
@@ -267,22 +262,9 @@ async def test_admin_roles_come_from_configuration(
     status, body, _ = await raw_get(client, f"{gw.url}/noetl/executions?full=true", bearer(staged.member))
     assert status == 200 and REFRESH.encode() in body and b"[redacted]" not in body
     gw = await make_gateway(GATEWAY_ADMIN_ROLES="auditors")
-    token = await login_as(client, gw, "good-redact-2")
+    token = await login(client, gw, "good-redact-2")
     status, body, _ = await raw_get(client, f"{gw.url}/noetl/executions?full=true", bearer(token))
     assert status == 200 and REFRESH.encode() not in body and b"[redacted]" in body
-
-
-async def login_as(client: aiohttp.ClientSession, gw: GatewayInstance, auth0_token: str) -> str:
-    status, body, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": auth0_token})
-    assert status == 200, body
-    return str(body["session_token"])
-
-
-@pytest.fixture
-def gateway_process(gateway_env: dict[str, str], tmp_path: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess({**gateway_env, "GATEWAY_LOG_LEVEL": "WARNING"}).start(str(tmp_path / "gateway.log"))
-    yield process
-    process.stop()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")

@@ -20,13 +20,14 @@ import aiohttp
 import pytest
 
 from gateway.auth.tokens import CallbackSigner
-from tests.conftest import GatewayFactory, Standin
+from tests.conftest import GatewayFactory, ReplicasFactory, Standin
 from tests.standin import playbooks
 from tests.support.fault import collected, kill_nats, rss_kib, state_sizes, task_count
 from tests.support.gateway import GatewayInstance, call
 from tests.support.graphql_client import gql
-from tests.support.live import SECRET, hashed, login, services_of
+from tests.support.live import SECRET, hashed, services_of
 from tests.support.nats_server import NatsServer
+from tests.support.signin import bearer, login
 from tests.support.sse_client import SseStream, init_of, open_stream
 from tests.support.waiting import wait_for
 
@@ -99,10 +100,9 @@ async def ready(client: aiohttp.ClientSession, gw: GatewayInstance) -> bool:
 
 @pytest.mark.gen_test(timeout=90)
 async def test_nats_killed_and_restarted_under_load(
-    make_gateway: GatewayFactory, own_nats: NatsServer, standin: Standin, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, own_nats: NatsServer, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway(NATS_URL=own_nats.url)
-    b = await make_gateway(NATS_URL=own_nats.url)
+    a, b = await make_replicas(NATS_URL=own_nats.url)
     tokens = [await login(client, (a, b)[i % 2], f"good:user{i}@example.com") for i in range(10)]
     streams = [await open_stream(client, (a, b)[i % 2].url, tokens[i % 10]) for i in range(50)]
     flow = Flow((a, b), tokens, streams, [init_of(stream)["clientId"] for stream in streams])
@@ -435,10 +435,6 @@ async def test_noetl_flapping_during_executions_and_proxy(
     finally:
         await stream.close()
     print(f"\nNoETL flapping: {dict(outcomes)}, slowest {slowest:.2f} s")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def _equals(value: Any, expected: int) -> bool:

@@ -35,7 +35,8 @@ from hypothesis_graphql import Mode, from_schema, nodes
 
 from tests.conftest import GatewayFactory, Standin
 from tests.standin import playbooks
-from tests.support.graphql_client import gql, login
+from tests.support.graphql_client import gql
+from tests.support.signin import login
 from tests.support.sse_client import init_of, open_stream
 
 SCHEMA_SDL = (Path(__file__).parent.parent / "schema" / "schema.graphql").read_text(encoding="utf-8")

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from handlers import all_handlers
 from tests.conftest import GatewayFactory, Standin
 from tests.support.gateway import call
-from tests.support.graphql_client import login
+from tests.support.signin import login
 
 SCALE = float(os.environ.get("HEADER_FUZZ_EXAMPLES", "1"))
 EXAMPLES = 1500

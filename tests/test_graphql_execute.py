@@ -16,8 +16,9 @@ from gateway.errors import ClientNotOwned
 from tests.conftest import GatewayFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance
-from tests.support.graphql_client import EXECUTE_EXAMPLE, error_codes, gql, login
+from tests.support.graphql_client import EXECUTE_EXAMPLE, error_codes, gql
 from tests.support.nats_server import free_port
+from tests.support.signin import login
 
 RUN_NOOP = 'mutation { executePlaybook(name: "tests/noop") { id executionId requestId name status textOutput } }'
 
@@ -33,9 +34,8 @@ def access_checks(standin: Standin) -> list[Any]:
 
 @pytest.mark.gen_test
 async def test_issue_example_works_as_written(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     status, body, _ = await gql(client, gateway, token, EXECUTE_EXAMPLE)
     assert status == 200, body
     started = body["data"]["executePlaybook"]
@@ -52,8 +52,9 @@ async def test_issue_example_works_as_written(
 
 
 @pytest.mark.gen_test
-async def test_execution_fields(gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
+async def test_execution_fields(
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
+) -> None:
     status, body, _ = await gql(client, gateway, token, RUN_NOOP)
     assert status == 200, body
     started = body["data"]["executePlaybook"]
@@ -63,9 +64,8 @@ async def test_execution_fields(gateway: GatewayInstance, standin: Standin, clie
 
 @pytest.mark.gen_test
 async def test_json_scalar_accepts_literals_and_nested_variables(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     query = """
     mutation Run($q: String!, $extra: JSON, $n: Int, $m: String) {
       executePlaybook(
@@ -100,9 +100,8 @@ async def test_json_scalar_accepts_literals_and_nested_variables(
 
 @pytest.mark.gen_test
 async def test_variables_must_be_an_object(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     for literal in ('"text"', "[1, 2]", "42", "true"):
         query = f'mutation {{ executePlaybook(name: "tests/noop", variables: {literal}) {{ id }} }}'
         status, body, _ = await gql(client, gateway, token, query)
@@ -190,9 +189,8 @@ async def _seam_contract(
 
 @pytest.mark.gen_test
 async def test_access_allowed_is_checked_once_per_path_and_session(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     for _ in range(3):
         status, body, _ = await gql(client, gateway, token, RUN_NOOP)
         assert status == 200 and body["data"]["executePlaybook"]["executionId"], body
@@ -209,9 +207,8 @@ async def test_access_allowed_is_checked_once_per_path_and_session(
 
 @pytest.mark.gen_test
 async def test_access_denied_is_forbidden_and_cached(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     query = 'mutation { executePlaybook(name: "secret/forbidden_report") { id } }'
     for _ in range(2):
         status, body, _ = await gql(client, gateway, token, query)

@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import GatewayFactory, Standin
 from tests.support.gateway import GatewayInstance, call
-from tests.support.graphql_client import EXECUTE_EXAMPLE, error_codes, gql, login
+from tests.support.graphql_client import EXECUTE_EXAMPLE, error_codes, gql
+from tests.support.signin import login
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
@@ -20,8 +21,7 @@ def media(headers: object) -> str:
 
 
 @pytest.mark.gen_test
-async def test_post_and_get_run_queries(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
+async def test_post_and_get_run_queries(gateway: GatewayInstance, client: aiohttp.ClientSession, token: str) -> None:
     status, body, headers = await gql(client, gateway, token, "{ health version }")
     assert status == 200, body
     assert body == {"data": {"health": "ok", "version": body["data"]["version"]}}
@@ -36,9 +36,8 @@ async def test_post_and_get_run_queries(gateway: GatewayInstance, client: aiohtt
 
 @pytest.mark.gen_test
 async def test_mutation_over_get_is_405_and_runs_nothing(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     before = len(standin.state.calls_to("/api/execute"))
     status, body, headers = await gql(client, gateway, token, EXECUTE_EXAMPLE, method="GET")
     assert status == 405, body
@@ -55,9 +54,8 @@ async def test_mutation_over_get_is_405_and_runs_nothing(
 
 @pytest.mark.gen_test
 async def test_request_errors_follow_the_negotiated_media_type(
-    gateway: GatewayInstance, client: aiohttp.ClientSession
+    gateway: GatewayInstance, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     failing = {
         "{ health ": "GRAPHQL_PARSE_FAILED",
         "{ nope }": "GRAPHQL_VALIDATION_FAILED",
@@ -81,8 +79,7 @@ async def test_request_errors_follow_the_negotiated_media_type(
 
 
 @pytest.mark.gen_test
-async def test_accept_header_negotiation(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
+async def test_accept_header_negotiation(gateway: GatewayInstance, client: aiohttp.ClientSession, token: str) -> None:
     cases = {
         None: "application/json",
         "*/*": "application/json",
@@ -106,8 +103,9 @@ async def test_accept_header_negotiation(gateway: GatewayInstance, client: aioht
 
 
 @pytest.mark.gen_test
-async def test_malformed_requests_are_clear_400s(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
+async def test_malformed_requests_are_clear_400s(
+    gateway: GatewayInstance, client: aiohttp.ClientSession, token: str
+) -> None:
     auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     url = f"{gateway.url}/graphql"
     raw_cases = {
@@ -176,8 +174,9 @@ async def test_operations_need_a_session(gateway: GatewayInstance, client: aioht
 
 
 @pytest.mark.gen_test
-async def test_session_cookie_and_cross_origin_guard(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
+async def test_session_cookie_and_cross_origin_guard(
+    gateway: GatewayInstance, client: aiohttp.ClientSession, token: str
+) -> None:
     url = f"{gateway.url}/graphql"
     cookie = {"Cookie": f"session_token={token}"}
     status, body, _ = await call(client, "POST", url, {"query": "{ me { email } }"}, headers=cookie)

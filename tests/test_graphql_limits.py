@@ -14,7 +14,8 @@ from gateway.metrics import Metrics
 from schema.engine import GraphQLEngine
 from tests.conftest import GatewayFactory, Standin
 from tests.support.gateway import GatewayInstance
-from tests.support.graphql_client import error_codes, gql, login, metric_value
+from tests.support.graphql_client import error_codes, gql, metric_value
+from tests.support.signin import login
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 CACHE_METRIC = "gateway_graphql_document_cache_total"
@@ -34,9 +35,8 @@ def limit_of(body: dict[str, object]) -> list[object]:
 
 @pytest.mark.gen_test
 async def test_graphiql_introspection_passes_the_defaults(
-    gateway: GatewayInstance, client: aiohttp.ClientSession
+    gateway: GatewayInstance, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     for query in (
         get_introspection_query(type_depth=7),  # graphql-js 16 shape, as GraphiQL 3 sends it
         get_introspection_query(
@@ -76,8 +76,7 @@ async def test_depth_limit(make_gateway: GatewayFactory, client: aiohttp.ClientS
 
 
 @pytest.mark.gen_test
-async def test_alias_limit(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
+async def test_alias_limit(gateway: GatewayInstance, client: aiohttp.ClientSession, token: str) -> None:
     allowed = "{ " + " ".join(f"a{i}: health" for i in range(30)) + " }"
     status, body, _ = await gql(client, gateway, token, allowed)
     assert status == 200 and len(body["data"]) == 30
@@ -137,9 +136,8 @@ async def test_introspection_switch(make_gateway: GatewayFactory, client: aiohtt
 
 @pytest.mark.gen_test
 async def test_hostile_documents_are_errors_not_crashes(
-    gateway: GatewayInstance, client: aiohttp.ClientSession
+    gateway: GatewayInstance, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     hostile = {
         "nested braces": "{" * 5000 + "}" * 5000,
         "nested list literal": '{ execution(id: "1") { result } } mutation { executePlaybook(name: "x", variables: '

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import GatewayFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance
-from tests.support.graphql_client import error_codes, gql, login
+from tests.support.graphql_client import error_codes, gql
 from tests.support.nats_server import free_port
 
 PROXY = """mutation($method: String!, $endpoint: String!, $body: JSON) {
@@ -28,9 +28,8 @@ async def proxy(
 
 @pytest.mark.gen_test
 async def test_proxy_request_reaches_noetl_as_the_user(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     status, body = await proxy(client, gateway, token, "get", "/api/catalog/list?kind=playbook&page=2")
     assert status == 200, body
     result = body["data"]["proxyRequest"]
@@ -52,9 +51,8 @@ async def test_proxy_request_reaches_noetl_as_the_user(
 
 @pytest.mark.gen_test
 async def test_noetl_error_answers_are_unsuccessful_responses(
-    gateway: GatewayInstance, client: aiohttp.ClientSession
+    gateway: GatewayInstance, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     for code in (400, 404, 500, 503):
         status, body = await proxy(client, gateway, token, "GET", f"/api/standin/status/{code}")
         assert status == 200 and "errors" not in body, body
@@ -69,9 +67,8 @@ async def test_noetl_error_answers_are_unsuccessful_responses(
 
 @pytest.mark.gen_test
 async def test_ssrf_attempts_are_refused_before_leaving(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     before = len(standin.state.calls)
     attempts = [
         "http://169.254.169.254/latest/meta-data/",
@@ -121,9 +118,8 @@ async def test_ssrf_attempts_are_refused_before_leaving(
 
 @pytest.mark.gen_test
 async def test_starting_a_playbook_through_the_proxy_is_access_checked(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     _, body = await proxy(client, gateway, token, "POST", "/api/execute", {"path": "secret/forbidden_x"})
     assert error_codes(body) == ["FORBIDDEN"], body
     _, body = await proxy(client, gateway, token, "POST", "/api/execute/", {"catalog_id": "7"})
@@ -153,9 +149,8 @@ async def test_proxy_when_noetl_is_down(make_gateway: GatewayFactory, client: ai
 
 @pytest.mark.gen_test
 async def test_proxy_request_never_follows_redirects(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     status, body = await proxy(client, gateway, token, "GET", "/api/standin/status/302")
     result = body["data"]["proxyRequest"]
     assert result["success"] is False and result["status"] == 302

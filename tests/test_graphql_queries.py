@@ -12,8 +12,9 @@ from gateway.version import __version__
 from tests.conftest import GatewayFactory, Standin
 from tests.standin.server import Execution
 from tests.support.gateway import GatewayInstance
-from tests.support.graphql_client import error_codes, gql, login
+from tests.support.graphql_client import error_codes, gql
 from tests.support.nats_server import free_port
+from tests.support.signin import login
 
 EXECUTION_FIELDS = """
   id executionId path status state finished progress startTime endTime durationSeconds
@@ -35,9 +36,8 @@ async def test_health_version_me(gateway: GatewayInstance, client: aiohttp.Clien
 
 @pytest.mark.gen_test
 async def test_execution_status_fields(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     done = Execution("9001", "tests/noop", {}, status="COMPLETED", result={"answer": 42, "rows": [1, 2]})
     failed = Execution("9002", "tests/failing", {}, status="FAILED", error="step http_call failed")
     running = Execution("9003", "tests/noop", {}, status="RUNNING")
@@ -79,10 +79,9 @@ async def test_execution_status_fields(
 
 @pytest.mark.gen_test
 async def test_inferred_completion_is_not_finished(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
     """NoETL's summary can say COMPLETED early; /status's completion_inferred says it is not done."""
-    token = await login(client, gateway)
     standin.state.executions["9100"] = Execution("9100", "tests/noop", {}, status="COMPLETED", completion_inferred=True)
     status, body, _ = await gql(client, gateway, token, "{ execution(id: 9100) { status state finished } }")
     assert status == 200 and "errors" not in body, body
@@ -91,9 +90,8 @@ async def test_inferred_completion_is_not_finished(
 
 @pytest.mark.gen_test
 async def test_execution_id_must_be_numeric(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     for bad in ("abc", "12a", "../1", "1 OR 1=1", "", "1/2", "%31"):
         status, body, _ = await gql(
             client, gateway, token, "query($id: ID!) { execution(id: $id) { id } }", {"id": bad}
@@ -146,10 +144,9 @@ def test_execution_mapping_tolerates_other_spellings() -> None:
 
 @pytest.mark.gen_test
 async def test_unexpected_resolver_errors_are_internal_and_logged(
-    gateway: GatewayInstance, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    gateway: GatewayInstance, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture, token: str
 ) -> None:
     """A bug in a resolver: the client sees INTERNAL and a generic message, the log has the detail."""
-    token = await login(client, gateway)
     assert gateway.app is not None
     version = gateway.app.settings["graphql"].schema.query_type.fields["version"]
     original = version.resolve

@@ -7,11 +7,12 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayFactory
+from tests.conftest import ReplicasFactory
 from tests.support.gateway import GatewayInstance
-from tests.support.live import callback_headers, login, pending_request, post_progress, post_result, services_of
+from tests.support.live import callback_headers, pending_request, post_progress, post_result, services_of
 from tests.support.nats_server import NatsServer
-from tests.support.sse_client import SseStream, init_of, open_stream
+from tests.support.signin import login
+from tests.support.sse_client import SseStream, init_of, streaming
 from tests.support.waiting import wait_for
 
 
@@ -32,13 +33,11 @@ async def result_for(stream: SseStream, request_id: str) -> None:
 
 @pytest.mark.gen_test(timeout=90)
 async def test_nats_stopped_mid_stream_then_back(
-    make_gateway: GatewayFactory, own_nats: NatsServer, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway(NATS_URL=own_nats.url)
-    b = await make_gateway(NATS_URL=own_nats.url)
+    a, b = await make_replicas(NATS_URL=own_nats.url)
     token = await login(client, a)
-    stream = await open_stream(client, a.url, token)
-    try:
+    async with streaming(client, a.url, token) as stream:
         client_id = init_of(stream)["clientId"]
         before = await pending_request(a, token, client_id)
         assert (await post_result(client, b, before, headers=callback_headers(before)))[0] == 200
@@ -70,5 +69,3 @@ async def test_nats_stopped_mid_stream_then_back(
         assert got == [before, in_flight, during, after]
         keys = [order_key(e.id) for e in stream.events[1:] if e.event != "ping"]
         assert keys == sorted(keys) and len(set(keys)) == len(keys)  # ids keep increasing across the outage
-    finally:
-        await stream.close()

@@ -9,25 +9,24 @@ import aiohttp
 import pytest
 from tornado.ioloop import IOLoop
 
-from tests.conftest import GatewayFactory, Standin
+from tests.conftest import GatewayFactory, ReplicasFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayProcess
-from tests.support.live import callback_headers, login, pending_request, post_progress, post_result
-from tests.support.sse_client import init_of, open_stream
+from tests.support.live import callback_headers, pending_request, post_progress, post_result
+from tests.support.signin import login
+from tests.support.sse_client import init_of, open_stream, streaming
 from tests.support.waiting import wait_for
 from tests.test_sse_roundtrip import execute, live_callback_replies
 
 
 @pytest.mark.gen_test
 async def test_stream_on_a_execution_and_callbacks_through_b(
-    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway()
-    b = await make_gateway()
+    a, b = await make_replicas()
     gate = standin.state.gates[playbooks.PROGRESS_RESULT] = asyncio.Event()
     token = await login(client, a)
-    stream = await open_stream(client, a.url, token)
-    try:
+    async with streaming(client, a.url, token) as stream:
         client_id = init_of(stream)["clientId"]
         # B checks ownership in NATS KV (the client is held by A) and runs the playbook; its
         # gateway_url is B's, so both callbacks arrive at B.
@@ -40,16 +39,13 @@ async def test_stream_on_a_execution_and_callbacks_through_b(
         assert result.json["params"]["data"]["echo"]["gateway_url"] == b.url
         await wait_for(lambda: len(live_callback_replies(standin)) == 2)
         assert [reply[1:] for reply in live_callback_replies(standin)] == [(200, {"status": "delivered"})] * 2
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test
 async def test_resume_on_another_replica_gets_the_queued_result_once(
-    make_gateway: GatewayFactory, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway()
-    b = await make_gateway()
+    a, b = await make_replicas()
     token = await login(client, a)
     first = await open_stream(client, a.url, token)
     client_id = init_of(first)["clientId"]
@@ -68,16 +64,13 @@ async def test_resume_on_another_replica_gets_the_queued_result_once(
     status, answer = await post_result(client, b, request_id, headers=headers)
     assert (status, answer) == (202, {"status": "queued", "clientDisconnected": True})
 
-    second = await open_stream(client, b.url, token, client_id=client_id, last_event_id=seen.id)
-    try:
+    async with streaming(client, b.url, token, client_id=client_id, last_event_id=seen.id) as second:
         assert init_of(second)["clientId"] == client_id
         await second.next_named("playbook/result")
         marker = await pending_request(b, token, client_id)
         assert (await post_progress(client, a, marker, headers=callback_headers(marker)))[0] == 200
         await second.wait_for(lambda e: e.event == "playbook/progress" and e.json["params"]["requestId"] == marker)
         assert [e.event for e in second.events] == ["message", "playbook/result", "playbook/progress"]
-    finally:
-        await second.close()
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -93,8 +86,7 @@ async def test_stream_on_a_real_second_process(
     await asyncio.get_running_loop().run_in_executor(None, process.start, str(tmp_path / "gateway.log"))
     try:
         token = await login(client, b)
-        stream = await open_stream(client, process.url, token)
-        try:
+        async with streaming(client, process.url, token) as stream:
             client_id = init_of(stream)["clientId"]
             request_id = await pending_request(b, token, client_id)
             headers = callback_headers(request_id)
@@ -104,7 +96,5 @@ async def test_stream_on_a_real_second_process(
             result = await stream.next_named("playbook/result")
             assert result.json["params"]["data"] == {"from": "b"}
             assert [e.event for e in stream.events] == ["message", "playbook/progress", "playbook/result"]
-        finally:
-            await stream.close()
     finally:
         await asyncio.get_running_loop().run_in_executor(None, process.stop)

@@ -11,8 +11,9 @@ import pytest
 from gateway.errors import ClientNotOwned
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance
-from tests.support.live import callback_headers, login, pending_request, post_progress, post_result, services_of
-from tests.support.sse_client import SseStream, init_of, open_stream
+from tests.support.live import callback_headers, pending_request, post_progress, post_result, services_of
+from tests.support.signin import login
+from tests.support.sse_client import SseStream, init_of, open_stream, streaming
 from tests.support.waiting import wait_for
 
 
@@ -61,8 +62,7 @@ async def test_queued_result_replayed_once_with_last_event_id(
     assert (status, answer) == (202, {"status": "queued", "clientDisconnected": True})
     assert await services_of(gw).live.find_request(request_id) is not None  # kept until really delivered
 
-    second = await open_stream(client, gw.url, token, client_id=client_id, last_event_id=before.id)
-    try:
+    async with streaming(client, gw.url, token, client_id=client_id, last_event_id=before.id) as second:
         assert init_of(second)["clientId"] == client_id
         assert second.events[0].id == before.id
         await second.next_named("playbook/result")
@@ -76,8 +76,6 @@ async def test_queued_result_replayed_once_with_last_event_id(
         assert len(set(ids)) == len(ids) and all(i != before.id for i in ids)
         # Delivered now: the pending request is gone.
         await wait_for(lambda: _missing(gw, request_id))
-    finally:
-        await second.close()
 
 
 async def _missing(gw: GatewayInstance, request_id: str) -> bool:
@@ -85,8 +83,7 @@ async def _missing(gw: GatewayInstance, request_id: str) -> bool:
 
 
 @pytest.mark.gen_test
-async def test_resume_with_client_id_only(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
+async def test_resume_with_client_id_only(gateway: GatewayInstance, client: aiohttp.ClientSession, token: str) -> None:
     first = await open_stream(client, gateway.url, token)
     client_id = init_of(first)["clientId"]
     done_before = await pending_request(gateway, token, client_id, "tests/done_before")
@@ -101,8 +98,7 @@ async def test_resume_with_client_id_only(gateway: GatewayInstance, client: aioh
     assert (await post_progress(client, gateway, finished_away, headers=headers))[0] == 202
     assert (await post_result(client, gateway, finished_away, headers=headers))[0] == 202
 
-    second = await open_stream(client, gateway.url, token, client_id=client_id)
-    try:
+    async with streaming(client, gateway.url, token, client_id=client_id) as second:
         init = init_of(second)
         assert init["clientId"] == client_id
         assert init["pendingRequests"] == [
@@ -112,18 +108,13 @@ async def test_resume_with_client_id_only(gateway: GatewayInstance, client: aioh
         await marker(client, gateway, token, client_id, second)
         assert [r["requestId"] for r in results(second)] == [finished_away]  # the undelivered one only
         assert not [e for e in second.named("playbook/progress") if e.json["params"]["step"] == "s1"]
-    finally:
-        await second.close()
     await wait_for(lambda: disconnected(gateway, client_id))
 
-    third = await open_stream(client, gateway.url, token, client_id=client_id)
-    try:
+    async with streaming(client, gateway.url, token, client_id=client_id) as third:
         await marker(client, gateway, token, client_id, third)
         assert results(third) == []  # delivered once, not again
         listed = [p["requestId"] for p in init_of(third)["pendingRequests"]]
         assert listed[0] == still_running and finished_away not in listed and done_before not in listed
-    finally:
-        await third.close()
 
 
 @pytest.mark.gen_test
@@ -156,13 +147,10 @@ async def test_client_id_of_another_session_is_refused(gateway: GatewayInstance,
         await bob_stream.close()
 
     # Bob retrying with Alice's id and a Last-Event-ID gets nothing of hers either.
-    again = await open_stream(client, gateway.url, bob, client_id=alice_id, last_event_id="0")
-    try:
+    async with streaming(client, gateway.url, bob, client_id=alice_id, last_event_id="0") as again:
         assert init_of(again)["clientId"] != alice_id
         await marker(client, gateway, bob, init_of(again)["clientId"], again)
         assert results(again) == []
-    finally:
-        await again.close()
 
 
 @pytest.mark.gen_test

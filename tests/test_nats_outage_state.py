@@ -18,11 +18,12 @@ import signal
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, ReplicasFactory
 from tests.support.gateway import GatewayInstance
-from tests.support.live import callback_headers, hashed, login, pending_request, post_result, services_of
+from tests.support.live import callback_headers, hashed, pending_request, post_result, services_of
 from tests.support.nats_server import NatsServer
-from tests.support.sse_client import init_of, open_stream
+from tests.support.signin import login
+from tests.support.sse_client import init_of, open_stream, streaming
 from tests.support.waiting import wait_for
 
 
@@ -46,13 +47,11 @@ async def restart(server: NatsServer, *gateways: GatewayInstance) -> None:
 
 @pytest.mark.gen_test(timeout=60)
 async def test_result_for_a_client_on_another_replica_is_forwarded_when_nats_returns(
-    make_gateway: GatewayFactory, own_nats: NatsServer, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway(NATS_URL=own_nats.url)
-    b = await make_gateway(NATS_URL=own_nats.url)
+    a, b = await make_replicas(NATS_URL=own_nats.url)
     token = await login(client, a)
-    stream = await open_stream(client, a.url, token)
-    try:
+    async with streaming(client, a.url, token) as stream:
         client_id = init_of(stream)["clientId"]
         request_id = await pending_request(b, token, client_id)  # executePlaybook ran through B
         await stop(own_nats, a, b)
@@ -64,18 +63,13 @@ async def test_result_for_a_client_on_another_replica_is_forwarded_when_nats_ret
         assert event.json["params"]["requestId"] == request_id
         await wait_for(lambda: _gone(a, request_id), timeout=5)
         # B kept its own copy (journal) and the stream has the forwarded one: a replay shows it once.
-        again = await open_stream(client, b.url, token, client_id=client_id, last_event_id="0")
-        try:
+        async with streaming(client, b.url, token, client_id=client_id, last_event_id="0") as again:
             marker = await pending_request(a, token, client_id)  # a live event after the replay
             assert (await post_result(client, a, marker, headers=callback_headers(marker)))[0] == 200
             await again.wait_for(lambda e: e.event == "playbook/result" and e.json["params"]["requestId"] == marker)
             assert [e.json["params"]["requestId"] for e in again.named("playbook/result")] == [request_id, marker]
-        finally:
-            await again.close()
         await stream.wait_for(lambda e: e.event == "playbook/result" and e.json["params"]["requestId"] == marker)
         assert [e.json["params"]["requestId"] for e in stream.named("playbook/result")] == [request_id, marker]
-    finally:
-        await stream.close()
 
 
 async def _gone(gw: GatewayInstance, request_id: str) -> bool:
@@ -84,14 +78,12 @@ async def _gone(gw: GatewayInstance, request_id: str) -> bool:
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_replica_knows_the_owners_it_checked_through_an_outage(
-    make_gateway: GatewayFactory, own_nats: NatsServer, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway(NATS_URL=own_nats.url)
-    b = await make_gateway(NATS_URL=own_nats.url)
+    a, b = await make_replicas(NATS_URL=own_nats.url)
     token = await login(client, a)
     other = await login(client, a, "good:bob@example.com")
-    stream = await open_stream(client, a.url, token)
-    try:
+    async with streaming(client, a.url, token) as stream:
         client_id = init_of(stream)["clientId"]
         await pending_request(b, token, client_id)  # B checked the owner in NATS once
         await stop(own_nats, a, b)
@@ -99,8 +91,6 @@ async def test_a_replica_knows_the_owners_it_checked_through_an_outage(
         with pytest.raises(Exception, match="not an event stream of this session"):
             await pending_request(b, other, client_id)  # and still refused to another session
         await restart(own_nats, a, b)
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -11,13 +11,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayFactory, Standin
+from tests.conftest import GatewayFactory, ReplicasFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance
 from tests.support.graphql_client import error_codes, gql
-from tests.support.live import callback_headers, hashed, login, post_result, services_of
+from tests.support.live import callback_headers, hashed, post_result, services_of
 from tests.support.noetl_front import NoetlFront
-from tests.support.sse_client import SseStream, init_of, open_stream
+from tests.support.signin import login
+from tests.support.sse_client import SseStream, init_of, streaming
 from tests.support.waiting import wait_for
 
 EXECUTE = """mutation($name: String!, $c: String) {
@@ -57,11 +58,8 @@ async def slots(gw: GatewayInstance, token: str) -> int:
 
 @asynccontextmanager
 async def stream_of(client: aiohttp.ClientSession, gw: GatewayInstance, token: str) -> AsyncIterator[SseStream]:
-    stream = await open_stream(client, gw.url, token)
-    try:
+    async with streaming(client, gw.url, token) as stream:
         yield stream
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -100,10 +98,9 @@ async def _equals(value: Any, expected: int) -> bool:
 
 @pytest.mark.gen_test(timeout=30)
 async def test_limit_holds_across_replicas_under_concurrency(
-    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession
+    make_replicas: ReplicasFactory, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    a = await make_gateway(GATEWAY_MAX_PENDING_PER_SESSION="4")
-    b = await make_gateway(GATEWAY_MAX_PENDING_PER_SESSION="4")
+    a, b = await make_replicas(GATEWAY_MAX_PENDING_PER_SESSION="4")
     standin.state.gates[playbooks.NOOP] = asyncio.Event()
     token = await login(client, a)
     async with stream_of(client, a, token) as stream:
@@ -167,12 +164,9 @@ async def test_results_faster_than_noetls_answer_are_delivered(
             # Delivered before the execute call returned: nothing is left pending or resurrected.
             await wait_for(lambda: _equals(slots(gw, token), 0))
             assert await services_of(gw).live.find_request(rid) is None
-        resumed = await open_stream(client, gw.url, token, client_id=client_id)
-        try:
+        async with streaming(client, gw.url, token, client_id=client_id) as resumed:
             assert init_of(resumed)["clientId"] == client_id
             assert init_of(resumed).get("pendingRequests", []) == []
-        finally:
-            await resumed.close()
     finally:
         await front.close()
 

@@ -16,57 +16,18 @@ import pytest
 
 from tests.conftest import Standin
 from tests.standin import playbooks
-from tests.support.gateway import GatewayInstance, GatewayProcess, call
+from tests.support.gateway import GatewayInstance, call
 from tests.support.nats_server import free_port
-
-
-async def login(client: aiohttp.ClientSession, gw: GatewayInstance | GatewayProcess, token: str = "good-proxy") -> str:
-    """A fresh session token for alice (user 42)."""
-    status, body, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": token})
-    assert status == 200, body
-    return str(body["session_token"])
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def raw_request(port: int, head: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
-    """Send bytes exactly as given (no client-side normalisation); parse the answer."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(head.encode("latin-1") + body)
-        await writer.drain()
-        head_bytes = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
-        lines = head_bytes.decode("latin-1").rstrip("\r\n").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if "content-length" in headers:
-            payload = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 15)
-        else:
-            payload = await asyncio.wait_for(reader.read(), 15)
-    finally:
-        writer.close()
-    return status, headers, payload
-
-
-def request_head(method: str, target: str, token: str, *extra: str, connection: str = "close") -> str:
-    lines = [f"{method} {target} HTTP/1.1", "Host: gateway.test", f"Authorization: Bearer {token}"]
-    lines.append(f"Connection: {connection}")
-    return "\r\n".join([*lines, *extra]) + "\r\n\r\n"
-
+from tests.support.raw_http import raw_request, request_head
+from tests.support.signin import bearer, login
 
 # -- methods, paths, queries -----------------------------------------------------------------
 
 
 @pytest.mark.gen_test
 async def test_every_method_is_forwarded_to_api(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
         status, body, headers = await call(
             client, method, f"{gateway.url}/noetl/things/7?x=1", raw=b'{"a":1}', headers=bearer(token)
@@ -107,9 +68,8 @@ async def test_session_required_and_nothing_forwarded_without_it(
 
 @pytest.mark.gen_test
 async def test_cookie_and_session_header_authenticate_too(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     status, body, _ = await call(client, "GET", f"{gateway.url}/noetl/a", headers={"X-Session-Token": token})
     assert status == 200 and body["path"] == "/api/a"
     cookie = {"Cookie": f"session_token={token}; theme=dark"}
@@ -121,9 +81,8 @@ async def test_cookie_and_session_header_authenticate_too(
 
 @pytest.mark.gen_test
 async def test_query_strings_and_non_ascii_paths_pass_unchanged(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, token: str
 ) -> None:
-    token = await login(client, gateway)
     target = "/noetl/catalog/caf%C3%A9/%E6%97%A5%E6%9C%AC/%41b?name=%C3%A9t%C3%A9&a=1&a=2&empty=&plus=a+b&sp=%20"
     status, _, _ = await raw_request(gateway.port, request_head("GET", target, token))
     assert status == 200
@@ -172,9 +131,8 @@ async def test_query_strings_and_non_ascii_paths_pass_unchanged(
     ],
 )
 async def test_traversal_attempts_are_refused(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, target: str
+    gateway: GatewayInstance, standin: Standin, target: str, token: str
 ) -> None:
-    token = await login(client, gateway)
     before = len(standin.state.calls)
     status, headers, payload = await raw_request(gateway.port, request_head("GET", target, token))
     assert status == 400, target
@@ -188,9 +146,8 @@ async def test_traversal_attempts_are_refused(
 
 @pytest.mark.gen_test
 async def test_request_headers_are_cleaned_and_identity_added(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, token: str
 ) -> None:
-    token = await login(client, gateway)
     head = request_head(
         "POST",
         "/noetl/inspect",
@@ -249,9 +206,8 @@ async def test_request_headers_are_cleaned_and_identity_added(
 
 @pytest.mark.gen_test
 async def test_gateway_adds_its_own_view_and_invents_nothing(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, token: str
 ) -> None:
-    token = await login(client, gateway)
     status, _, _ = await raw_request(gateway.port, request_head("GET", "/noetl/minimal", token))
     assert status == 200
     (recorded,) = standin.state.calls_to("/api/minimal")
@@ -290,9 +246,8 @@ async def test_forwarded_proto_and_host_from_the_client_are_ignored_without_a_tr
 @pytest.mark.gen_test
 @pytest.mark.parametrize("code", [200, 201, 404, 409, 418, 500, 599])
 async def test_upstream_status_body_and_headers_pass_through(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, code: int
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, code: int, token: str
 ) -> None:
-    token = await login(client, gateway)
     headers = {**bearer(token), "Origin": "http://ui.example:3000"}
     url = f"{gateway.url}/noetl/standin/status/{code}"
     async with client.get(url, headers=headers, allow_redirects=False) as resp:
@@ -314,9 +269,8 @@ async def test_upstream_status_body_and_headers_pass_through(
 
 @pytest.mark.gen_test
 async def test_bodyless_statuses_and_head(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     for code in (204, 304):
         async with client.get(f"{gateway.url}/noetl/standin/status/{code}", headers=bearer(token)) as resp:
             assert resp.status == code
@@ -330,9 +284,8 @@ async def test_bodyless_statuses_and_head(
 
 @pytest.mark.gen_test
 async def test_html_503_from_upstream_passes_through_unchanged(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     async with client.get(f"{gateway.url}/noetl/standin/html503", headers=bearer(token)) as resp:
         assert resp.status == 503
         assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
@@ -359,9 +312,8 @@ async def test_unreachable_upstream_is_502_json_fast(make_gateway: object, clien
 
 @pytest.mark.gen_test
 async def test_upstream_dropping_the_connection_is_502(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     status, body, _ = await call(client, "GET", f"{gateway.url}/noetl/standin/drop", headers=bearer(token))
     assert (status, body) == (502, {"error": "NoETL server is unreachable"})
 
@@ -383,9 +335,8 @@ async def test_upstream_timeout_is_504_and_the_upstream_call_is_dropped(
 
 @pytest.mark.gen_test
 async def test_truncated_upstream_body_is_not_presented_as_complete(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     async with client.get(f"{gateway.url}/noetl/standin/truncate", headers=bearer(token)) as resp:
         assert resp.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
@@ -397,9 +348,8 @@ async def test_truncated_upstream_body_is_not_presented_as_complete(
 
 @pytest.mark.gen_test
 async def test_execute_allowed_is_forwarded_with_its_body(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     payload = {"path": playbooks.NOOP, "payload": {"x": 1}}
     status, body, _ = await call(client, "POST", f"{gateway.url}/noetl/execute", payload, headers=bearer(token))
     assert status == 200, body
@@ -415,9 +365,8 @@ async def test_execute_allowed_is_forwarded_with_its_body(
 
 @pytest.mark.gen_test
 async def test_execute_denied_is_403_and_not_forwarded(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     standin.state.denied_paths.add(playbooks.NOOP)
     for target in ("/noetl/execute", "/noetl/execute/", "/noetl//execute", "/noetl/%65xecute", "/noetl/EXECUTE"):
         status, body, _ = await call(
@@ -430,9 +379,8 @@ async def test_execute_denied_is_403_and_not_forwarded(
 
 @pytest.mark.gen_test
 async def test_execute_body_must_name_the_playbook(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     url = f"{gateway.url}/noetl/execute"
     status, body, _ = await call(client, "POST", url, {"payload": {}}, headers=bearer(token))
     assert status == 400 and "'path'" in body["error"]

@@ -10,8 +10,7 @@ from __future__ import annotations
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -20,7 +19,7 @@ from tests.conftest import Standin
 from tests.standin.proxy_routes import PATTERN, pattern_crc, routes_state
 from tests.support.gateway import GatewayProcess
 from tests.support.rss import RssSampler, status_kib
-from tests.test_proxy import bearer, login
+from tests.support.signin import bearer, login
 
 SIZE = 256 * 1024 * 1024
 MIB = 1024 * 1024
@@ -33,13 +32,6 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 async def blocks(size: int) -> AsyncIterator[bytes]:
     for _ in range(size // len(BLOCK)):
         yield BLOCK
-
-
-@pytest.fixture
-def gateway_process(gateway_env: dict[str, str], tmp_path: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess({**gateway_env, "GATEWAY_LOG_LEVEL": "WARNING"}).start(str(tmp_path / "gateway.log"))
-    yield process
-    process.stop()
 
 
 @pytest.mark.gen_test(timeout=90)

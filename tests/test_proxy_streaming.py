@@ -13,8 +13,9 @@ import pytest
 from tests.conftest import Standin
 from tests.standin.proxy_routes import CHUNK, PATTERN, pattern_crc, routes_state
 from tests.support.gateway import GatewayInstance
+from tests.support.raw_http import raw_request, request_head
+from tests.support.signin import bearer, login
 from tests.support.waiting import wait_for
-from tests.test_proxy import bearer, login, raw_request, request_head
 
 
 async def pattern_body(size: int) -> AsyncIterator[bytes]:
@@ -27,9 +28,8 @@ async def pattern_body(size: int) -> AsyncIterator[bytes]:
 
 @pytest.mark.gen_test
 async def test_streamed_response_reaches_client_before_upstream_finishes(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     gate = standin.state.gates.setdefault("standin/slow", asyncio.Event())
     async with client.get(f"{gateway.url}/noetl/standin/slow", headers=bearer(token)) as resp:
         assert resp.status == 200
@@ -42,9 +42,8 @@ async def test_streamed_response_reaches_client_before_upstream_finishes(
 
 @pytest.mark.gen_test
 async def test_request_body_reaches_upstream_while_client_still_sends(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, token: str
 ) -> None:
-    token = await login(client, gateway)
     half = 512 * 1024
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     head = request_head("PUT", "/noetl/standin/upload", token, f"Content-Length: {2 * half}")
@@ -67,9 +66,8 @@ async def test_request_body_reaches_upstream_while_client_still_sends(
 
 @pytest.mark.gen_test
 async def test_chunked_upload_and_download_stream_through(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     size = 5 * 1024 * 1024 + 123
     async with client.post(
         f"{gateway.url}/noetl/standin/upload", data=pattern_body(size), headers=bearer(token)
@@ -91,9 +89,8 @@ async def test_chunked_upload_and_download_stream_through(
 
 @pytest.mark.gen_test
 async def test_client_abort_while_upstream_is_silent_cancels_upstream(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     routes = routes_state(standin.state)
     request = asyncio.ensure_future(client.get(f"{gateway.url}/noetl/standin/hang", headers=bearer(token)))
     await asyncio.wait_for(routes.event("started", "hang").wait(), 5)
@@ -109,9 +106,8 @@ async def test_client_abort_while_upstream_is_silent_cancels_upstream(
 
 @pytest.mark.gen_test
 async def test_client_abort_mid_download_cancels_upstream(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
 ) -> None:
-    token = await login(client, gateway)
     routes = routes_state(standin.state)
     url = f"{gateway.url}/noetl/standin/download?size={1 << 30}"
     resp = await client.get(url, headers=bearer(token))
@@ -123,10 +119,7 @@ async def test_client_abort_mid_download_cancels_upstream(
 
 
 @pytest.mark.gen_test
-async def test_client_abort_mid_upload_cancels_upstream(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
-) -> None:
-    token = await login(client, gateway)
+async def test_client_abort_mid_upload_cancels_upstream(gateway: GatewayInstance, standin: Standin, token: str) -> None:
     routes = routes_state(standin.state)
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     head = request_head("POST", "/noetl/standin/upload", token, f"Content-Length: {10 * 1024 * 1024}")

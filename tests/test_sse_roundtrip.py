@@ -12,8 +12,8 @@ from tests.conftest import Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance
 from tests.support.graphql_client import gql
-from tests.support.live import login
-from tests.support.sse_client import init_of, open_stream
+from tests.support.signin import login
+from tests.support.sse_client import init_of, streaming
 from tests.support.waiting import wait_for
 
 EXECUTE = """mutation($name: String!, $v: JSON, $c: String) {
@@ -42,8 +42,7 @@ async def test_round_trip_progress_then_result(
 ) -> None:
     gate = standin.state.gates[playbooks.PROGRESS_RESULT] = asyncio.Event()
     token = await login(client, gateway)
-    stream = await open_stream(client, gateway.url, token)
-    try:
+    async with streaming(client, gateway.url, token) as stream:
         client_id = init_of(stream)["clientId"]
         started = await execute(client, gateway, token, playbooks.PROGRESS_RESULT, {"query": "SFO-JFK"}, client_id)
         request_id, execution_id = started["requestId"], started["executionId"]
@@ -83,15 +82,13 @@ async def test_round_trip_progress_then_result(
             ("/api/internal/progress", 200, {"status": "delivered"}),
             ("/api/internal/callback/async", 200, {"status": "delivered"}),
         ]
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test
-async def test_round_trip_failure(gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
-    stream = await open_stream(client, gateway.url, token)
-    try:
+async def test_round_trip_failure(
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
+) -> None:
+    async with streaming(client, gateway.url, token) as stream:
         client_id = init_of(stream)["clientId"]
         started = await execute(client, gateway, token, playbooks.FAILING, {}, client_id)
         result = await stream.next_named("playbook/result")
@@ -101,8 +98,6 @@ async def test_round_trip_failure(gateway: GatewayInstance, standin: Standin, cl
             "status": "FAILED",
             "error": {"code": -32000, "message": "step http_call failed: 500 from upstream", "data": None},
         }
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test
@@ -111,8 +106,7 @@ async def test_execute_refuses_a_client_of_another_session(
 ) -> None:
     alice = await login(client, gateway)
     bob = await login(client, gateway, "good:bob@example.com")
-    alice_stream = await open_stream(client, gateway.url, alice)
-    try:
+    async with streaming(client, gateway.url, alice) as alice_stream:
         alice_id = init_of(alice_stream)["clientId"]
         runs = len(standin.state.calls_to("/api/execute"))
         for client_id in (alice_id, "no-such-client"):
@@ -123,5 +117,3 @@ async def test_execute_refuses_a_client_of_another_session(
             assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
             assert body["errors"][0]["message"] == "clientId is not an event stream of this session"
         assert len(standin.state.calls_to("/api/execute")) == runs  # nothing ran, not even the access check
-    finally:
-        await alice_stream.close()

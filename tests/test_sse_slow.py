@@ -12,8 +12,9 @@ import pytest
 from gateway.live.stream import SLOW
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance
-from tests.support.live import callback_headers, login, pending_request, post_progress, services_of
-from tests.support.sse_client import init_of, open_stream
+from tests.support.live import callback_headers, pending_request, post_progress, services_of
+from tests.support.signin import login
+from tests.support.sse_client import init_of, open_stream, streaming
 from tests.support.waiting import wait_for
 
 BUFFER = 8
@@ -147,13 +148,10 @@ async def test_slow_client_is_told_and_resumes_from_last_event_id(
     assert frames[-1][0].decode() == last_id  # the notice carries the id to resume from
     assert len(received) < posted
 
-    resumed = await open_stream(client, gw.url, token, client_id=slow_id, last_event_id=last_id)
-    try:
+    async with streaming(client, gw.url, token, client_id=slow_id, last_event_id=last_id) as resumed:
         await resumed.wait_for(
             lambda e: e.event == "playbook/progress" and e.json["params"]["step"] == str(posted - 1), timeout=10
         )
         steps = [int(re.search(rb'"step":"(\d+)"', f[2]).group(1)) for f in received]  # type: ignore[union-attr]
         steps += [int(e.json["params"]["step"]) for e in resumed.named("playbook/progress")]
         assert steps == list(range(posted))  # nothing lost, nothing twice
-    finally:
-        await resumed.close()

@@ -15,16 +15,15 @@ from gateway.auth.tokens import token_hash
 from gateway.version import __version__
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
-from tests.support.live import login, services_of
-from tests.support.sse_client import SseStream, init_of, open_stream
+from tests.support.live import services_of
+from tests.support.signin import login
+from tests.support.sse_client import SseStream, init_of, open_stream, streaming
 from tests.support.waiting import wait_for
 
 
 @pytest.mark.gen_test
-async def test_init_message_headers_and_id(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
-    stream = await open_stream(client, gateway.url, token)
-    try:
+async def test_init_message_headers_and_id(gateway: GatewayInstance, client: aiohttp.ClientSession, token: str) -> None:
+    async with streaming(client, gateway.url, token) as stream:
         assert stream.status == 200
         assert stream.headers["Content-Type"].startswith("text/event-stream")
         assert stream.headers["Cache-Control"] == "no-cache"
@@ -46,19 +45,13 @@ async def test_init_message_headers_and_id(gateway: GatewayInstance, client: aio
         # The client is registered to this session in NATS KV (CONTRACT §7).
         record = await services_of(gateway).live.clients.bucket.get(client_id)
         assert record is not None and record["session"] == token_hash(token) and record["created_at"]
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("via", ["bearer", "header", "cookie"])
-async def test_token_sources(gateway: GatewayInstance, client: aiohttp.ClientSession, via: str) -> None:
-    token = await login(client, gateway)
-    stream = await open_stream(client, gateway.url, token, via=via)
-    try:
+async def test_token_sources(gateway: GatewayInstance, client: aiohttp.ClientSession, via: str, token: str) -> None:
+    async with streaming(client, gateway.url, token, via=via) as stream:
         assert init_of(stream)["clientId"]
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test
@@ -82,14 +75,11 @@ async def test_bad_session_is_one_error_event_then_close(
 async def test_heartbeat_carries_the_last_event_id(make_gateway: GatewayFactory, client: aiohttp.ClientSession) -> None:
     gw = await make_gateway(GATEWAY_HEARTBEAT_INTERVAL_SECS="0.2")
     token = await login(client, gw)
-    stream = await open_stream(client, gw.url, token)
-    try:
+    async with streaming(client, gw.url, token) as stream:
         first = await stream.next_named("ping", timeout=3)
         second = await stream.next_named("ping", timeout=3, after=stream.events.index(first) + 1)
         assert first.json == {"jsonrpc": "2.0", "method": "ping", "params": {}}
         assert first.id == stream.events[0].id and second.id == first.id  # nothing delivered in between
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test
@@ -117,8 +107,7 @@ async def test_streams_per_session_are_limited(make_gateway: GatewayFactory, cli
 
 
 @pytest.mark.gen_test
-async def test_logout_closes_the_stream(gateway: GatewayInstance, client: aiohttp.ClientSession) -> None:
-    token = await login(client, gateway)
+async def test_logout_closes_the_stream(gateway: GatewayInstance, client: aiohttp.ClientSession, token: str) -> None:
     keep = await login(client, gateway)
     stream = await open_stream(client, gateway.url, token)
     other = await open_stream(client, gateway.url, keep)
@@ -144,13 +133,10 @@ async def test_session_expiry_closes_the_stream(gateway: GatewayInstance, client
     user = User(user_id=7, email="short@example.com", display_name="Short")
     expires_at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(expires)) + f".{int(expires * 1000) % 1000:03d}Z"
     await services_of(gateway).sessions.store(Session(user, expires_at, token_hash(token), expires))
-    stream = await open_stream(client, gateway.url, token)
-    try:
+    async with streaming(client, gateway.url, token) as stream:
         assert init_of(stream)["clientId"]
         await stream.wait_ended(timeout=5)
         assert stream.events[-1].json["error"] == {"code": -32002, "message": "Session expired"}
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test

@@ -1,4 +1,4 @@
-"""Helpers for GraphQL tests: sign in through the stand-in and send GraphQL over HTTP."""
+"""Helpers for GraphQL tests: send GraphQL over HTTP and read its answers and metrics."""
 
 from __future__ import annotations
 
@@ -17,13 +17,6 @@ mutation {
   ) { id executionId requestId status }
 }
 """
-
-
-async def login(client: aiohttp.ClientSession, gw: GatewayInstance, auth0_token: str = "good-gql") -> str:
-    """A session token from the stand-in's login playbook."""
-    status, body, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": auth0_token})
-    assert status == 200, body
-    return str(body["session_token"])
 
 
 async def gql(

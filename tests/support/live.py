@@ -1,4 +1,4 @@
-"""Helpers for live-results tests: log in, register a pending request, post worker callbacks."""
+"""Helpers for live-results tests: register a pending request, post worker callbacks."""
 
 from __future__ import annotations
 
@@ -13,13 +13,6 @@ from tests.support.gateway import GatewayInstance, GatewayProcess, call
 Gateway = GatewayInstance | GatewayProcess
 
 SECRET = "test-callback-secret-0123456789abcdefghij"  # the gateway_env fixture's GATEWAY_CALLBACK_SECRET
-
-
-async def login(client: aiohttp.ClientSession, gw: Gateway, auth0_token: str = "good") -> str:
-    """A fresh session token (stand-in login playbook)."""
-    status, body, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": auth0_token})
-    assert status == 200, body
-    return str(body["session_token"])
 
 
 def services_of(gw: GatewayInstance) -> Services:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+
+import nats
 
 from tests.support.missing import fail_in_ci_else_skip
 from tests.support.processes import stop_process, wait_http_ok
@@ -85,3 +90,13 @@ class NatsServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.store, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def kv_bucket(url: str, bucket: str) -> AsyncIterator[Any]:
+    """A KV bucket read on a connection of the test's own: what another replica (or an operator) sees."""
+    nc = await nats.connect(url)
+    try:
+        yield await nc.jetstream().key_value(bucket)
+    finally:
+        await nc.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +178,18 @@ async def open_stream(client: aiohttp.ClientSession, base_url: str, token: str, 
     stream = await SseStream.open(client, base_url, token, **kwargs)
     await stream.wait_for(lambda e: e.event in ("message", "error"))
     return stream
+
+
+@contextlib.asynccontextmanager
+async def streaming(
+    client: aiohttp.ClientSession, base_url: str, token: str, **kwargs: Any
+) -> AsyncIterator[SseStream]:
+    """``open_stream``, closed however the test ends (a browser tab going away)."""
+    stream = await open_stream(client, base_url, token, **kwargs)
+    try:
+        yield stream
+    finally:
+        await stream.close()
 
 
 def init_of(stream: SseStream) -> dict[str, Any]:
