@@ -69,3 +69,31 @@ async def test_nats_stopped_mid_stream_then_back(
         assert got == [before, in_flight, during, after]
         keys = [order_key(e.id) for e in stream.events[1:] if e.event != "ping"]
         assert keys == sorted(keys) and len(set(keys)) == len(keys)  # ids keep increasing across the outage
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_result_whose_publish_fails_before_the_outage_is_noticed_is_not_lost(
+    make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
+) -> None:
+    """NATS hangs (SIGSTOP: the connection stays up, publishes time out) while a result for a client
+    held by the other replica arrives: the result is kept and forwarded once NATS answers again.
+    Found by the fault drill under load: it was delivered in-process only, to nobody."""
+    import os
+    import signal
+
+    a, b = await make_replicas(NATS_URL=own_nats.url)
+    token = await login(client, b)
+    async with streaming(client, b.url, token) as stream:
+        client_id = init_of(stream)["clientId"]
+        request_id = await pending_request(a, token, client_id)  # recorded on A, client held by B
+        assert own_nats.proc is not None
+        os.kill(own_nats.proc.pid, signal.SIGSTOP)
+        try:
+            assert services_of(a).nats.connected  # not noticed yet: the publish is tried, and times out
+            status, answer = await post_result(client, a, request_id, headers=callback_headers(request_id))
+            assert status in (200, 202), answer
+            assert request_id in services_of(a).live.delivery.outbox  # kept for forwarding
+        finally:
+            os.kill(own_nats.proc.pid, signal.SIGCONT)
+        await result_for(stream, request_id)  # forwarded through NATS to B's stream
+        assert [e.json["params"]["requestId"] for e in stream.named("playbook/result")] == [request_id]

@@ -26,7 +26,7 @@ from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from gateway.config import GatewayConfig
-from gateway.live.events import LiveEvent, Pos
+from gateway.live.events import KIND_RESULT, LiveEvent, Pos
 from gateway.nats.link import NatsLink
 
 log = logging.getLogger("gateway.live")
@@ -153,6 +153,10 @@ class EventBus:
             headers[_H_KIND] = kind
         if request_id:
             headers[_H_REQUEST] = request_id
+            if kind == KIND_RESULT:
+                # One result per request: a re-publish (the outage outbox forwarding one whose first
+                # publish timed out but landed after all) is dropped by JetStream's duplicate window.
+                headers["Nats-Msg-Id"] = f"result:{request_id}"
         ack = await js.publish(self.subject(client_id), payload, timeout=2.0, stream=self.stream_name, headers=headers)
         return LiveEvent((int(ack.seq), 0), client_id, session, method, payload, kind, request_id)
 

@@ -112,6 +112,11 @@ class Delivery:
             record, "playbook/result", notification("playbook/result", params), KIND_RESULT, request_id
         )
         connected = await self._streams.is_connected(record)
+        if event.pos[1] and self._link.enabled and not self._streams.held_for(event.client_id, event.session):
+            # Made in-process (the publish failed: NATS is going away, maybe not noticed yet) for a
+            # client held on another replica: that replica never saw it. Keep it and forward it when
+            # NATS is back, as for a client that is away — else the result is lost.
+            connected = False
         if not connected:
             # Kept until the client is back; marked so pendingRequests no longer lists it (unless
             # it was delivered meanwhile: a plain write would bring the request back).
@@ -123,6 +128,8 @@ class Delivery:
                     dropped = next(iter(self.outbox))
                     del self.outbox[dropped]
                     log.warning("result for request %s not kept for forwarding (outbox full)", dropped[:8])
+                if self._link.connected:  # the publish failed although NATS is (back) up: forward now
+                    self._on_link_state(True)
         return connected
 
     async def deliver_progress(
@@ -171,7 +178,7 @@ class Delivery:
 
     async def _forward_outbox(self) -> None:
         """Publish the results made during the outage that are still undelivered (NATS is back)."""
-        forwarded = 0
+        forwarded, delay = 0, 0.1
         while self.outbox and self._link.connected:
             request_id, event = next(iter(self.outbox.items()))
             record = await self._requests.get(request_id)
@@ -180,9 +187,11 @@ class Delivery:
                     await self._bus.publish(
                         event.client_id, event.session, event.method, event.payload, event.kind, request_id
                     )
-                except Exception as exc:  # away again: the next connect resumes here
+                except Exception as exc:  # NATS settling after a reconnect: retry; away again: next connect
                     log.warning("forwarding results after the outage paused: %s", type(exc).__name__)
-                    return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
                 forwarded += 1
             self.outbox.pop(request_id, None)
         if forwarded:

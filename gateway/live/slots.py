@@ -154,7 +154,11 @@ class SessionSlots:
             except KeyWrongLastSequenceError:
                 return False
             except Exception as exc:
-                log.warning("pending-request slots not written (%s); counting in process", type(exc).__name__)
+                # NATS is up but this write failed (a timeout while JetStream settles): the slot is not
+                # counted (fail-open). Refusing the start for a transient error would hurt a user, and a
+                # count kept in process would outlive the error (it is cleared only on a reconnect).
+                log.warning("pending-request slots not written (%s); this slot is not counted", type(exc).__name__)
+                return True
         self._store_local(session, held)
         return True
 

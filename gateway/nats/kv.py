@@ -110,10 +110,16 @@ class KvBucket:
                 self._replay_task = asyncio.create_task(self._replay_rest(self._kv), name=f"kv-replay-{self.name}")
 
     async def _replay_rest(self, kv: KeyValue) -> None:
-        try:
-            await self._replay_queued(kv)
-        except Exception as exc:
-            log.warning("KV %s: queued writes wait for the next connect (%s)", self.name, type(exc).__name__)
+        """Replay until the queue is empty or NATS goes away: a write that times out just after a
+        reconnect (JetStream still settling) is retried, not left queued until the next outage."""
+        delay = 0.1
+        while self._queued and self._link.connected:
+            try:
+                await self._replay_queued(self._kv or kv)
+            except Exception as exc:
+                log.warning("KV %s: queued writes not replayed yet (%s); retrying", self.name, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _restart_watch(self, kv: KeyValue) -> None:
         if self._watch_task is not None:

@@ -74,6 +74,7 @@ class StandinState:
         self.execute_delay = 0.0
         self.tasks: set[asyncio.Task[None]] = set()
         self.callback_replies: list[tuple[str, int, Any]] = []
+        self.callback_log: list[tuple[str, Any, int, Any]] = []  # (url, request id, status, answer)
         self._ids = itertools.count(int(time.time() * 1000) * 1000)
         self._http: aiohttp.ClientSession | None = None
         self._nats: Any = None
@@ -142,6 +143,7 @@ class PlaybookRun:
             raw = await resp.read()
             answer = orjson.loads(raw) if raw else None
             self.state.callback_replies.append((path, resp.status, answer))
+            self.state.callback_log.append((url, body.get("request_id"), resp.status, answer))
             return resp.status, answer
 
     async def callback(self, status: str, data: dict[str, Any], transport: str | None = None) -> None:
