@@ -13,7 +13,7 @@ from tornado.ioloop import IOLoop
 from tests.standin.server import StandinState, start_standin
 from tests.support.gateway import GatewayInstance, GatewayProcess
 from tests.support.nats_server import NatsServer, free_port, nats_server_binary, require_binary
-from tests.support.signin import login
+from tests.support.signin import SignedIn, login
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +85,7 @@ def gateway_env(standin: Standin, nats_server: NatsServer) -> dict[str, str]:
 
 GatewayFactory = Callable[..., Awaitable[GatewayInstance]]
 ReplicasFactory = Callable[..., Awaitable[tuple[GatewayInstance, GatewayInstance]]]
+SignedInFactory = Callable[..., Awaitable[SignedIn]]
 
 
 @pytest.fixture
@@ -138,6 +139,23 @@ def token(io_loop: IOLoop, gateway: GatewayInstance, client: aiohttp.ClientSessi
 
     session_token: str = io_loop.run_sync(sign_in, timeout=15)
     return session_token
+
+
+@pytest.fixture
+def alice(gateway: GatewayInstance, client: aiohttp.ClientSession, token: str) -> SignedIn:
+    """Alice signed in on ``gateway`` (``token``) with ``client``: ``await alice.gql(query)``."""
+    return SignedIn(gateway, client, token)
+
+
+@pytest.fixture
+def make_signed_in(make_gateway: GatewayFactory, client: aiohttp.ClientSession) -> SignedInFactory:
+    """A gateway with its own settings and a session on it: ``alice = await make_signed_in(GATEWAY_X="1")``."""
+
+    async def factory(*, auth0_token: str = "good", **overrides: str) -> SignedIn:
+        gw = await make_gateway(**overrides)
+        return SignedIn(gw, client, await login(client, gw, auth0_token))
+
+    return factory
 
 
 @pytest.fixture

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any
+
 import aiohttp
 
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
+from tests.support.graphql_client import gql
 
 Gateway = GatewayInstance | GatewayProcess
 
@@ -19,3 +23,30 @@ async def login(client: aiohttp.ClientSession, gw: Gateway, auth0_token: str = "
 def bearer(token: str, **extra: str) -> dict[str, str]:
     """The headers of a signed-in request (plus any ``extra`` ones)."""
     return {"Authorization": f"Bearer {token}", **extra}
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """What a signed-in test works with: a gateway, a client and a session token on that gateway."""
+
+    gateway: GatewayInstance
+    client: aiohttp.ClientSession
+    token: str
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    async def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, Any]:
+        """``method path`` on the gateway with this session's bearer token (plus ``headers``)."""
+        return await call(self.client, method, f"{self.url}{path}", body, headers=bearer(self.token, **(headers or {})))
+
+    async def gql(self, query: str, variables: Any = None, **options: Any) -> tuple[int, Any, Any]:
+        """One GraphQL request with this session (options as for ``graphql_client.gql``)."""
+        return await gql(self.client, self.gateway, self.token, query, variables, **options)
+
+    async def as_user(self, auth0_token: str) -> SignedIn:
+        """The same gateway and client, signed in with another Auth0 token (see ``login``)."""
+        return replace(self, token=await login(self.client, self.gateway, auth0_token))
