@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,10 +39,16 @@ class SignedIn:
         return self.gateway.url
 
     async def call(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
     ) -> tuple[int, Any, Any]:
-        """``method path`` on the gateway with this session's bearer token (plus ``headers``)."""
-        return await call(self.client, method, f"{self.url}{path}", body, headers=bearer(self.token, **(headers or {})))
+        """``method path`` on the gateway with this session's bearer token (plus ``headers``), as ``gateway.call``."""
+        signed = bearer(self.token, **(headers or {}))
+        return await call(self.client, method, f"{self.url}{path}", body, headers=signed, raw=raw)
+
+    def request(self, method: str, path: str, **options: Any) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """``async with alice.request("GET", path) as resp``: the response itself, for its headers and stream."""
+        signed = bearer(self.token, **options.pop("headers", {}))
+        return self.client.request(method, f"{self.url}{path}", headers=signed, **options)
 
     async def gql(self, query: str, variables: Any = None, **options: Any) -> tuple[int, Any, Any]:
         """One GraphQL request with this session (options as for ``graphql_client.gql``)."""
