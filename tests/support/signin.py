@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
+import pytest
+from tornado.ioloop import IOLoop
 
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.graphql_client import gql
@@ -57,3 +59,17 @@ class SignedIn:
     async def as_user(self, auth0_token: str) -> SignedIn:
         """The same gateway and client, signed in with another Auth0 token (see ``login``)."""
         return replace(self, token=await login(self.client, self.gateway, auth0_token))
+
+
+def signed_in_as(auth0_token: str) -> Any:
+    """A fixture: a session for ``auth0_token`` on the ``gateway`` fixture (``member = signed_in_as("member-x")``)."""
+
+    @pytest.fixture
+    def fixture(io_loop: IOLoop, gateway: GatewayInstance, client: aiohttp.ClientSession) -> SignedIn:
+        async def sign_in() -> SignedIn:
+            return SignedIn(gateway, client, await login(client, gateway, auth0_token))
+
+        signed_in: SignedIn = io_loop.run_sync(sign_in, timeout=15)
+        return signed_in
+
+    return fixture
