@@ -14,6 +14,7 @@ from tests.standin.server import StandinState, start_standin
 from tests.support.gateway import GatewayInstance, GatewayProcess
 from tests.support.nats_server import NatsServer, free_port, nats_server_binary, require_binary
 from tests.support.signin import SignedIn, login
+from tests.support.silent_login import SilentLogin, start_silent_login
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +87,7 @@ def gateway_env(standin: Standin, nats_server: NatsServer) -> dict[str, str]:
 GatewayFactory = Callable[..., Awaitable[GatewayInstance]]
 ReplicasFactory = Callable[..., Awaitable[tuple[GatewayInstance, GatewayInstance]]]
 SignedInFactory = Callable[..., Awaitable[SignedIn]]
+SilentLoginFactory = Callable[[GatewayInstance], Awaitable[SilentLogin]]
 
 
 @pytest.fixture
@@ -156,6 +158,16 @@ def make_signed_in(make_gateway: GatewayFactory, client: aiohttp.ClientSession) 
         return SignedIn(gw, client, await login(client, gw, auth0_token))
 
     return factory
+
+
+@pytest.fixture
+def silent_login(standin: Standin, client: aiohttp.ClientSession) -> SilentLoginFactory:
+    """``login = await silent_login(gw)``: a login on ``gw`` waiting for ``await login.answer(gw)``."""
+
+    async def start(gw: GatewayInstance) -> SilentLogin:
+        return await start_silent_login(client, gw, standin)
+
+    return start
 
 
 @pytest.fixture
