@@ -48,10 +48,8 @@ class SilentLogin:
 
     async def answer(self, gw: GatewayInstance) -> tuple[int, Any]:
         """POST the playbook's answer to ``gw``'s callback endpoint with the request's own token."""
-        url = f"{gw.url}/api/internal/callback"
-        status, body, _ = await call(
-            self.client, "POST", url, callback_body(self.request_id), bearer(self.callback_token)
-        )
+        url, body = f"{gw.url}/api/internal/callback", callback_body(self.request_id)
+        status, answer, _ = await call(self.client, "POST", url, body, headers=bearer(self.callback_token))
         return status, answer
 
 
