@@ -85,7 +85,8 @@ def gateway_env(standin: Standin, nats_server: NatsServer) -> dict[str, str]:
 
 
 GatewayFactory = Callable[..., Awaitable[GatewayInstance]]
-ReplicasFactory = Callable[..., Awaitable[tuple[GatewayInstance, GatewayInstance]]]
+Replicas = tuple[GatewayInstance, GatewayInstance]
+ReplicasFactory = Callable[..., Awaitable[Replicas]]
 SignedInFactory = Callable[..., Awaitable[SignedIn]]
 SilentLoginFactory = Callable[[GatewayInstance], Awaitable[SilentLogin]]
 
@@ -112,10 +113,17 @@ def make_replicas(make_gateway: GatewayFactory) -> ReplicasFactory:
     What one writes (sessions, waiters, revocations) the other must see through NATS.
     """
 
-    async def factory(**overrides: str) -> tuple[GatewayInstance, GatewayInstance]:
+    async def factory(**overrides: str) -> Replicas:
         return await make_gateway(**overrides), await make_gateway(**overrides)
 
     return factory
+
+
+@pytest.fixture
+def replicas(io_loop: IOLoop, make_replicas: ReplicasFactory) -> Replicas:
+    """Two replicas with the default settings: ``a, b = replicas``."""
+    pair: Replicas = io_loop.run_sync(make_replicas, timeout=30)
+    return pair
 
 
 @pytest.fixture

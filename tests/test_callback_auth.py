@@ -8,7 +8,7 @@ import aiohttp
 import jwt
 import pytest
 
-from tests.conftest import GatewayFactory, ReplicasFactory, SilentLoginFactory
+from tests.conftest import GatewayFactory, Replicas, SilentLoginFactory
 from tests.support.gateway import GatewayInstance, call
 from tests.support.silent_login import callback_body
 
@@ -82,10 +82,8 @@ async def test_callback_bad_bodies(gateway: GatewayInstance, client: aiohttp.Cli
 
 
 @pytest.mark.gen_test
-async def test_callback_reaches_waiter_on_another_replica(
-    make_replicas: ReplicasFactory, silent_login: SilentLoginFactory
-) -> None:
-    a, b = await make_replicas()
+async def test_callback_reaches_waiter_on_another_replica(replicas: Replicas, silent_login: SilentLoginFactory) -> None:
+    a, b = replicas
     login = await silent_login(a)
     status, body = await login.answer(b)
     assert status == 200 and body["delivered"] is True

@@ -20,7 +20,7 @@ import pytest
 
 from gateway.auth.tokens import CallbackSigner
 from gateway.config import load_config
-from tests.conftest import GatewayFactory, ReplicasFactory, SilentLoginFactory
+from tests.conftest import GatewayFactory, Replicas, SilentLoginFactory
 from tests.support.gateway import GatewayInstance, call
 from tests.support.live import callback_headers, pending_request, post_progress, post_result
 from tests.support.nats_server import NatsServer, kv_bucket
@@ -43,9 +43,9 @@ async def post_callback(
 
 @pytest.mark.gen_test
 async def test_a_login_callback_token_is_refused_once_used_on_every_replica(
-    make_replicas: ReplicasFactory, silent_login: SilentLoginFactory, nats_server: NatsServer
+    replicas: Replicas, silent_login: SilentLoginFactory, nats_server: NatsServer
 ) -> None:
-    a, b = await make_replicas()
+    a, b = replicas
     login = await silent_login(a)
     status, answer = await login.answer(a)
     assert (status, answer["delivered"]) == (200, True)
@@ -63,9 +63,9 @@ async def test_a_login_callback_token_is_refused_once_used_on_every_replica(
 
 @pytest.mark.gen_test
 async def test_two_final_callbacks_at_once_one_is_accepted(
-    make_replicas: ReplicasFactory, silent_login: SilentLoginFactory
+    replicas: Replicas, silent_login: SilentLoginFactory
 ) -> None:
-    a, b = await make_replicas()
+    a, b = replicas
     login = await silent_login(a)
     answers = await asyncio.gather(login.answer(a), login.answer(b))
     assert sorted(status for status, _ in answers) == [200, 401]
