@@ -21,22 +21,14 @@ from tests.conftest import GatewayFactory, SignedInFactory, Standin
 from tests.standin.proxy_routes import PATTERN, routes_state
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.raw_http import raw_connection
+from tests.support.routes import REST_JSON_ENDPOINTS
 from tests.support.rss import RssSampler, reset_peak, status_kib
 from tests.support.signin import SignedIn
 
 MIB = 1024 * 1024
 LIMIT = MIB  # GATEWAY_MAX_BODY_BYTES default
 TOO_LARGE = f"Request body too large (limit {LIMIT} bytes)"
-JSON_ENDPOINTS = [
-    "/api/auth/login",
-    "/api/auth/validate",
-    "/api/auth/check-access",
-    "/api/auth/logout",
-    "/api/internal/callback",
-    "/api/internal/callback/async",
-    "/api/internal/progress",
-    "/graphql",
-]
+JSON_ENDPOINTS = [*REST_JSON_ENDPOINTS, "/graphql"]
 BLOCK = b" " * (64 * 1024)  # whitespace: a body that would still be valid JSON padding
 
 
