@@ -13,7 +13,8 @@ from tornado.ioloop import IOLoop
 from tests.standin.server import StandinState, start_standin
 from tests.support.gateway import GatewayInstance, GatewayProcess
 from tests.support.nats_server import NatsServer, free_port, nats_server_binary, require_binary
-from tests.support.signin import login
+from tests.support.signin import SignedIn, login
+from tests.support.silent_login import SilentLogin, start_silent_login
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +85,10 @@ def gateway_env(standin: Standin, nats_server: NatsServer) -> dict[str, str]:
 
 
 GatewayFactory = Callable[..., Awaitable[GatewayInstance]]
-ReplicasFactory = Callable[..., Awaitable[tuple[GatewayInstance, GatewayInstance]]]
+Replicas = tuple[GatewayInstance, GatewayInstance]
+ReplicasFactory = Callable[..., Awaitable[Replicas]]
+SignedInFactory = Callable[..., Awaitable[SignedIn]]
+SilentLoginFactory = Callable[[GatewayInstance], Awaitable[SilentLogin]]
 
 
 @pytest.fixture
@@ -109,10 +113,17 @@ def make_replicas(make_gateway: GatewayFactory) -> ReplicasFactory:
     What one writes (sessions, waiters, revocations) the other must see through NATS.
     """
 
-    async def factory(**overrides: str) -> tuple[GatewayInstance, GatewayInstance]:
+    async def factory(**overrides: str) -> Replicas:
         return await make_gateway(**overrides), await make_gateway(**overrides)
 
     return factory
+
+
+@pytest.fixture
+def replicas(io_loop: IOLoop, make_replicas: ReplicasFactory) -> Replicas:
+    """Two replicas with the default settings: ``a, b = replicas``."""
+    pair: Replicas = io_loop.run_sync(make_replicas, timeout=30)
+    return pair
 
 
 @pytest.fixture
@@ -138,6 +149,33 @@ def token(io_loop: IOLoop, gateway: GatewayInstance, client: aiohttp.ClientSessi
 
     session_token: str = io_loop.run_sync(sign_in, timeout=15)
     return session_token
+
+
+@pytest.fixture
+def alice(gateway: GatewayInstance, client: aiohttp.ClientSession, token: str) -> SignedIn:
+    """Alice signed in on ``gateway`` (``token``) with ``client``: ``await alice.gql(query)``."""
+    return SignedIn(gateway, client, token)
+
+
+@pytest.fixture
+def make_signed_in(make_gateway: GatewayFactory, client: aiohttp.ClientSession) -> SignedInFactory:
+    """A gateway with its own settings and a session on it: ``alice = await make_signed_in(GATEWAY_X="1")``."""
+
+    async def factory(*, auth0_token: str = "good", **overrides: str) -> SignedIn:
+        gw = await make_gateway(**overrides)
+        return SignedIn(gw, client, await login(client, gw, auth0_token))
+
+    return factory
+
+
+@pytest.fixture
+def silent_login(standin: Standin, client: aiohttp.ClientSession) -> SilentLoginFactory:
+    """``login = await silent_login(gw)``: a login on ``gw`` waiting for ``await login.answer(gw)``."""
+
+    async def start(gw: GatewayInstance) -> SilentLogin:
+        return await start_silent_login(client, gw, standin)
+
+    return start
 
 
 @pytest.fixture

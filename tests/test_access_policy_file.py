@@ -17,32 +17,36 @@ from tests.support.gateway import call
 from tests.support.signin import login
 from tests.test_config_cli import run_gateway
 
-USER = ("analyst",)
-ADMIN = ("admin",)
+# The default table's decisions: method, path, the caller's roles ("-": none at all), allowed or not.
+DEFAULT_DECISIONS = """
+GET     executions                  analyst  allowed
+HEAD    executions/12               analyst  allowed
+GET     catalog/a/b/c/ui_schema     analyst  allowed
+POST    execute                     analyst  allowed
+POST    executions/12/cancel        analyst  allowed
+GET     executions/12/finalize      analyst  denied
+POST    executions/cleanup          analyst  denied
+GET     executions/cleanup          analyst  denied   # named admin-only before the broader read rule
+POST    executions/12/analyze/ai    analyst  denied
+POST    postgres/execute            analyst  denied
+GET     credentials                 analyst  denied
+GET     anything/new                analyst  denied
+PUT     execute                     analyst  denied
+POST    postgres/execute            admin    allowed
+DELETE  anything/new                admin    allowed
+GET     executions                  -        allowed
+GET     credentials                 -        denied
+"""
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "roles", "allowed"),
-    [
-        ("GET", "executions", USER, True),
-        ("HEAD", "executions/12", USER, True),
-        ("GET", "catalog/a/b/c/ui_schema", USER, True),
-        ("POST", "execute", USER, True),
-        ("POST", "executions/12/cancel", USER, True),
-        ("GET", "executions/12/finalize", USER, False),
-        ("POST", "executions/cleanup", USER, False),
-        ("GET", "executions/cleanup", USER, False),  # named admin-only before the broader read rule
-        ("POST", "executions/12/analyze/ai", USER, False),
-        ("POST", "postgres/execute", USER, False),
-        ("GET", "credentials", USER, False),
-        ("GET", "anything/new", USER, False),
-        ("PUT", "execute", USER, False),
-        ("POST", "postgres/execute", ADMIN, True),
-        ("DELETE", "anything/new", ADMIN, True),
-        ("GET", "executions", (), True),  # signed in with no roles at all
-        ("GET", "credentials", (), False),
-    ],
-)
+def decisions(table: str) -> list[tuple[str, str, tuple[str, ...], bool]]:
+    rows = [line.split("#")[0].split() for line in table.strip().splitlines()]
+    return [
+        (method, path, () if roles == "-" else (roles,), verdict == "allowed") for method, path, roles, verdict in rows
+    ]
+
+
+@pytest.mark.parametrize(("method", "path", "roles", "allowed"), decisions(DEFAULT_DECISIONS))
 def test_default_policy_decisions(method: str, path: str, roles: tuple[str, ...], allowed: bool) -> None:
     policy = default_policy(["admin"])
     if allowed:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import jwt
 import pytest
 from tornado.ioloop import IOLoop
 
-from tests.conftest import Standin
+from tests.conftest import GatewayFactory, Standin
 from tests.support.gateway import call
 from tests.support.jwks import JwksServer, SigningKey, claims
 
@@ -31,19 +32,33 @@ def auth0_env(jwks: JwksServer) -> dict[str, str]:
     return {"AUTH0_DOMAIN": DOMAIN, "AUTH0_AUDIENCE": AUDIENCE, "AUTH0_JWKS_URL": jwks.url}
 
 
+LoginWith = Callable[[str], Awaitable[tuple[int, Any]]]
+
+
+@pytest.fixture
+def login_with(
+    io_loop: IOLoop, make_gateway: GatewayFactory, auth0_env: dict[str, str], client: aiohttp.ClientSession
+) -> LoginWith:
+    """``status, body = await login_with(auth0_token)`` on a gateway that verifies tokens against ``jwks``."""
+    gw = io_loop.run_sync(lambda: make_gateway(**auth0_env), timeout=15)
+
+    async def post(auth0_token: str) -> tuple[int, Any]:
+        status, body, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": auth0_token})
+        return status, body
+
+    return post
+
+
 def login_runs(standin: Standin) -> int:
     return len(standin.state.calls_to("/api/execute"))
 
 
 @pytest.mark.gen_test
 async def test_valid_token_reaches_playbook_invalid_ones_do_not(
-    make_gateway, auth0_env, jwks: JwksServer, standin: Standin, client: aiohttp.ClientSession
+    login_with: LoginWith, jwks: JwksServer, standin: Standin
 ) -> None:
-    gw = await make_gateway(**auth0_env)
-    url = f"{gw.url}/api/auth/login"
     key = jwks.keys[0]
-    good = key.sign(claims(DOMAIN, AUDIENCE))
-    status, body, _ = await call(client, "POST", url, {"auth0_token": good})
+    status, body = await login_with(key.sign(claims(DOMAIN, AUDIENCE)))
     assert status == 200, body
     assert login_runs(standin) == 1
 
@@ -61,30 +76,26 @@ async def test_valid_token_reaches_playbook_invalid_ones_do_not(
         unsigned: "Auth0 token uses an unsupported algorithm",
     }
     for token, message in cases.items():
-        status, body, _ = await call(client, "POST", url, {"auth0_token": token})
+        status, body = await login_with(token)
         assert status == 401, (message, body)
         assert body == {"error": message}
     assert login_runs(standin) == 1  # no refused token started a playbook
 
 
 @pytest.mark.gen_test
-async def test_key_rotation_refreshes_once_per_minute(
-    make_gateway, auth0_env, jwks: JwksServer, standin: Standin, client: aiohttp.ClientSession
-) -> None:
-    gw = await make_gateway(**auth0_env)
-    url = f"{gw.url}/api/auth/login"
-    status, _, _ = await call(client, "POST", url, {"auth0_token": jwks.keys[0].sign(claims(DOMAIN, AUDIENCE))})
+async def test_key_rotation_refreshes_once_per_minute(login_with: LoginWith, jwks: JwksServer) -> None:
+    status, _ = await login_with(jwks.keys[0].sign(claims(DOMAIN, AUDIENCE)))
     assert status == 200 and jwks.fetches == 1
     # The tenant rotates: a new key appears in the JWKS; a token with its kid triggers one refresh.
     rotated = SigningKey("k2")
     jwks.keys.append(rotated)
-    status, body, _ = await call(client, "POST", url, {"auth0_token": rotated.sign(claims(DOMAIN, AUDIENCE))})
+    status, body = await login_with(rotated.sign(claims(DOMAIN, AUDIENCE)))
     assert status == 200, body
     assert jwks.fetches == 2
     # Unknown kids within the minute do not hammer the JWKS endpoint.
     for i in range(3):
         stranger = SigningKey(f"unknown-{i}")
-        status, body, _ = await call(client, "POST", url, {"auth0_token": stranger.sign(claims(DOMAIN, AUDIENCE))})
+        status, body = await login_with(stranger.sign(claims(DOMAIN, AUDIENCE)))
         assert status == 401 and body == {"error": "Auth0 token was signed by an unknown key"}
     assert jwks.fetches == 2
 

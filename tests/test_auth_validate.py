@@ -9,10 +9,11 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import ReplicasFactory, Standin
+from tests.conftest import Replicas, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
 from tests.support.nats_server import NatsServer, kv_bucket
+from tests.support.signin import login
 
 
 def seed_session(standin: Standin, token: str, *, hours: float = 1.0, valid: bool = True) -> None:
@@ -56,8 +57,8 @@ async def test_cache_miss_calls_noetl_once_then_serves_from_cache(
 async def test_login_caches_the_session_so_validate_makes_no_upstream_call(
     gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    _, login, _ = await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "good"})
-    status, body = await validate(client, gateway, login["session_token"])
+    session_token = await login(client, gateway, "good")
+    status, body = await validate(client, gateway, session_token)
     assert body["valid"] is True and body["user"]["email"] == "alice@example.com"
     assert validate_calls(standin) == 0
 
@@ -83,8 +84,7 @@ async def test_expired_session_refused_even_when_cached(
     _, body = await validate(client, gateway, "tok-expired")
     assert body["valid"] is False
     # A cached session whose expires_at passes is refused too.
-    _, login, _ = await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "expired-login"})
-    token = login["session_token"]
+    token = await login(client, gateway, "expired-login")
     _, body = await validate(client, gateway, token)
     assert body["valid"] is False
 
@@ -126,8 +126,8 @@ async def test_noetl_down_during_validation_is_502_json(make_gateway, client: ai
 async def test_what_lands_in_the_kv_bucket(
     gateway: GatewayInstance, nats_server: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    _, login, _ = await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "good-kv"})
-    token = login["session_token"]
+    _, answer, _ = await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "good-kv"})
+    token = answer["session_token"]
     async with kv_bucket(nats_server.url, "sessions") as kv:
         status = await kv.status()
         assert status.history == 1
@@ -139,7 +139,7 @@ async def test_what_lands_in_the_kv_bucket(
             "user_id": 42,
             "email": "alice@example.com",
             "display_name": "alice@example.com",
-            "expires_at": login["expires_at"],
+            "expires_at": answer["expires_at"],
             "is_active": True,
             "roles": ["admin", "analyst"],
         }
@@ -151,11 +151,11 @@ async def test_what_lands_in_the_kv_bucket(
 
 @pytest.mark.gen_test
 async def test_session_seen_by_second_replica_without_noetl(
-    make_replicas: ReplicasFactory, standin: Standin, client: aiohttp.ClientSession
+    replicas: Replicas, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    a, b = await make_replicas()
-    _, login, _ = await call(client, "POST", f"{a.url}/api/auth/login", {"auth0_token": "good-shared"})
-    _, body = await validate(client, b, login["session_token"])
+    a, b = replicas
+    session_token = await login(client, a, "good-shared")
+    _, body = await validate(client, b, session_token)
     assert body["valid"] is True
     assert validate_calls(standin) == 0  # B found it in the shared cache
 
@@ -164,7 +164,7 @@ async def test_session_seen_by_second_replica_without_noetl(
 async def test_noetl_that_cannot_decide_is_503_and_keeps_cache(
     gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    _, login, _ = await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "good-db"})
+    session_token = await login(client, gateway, "good-db")
     standin.state.validate_failure = "db_down"
     status, body = await validate(client, gateway, "tok-not-cached")
     assert status == 503 and body == {"error": "Session validation is unavailable right now"}
@@ -178,7 +178,7 @@ async def test_noetl_that_cannot_decide_is_503_and_keeps_cache(
     )
     assert status == 503
     # The cached session keeps working.
-    _, body = await validate(client, gateway, login["session_token"])
+    _, body = await validate(client, gateway, session_token)
     assert body["valid"] is True
 
 

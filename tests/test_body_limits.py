@@ -17,26 +17,18 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import GatewayFactory, Standin
+from tests.conftest import GatewayFactory, SignedInFactory, Standin
 from tests.standin.proxy_routes import PATTERN, routes_state
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.raw_http import raw_connection
+from tests.support.routes import REST_JSON_ENDPOINTS
 from tests.support.rss import RssSampler, reset_peak, status_kib
-from tests.support.signin import bearer, login
+from tests.support.signin import SignedIn
 
 MIB = 1024 * 1024
 LIMIT = MIB  # GATEWAY_MAX_BODY_BYTES default
 TOO_LARGE = f"Request body too large (limit {LIMIT} bytes)"
-JSON_ENDPOINTS = [
-    "/api/auth/login",
-    "/api/auth/validate",
-    "/api/auth/check-access",
-    "/api/auth/logout",
-    "/api/internal/callback",
-    "/api/internal/callback/async",
-    "/api/internal/progress",
-    "/graphql",
-]
+JSON_ENDPOINTS = [*REST_JSON_ENDPOINTS, "/graphql"]
 BLOCK = b" " * (64 * 1024)  # whitespace: a body that would still be valid JSON padding
 
 
@@ -245,13 +237,11 @@ async def test_anonymous_proxy_upload_is_401_without_reading_the_body(gateway: G
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_signed_in_proxy_upload_goes_past_the_json_ceiling(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
+async def test_signed_in_proxy_upload_goes_past_the_json_ceiling(alice: SignedIn, standin: Standin) -> None:
     """The proxy raises its limit per request once the session is valid (here 8 MiB > 2 MiB)."""
     size = 8 * MIB
     data = PATTERN * (size // len(PATTERN))
-    async with client.put(f"{gateway.url}/noetl/standin/upload", data=data, headers=bearer(token)) as resp:
+    async with alice.request("PUT", "/noetl/standin/upload", data=data) as resp:
         assert resp.status == 200
         assert (await resp.json())["size"] == size
     assert routes_state(standin.state).uploads[-1].completed
@@ -305,18 +295,18 @@ async def test_slow_loris_connections_are_closed_and_health_still_answers(
 
 @pytest.mark.gen_test(timeout=60)
 async def test_slow_json_body_is_cut_off_but_a_signed_in_upload_may_take_longer(
-    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession
+    make_signed_in: SignedInFactory, standin: Standin
 ) -> None:
     """GATEWAY_BODY_TIMEOUT_SECS ends a stalled JSON body; the proxy's upload outlives it."""
-    gw = await make_gateway(GATEWAY_BODY_TIMEOUT_SECS="1", GATEWAY_PROXY_BODY_TIMEOUT_SECS="60")
-    token = await login(client, gw)
+    alice = await make_signed_in(GATEWAY_BODY_TIMEOUT_SECS="1", GATEWAY_PROXY_BODY_TIMEOUT_SECS="60")
     started = routes_state(standin.state).event("started", "upload")
     started.clear()
-    upload_reader, upload_writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    json_reader, json_writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    port = alice.gateway.port
+    upload_reader, upload_writer = await asyncio.open_connection("127.0.0.1", port)
+    json_reader, json_writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         upload_writer.write(
-            f"PUT /noetl/standin/upload HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {token}\r\n"
+            f"PUT /noetl/standin/upload HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer {alice.token}\r\n"
             "Content-Length: 10\r\n\r\nhello".encode()
         )
         await asyncio.wait_for(started.wait(), 15)  # the upload's body timer runs from here

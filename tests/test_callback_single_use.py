@@ -20,14 +20,14 @@ import pytest
 
 from gateway.auth.tokens import CallbackSigner
 from gateway.config import load_config
-from tests.conftest import GatewayFactory, ReplicasFactory, Standin
+from tests.conftest import GatewayFactory, Replicas, SilentLoginFactory
 from tests.support.gateway import GatewayInstance, call
 from tests.support.live import callback_headers, pending_request, post_progress, post_result
 from tests.support.nats_server import NatsServer, kv_bucket
 from tests.support.signin import login
+from tests.support.silent_login import callback_body
 from tests.support.sse_client import init_of, streaming
 from tests.support.waiting import wait_for
-from tests.test_callback_auth import callback_body, start_silent_login
 
 SPENT = {"error": "Callback token already used"}
 
@@ -43,37 +43,33 @@ async def post_callback(
 
 @pytest.mark.gen_test
 async def test_a_login_callback_token_is_refused_once_used_on_every_replica(
-    make_replicas: ReplicasFactory, standin: Standin, client: aiohttp.ClientSession, nats_server: NatsServer
+    replicas: Replicas, silent_login: SilentLoginFactory, nats_server: NatsServer
 ) -> None:
-    a, b = await make_replicas()
-    task, variables = await start_silent_login(client, a, standin)
-    rid, token = variables["request_id"], variables["callback_token"]
-    status, answer = await post_callback(client, a, callback_body(rid), token)
+    a, b = replicas
+    login = await silent_login(a)
+    status, answer = await login.answer(a)
     assert (status, answer["delivered"]) == (200, True)
-    status, login_answer, _ = await task
+    status, login_answer, _ = await login.task
     assert status == 200
     # A forged "authenticated" answer with the captured token: refused here and on the other replica.
     for gw in (a, b):
-        status, answer = await post_callback(client, gw, callback_body(rid), token)
+        status, answer = await login.answer(gw)
         assert (status, answer) == (401, SPENT)
     # What landed in NATS: the spent request id, in its own bucket.
     async with kv_bucket(nats_server.url, a.config.nats_spent_callback_bucket) as kv:
-        entry = await kv.get(rid)
+        entry = await kv.get(login.request_id)
         assert entry.value is not None and "at" in orjson.loads(entry.value)
 
 
 @pytest.mark.gen_test
 async def test_two_final_callbacks_at_once_one_is_accepted(
-    make_replicas: ReplicasFactory, standin: Standin, client: aiohttp.ClientSession
+    replicas: Replicas, silent_login: SilentLoginFactory
 ) -> None:
-    a, b = await make_replicas()
-    task, variables = await start_silent_login(client, a, standin)
-    rid, token = variables["request_id"], variables["callback_token"]
-    answers = await asyncio.gather(
-        post_callback(client, a, callback_body(rid), token), post_callback(client, b, callback_body(rid), token)
-    )
+    a, b = replicas
+    login = await silent_login(a)
+    answers = await asyncio.gather(login.answer(a), login.answer(b))
     assert sorted(status for status, _ in answers) == [200, 401]
-    assert (await task)[0] == 200
+    assert (await login.task)[0] == 200
 
 
 @pytest.mark.gen_test
@@ -144,15 +140,15 @@ async def test_malformed_request_ids_are_refused_before_any_lookup_or_subject(
 
 @pytest.mark.gen_test
 async def test_auth_playbook_tokens_live_only_as_long_as_the_wait(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, silent_login: SilentLoginFactory
 ) -> None:
-    task, variables = await start_silent_login(client, gateway, standin)
-    claims = jwt.decode(variables["callback_token"], options={"verify_signature": False})
+    login = await silent_login(gateway)
+    claims = jwt.decode(login.callback_token, options={"verify_signature": False})
     timeout = gateway.config.auth_playbook_timeout_secs
-    assert claims["rid"] == variables["request_id"]
+    assert claims["rid"] == login.request_id
     assert claims["exp"] <= time.time() + timeout + 5
-    await post_callback(client, gateway, callback_body(variables["request_id"]), variables["callback_token"])
-    assert (await task)[0] == 200
+    await login.answer(gateway)
+    assert (await login.task)[0] == 200
 
 
 def test_callback_secret_must_be_32_bytes_and_the_generated_one_is() -> None:

@@ -13,12 +13,12 @@ import pytest
 
 from gateway.auth.sessions import Session
 from gateway.errors import ClientNotOwned
-from tests.conftest import GatewayFactory, Standin
+from tests.conftest import GatewayFactory, SignedInFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance
 from tests.support.graphql_client import EXECUTE_EXAMPLE, error_codes, gql
 from tests.support.nats_server import free_port
-from tests.support.signin import login
+from tests.support.signin import SignedIn, login
 
 RUN_NOOP = 'mutation { executePlaybook(name: "tests/noop") { id executionId requestId name status textOutput } }'
 
@@ -33,10 +33,8 @@ def access_checks(standin: Standin) -> list[Any]:
 
 
 @pytest.mark.gen_test
-async def test_issue_example_works_as_written(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
-    status, body, _ = await gql(client, gateway, token, EXECUTE_EXAMPLE)
+async def test_issue_example_works_as_written(alice: SignedIn, standin: Standin) -> None:
+    status, body, _ = await alice.gql(EXECUTE_EXAMPLE)
     assert status == 200, body
     started = body["data"]["executePlaybook"]
     assert started["id"] == started["executionId"] and started["id"].isdigit()
@@ -52,10 +50,8 @@ async def test_issue_example_works_as_written(
 
 
 @pytest.mark.gen_test
-async def test_execution_fields(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
-    status, body, _ = await gql(client, gateway, token, RUN_NOOP)
+async def test_execution_fields(alice: SignedIn, standin: Standin) -> None:
+    status, body, _ = await alice.gql(RUN_NOOP)
     assert status == 200, body
     started = body["data"]["executePlaybook"]
     assert started["name"] == "tests/noop" and started["textOutput"] is None
@@ -63,9 +59,7 @@ async def test_execution_fields(
 
 
 @pytest.mark.gen_test
-async def test_json_scalar_accepts_literals_and_nested_variables(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
+async def test_json_scalar_accepts_literals_and_nested_variables(alice: SignedIn, standin: Standin) -> None:
     query = """
     mutation Run($q: String!, $extra: JSON, $n: Int, $m: String) {
       executePlaybook(
@@ -78,7 +72,7 @@ async def test_json_scalar_accepts_literals_and_nested_variables(
     }
     """
     extra = {"a": [1, {"b": None}], "c": "d"}
-    status, body, _ = await gql(client, gateway, token, query, {"q": "hello", "extra": extra, "n": 7})
+    status, body, _ = await alice.gql(query, {"q": "hello", "extra": extra, "n": 7})
     assert status == 200, body
     assert executes(standin, "tests/noop")[-1].body["workload"] == {
         "query": "hello",
@@ -93,24 +87,22 @@ async def test_json_scalar_accepts_literals_and_nested_variables(
     }
     # The whole object as one variable.
     query = 'mutation($v: JSON) { executePlaybook(name: "tests/noop", variables: $v) { executionId } }'
-    status, body, _ = await gql(client, gateway, token, query, {"v": {"x": [True, None, 1.5, "s"]}})
+    status, body, _ = await alice.gql(query, {"v": {"x": [True, None, 1.5, "s"]}})
     assert status == 200, body
     assert executes(standin, "tests/noop")[-1].body["payload"] == {"x": [True, None, 1.5, "s"]}
 
 
 @pytest.mark.gen_test
-async def test_variables_must_be_an_object(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
+async def test_variables_must_be_an_object(alice: SignedIn, standin: Standin) -> None:
     for literal in ('"text"', "[1, 2]", "42", "true"):
         query = f'mutation {{ executePlaybook(name: "tests/noop", variables: {literal}) {{ id }} }}'
-        status, body, _ = await gql(client, gateway, token, query)
+        status, body, _ = await alice.gql(query)
         assert status == 200 and body["data"] is None, body
         assert error_codes(body) == ["BAD_USER_INPUT"]
         assert body["errors"][0]["message"] == "variables must be a JSON object"
     for name in ('""', '"   "', '"a\\u0000b"'):
         query = f"mutation {{ executePlaybook(name: {name}) {{ id }} }}"
-        _, body, _ = await gql(client, gateway, token, query)
+        _, body, _ = await alice.gql(query)
         assert error_codes(body) == ["BAD_USER_INPUT"], name
     assert not executes(standin, "tests/noop")
 
@@ -188,30 +180,26 @@ async def _seam_contract(
 
 
 @pytest.mark.gen_test
-async def test_access_allowed_is_checked_once_per_path_and_session(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
+async def test_access_allowed_is_checked_once_per_path_and_session(alice: SignedIn, standin: Standin) -> None:
     for _ in range(3):
-        status, body, _ = await gql(client, gateway, token, RUN_NOOP)
+        status, body, _ = await alice.gql(RUN_NOOP)
         assert status == 200 and body["data"]["executePlaybook"]["executionId"], body
     (check,) = access_checks(standin)  # one check-access run for three executions
     assert check.body["workload"]["playbook_path"] == "tests/noop"
     assert check.body["workload"]["action"] == "execute"
     assert len(executes(standin, "tests/noop")) == 3
-    await gql(client, gateway, token, EXECUTE_EXAMPLE)
+    await alice.gql(EXECUTE_EXAMPLE)
     assert len(access_checks(standin)) == 2  # another path: its own decision
-    other = await login(client, gateway, "good:bob@example.com")
-    await gql(client, gateway, other, RUN_NOOP)
+    bob = await alice.as_user("good:bob@example.com")
+    await bob.gql(RUN_NOOP)
     assert len(access_checks(standin)) == 3  # another session: its own decision
 
 
 @pytest.mark.gen_test
-async def test_access_denied_is_forbidden_and_cached(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
+async def test_access_denied_is_forbidden_and_cached(alice: SignedIn, standin: Standin) -> None:
     query = 'mutation { executePlaybook(name: "secret/forbidden_report") { id } }'
     for _ in range(2):
-        status, body, _ = await gql(client, gateway, token, query)
+        status, body, _ = await alice.gql(query)
         assert status == 200 and body["data"] is None
         assert error_codes(body) == ["FORBIDDEN"]
         assert body["errors"][0]["message"] == "No execute permission on secret/forbidden_report"
@@ -219,58 +207,50 @@ async def test_access_denied_is_forbidden_and_cached(
     assert len(access_checks(standin)) == 1
     assert not executes(standin, "secret/forbidden_report")
     standin.state.denied_paths.add("tests/noop")
-    _, body, _ = await gql(client, gateway, token, RUN_NOOP)
+    _, body, _ = await alice.gql(RUN_NOOP)
     assert error_codes(body) == ["FORBIDDEN"] and not executes(standin, "tests/noop")
 
 
 @pytest.mark.gen_test
-async def test_access_cache_ttl_and_enforcement_switch(
-    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession
-) -> None:
-    uncached = await make_gateway(GATEWAY_ACCESS_CACHE_TTL_SECS="0")
-    token = await login(client, uncached)
+async def test_access_cache_ttl_and_enforcement_switch(make_signed_in: SignedInFactory, standin: Standin) -> None:
+    uncached = await make_signed_in(GATEWAY_ACCESS_CACHE_TTL_SECS="0")
     for _ in range(2):
-        await gql(client, uncached, token, RUN_NOOP)
+        await uncached.gql(RUN_NOOP)
     assert len(access_checks(standin)) == 2  # without the cache every execution asks
-    open_gw = await make_gateway(GATEWAY_ENFORCE_PLAYBOOK_ACCESS="false")
-    token = await login(client, open_gw)
+    unenforced = await make_signed_in(GATEWAY_ENFORCE_PLAYBOOK_ACCESS="false")
     standin.state.denied_paths.add("tests/noop")
-    status, body, _ = await gql(client, open_gw, token, RUN_NOOP)
+    status, body, _ = await unenforced.gql(RUN_NOOP)
     assert status == 200 and body["data"]["executePlaybook"]["executionId"], body
     assert len(access_checks(standin)) == 2  # no check at all
 
 
 @pytest.mark.gen_test
 async def test_access_check_without_answer_is_upstream_unavailable(
-    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession
+    make_signed_in: SignedInFactory, standin: Standin
 ) -> None:
-    gw = await make_gateway(AUTH_PLAYBOOK_TIMEOUT_SECS="0.3")
-    token = await login(client, gw)
+    alice = await make_signed_in(AUTH_PLAYBOOK_TIMEOUT_SECS="0.3")
 
     async def silent(run: Any) -> None:
         await asyncio.sleep(0)
 
     standin.state.playbooks[playbooks.CHECK_ACCESS] = silent
-    status, body, _ = await gql(client, gw, token, RUN_NOOP)
+    status, body, _ = await alice.gql(RUN_NOOP)
     assert status == 200 and error_codes(body) == ["UPSTREAM_UNAVAILABLE"], body
     assert "auth playbook" in body["errors"][0]["message"]
     assert not executes(standin, "tests/noop")
 
 
 @pytest.mark.gen_test
-async def test_noetl_error_statuses_are_upstream_errors(
-    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession
-) -> None:
-    gw = await make_gateway(GATEWAY_ENFORCE_PLAYBOOK_ACCESS="false")
-    token = await login(client, gw)
-    _, body, _ = await gql(client, gw, token, 'mutation { executePlaybook(name: "no/such/playbook") { id } }')
+async def test_noetl_error_statuses_are_upstream_errors(make_signed_in: SignedInFactory, standin: Standin) -> None:
+    alice = await make_signed_in(GATEWAY_ENFORCE_PLAYBOOK_ACCESS="false")
+    _, body, _ = await alice.gql('mutation { executePlaybook(name: "no/such/playbook") { id } }')
     assert error_codes(body) == ["UPSTREAM_ERROR"]
     error = body["errors"][0]
     assert error["extensions"]["upstreamStatus"] == 404
     assert "Playbook 'no/such/playbook' not found" in error["message"]
     for scripted in (500, 503, 400):
         standin.state.execute_status = scripted
-        status, body, _ = await gql(client, gw, token, RUN_NOOP, accept="application/graphql-response+json")
+        status, body, _ = await alice.gql(RUN_NOOP, accept="application/graphql-response+json")
         assert status == 200 and body["data"] is None, body
         assert error_codes(body) == ["UPSTREAM_ERROR"]
         assert body["errors"][0]["extensions"]["upstreamStatus"] == scripted

@@ -16,22 +16,14 @@ from openapi_spec_validator import validate
 from handlers.openapi import build_openapi
 from tests.support.gateway import GatewayProcess
 from tests.support.nats_server import NatsServer, free_port
+from tests.support.routes import REST_JSON_ENDPOINTS
 
 
 def test_document_is_valid_openapi_31() -> None:
     document = build_openapi()
     validate(document)
     assert document["openapi"] == "3.1.0"
-    for path in (
-        "/api/auth/login",
-        "/api/auth/validate",
-        "/api/auth/check-access",
-        "/api/auth/logout",
-        "/api/internal/callback",
-        "/api/internal/callback/async",
-        "/api/internal/progress",
-        "/health",
-    ):
+    for path in (*REST_JSON_ENDPOINTS, "/health"):
         assert path in document["paths"], path
     login = document["components"]["schemas"]["LoginRequest"]
     assert login["required"] == ["auth0_token"]

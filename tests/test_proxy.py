@@ -14,31 +14,27 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import Standin
+from tests.conftest import SignedInFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
 from tests.support.nats_server import free_port
 from tests.support.raw_http import raw_request, request_head
-from tests.support.signin import bearer, login
+from tests.support.signin import SignedIn, bearer, login
 
 # -- methods, paths, queries -----------------------------------------------------------------
 
 
 @pytest.mark.gen_test
-async def test_every_method_is_forwarded_to_api(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
+async def test_every_method_is_forwarded_to_api(alice: SignedIn, standin: Standin) -> None:
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-        status, body, headers = await call(
-            client, method, f"{gateway.url}/noetl/things/7?x=1", raw=b'{"a":1}', headers=bearer(token)
-        )
+        status, body, headers = await alice.call(method, "/noetl/things/7?x=1", raw=b'{"a":1}')
         assert status == 200, (method, body)
         assert body["method"] == method and body["path"] == "/api/things/7" and body["query"] == "x=1"
         assert body["body_size"] == 7
         assert headers["X-Request-Id"]
         (recorded,) = [c for c in standin.state.calls_to("/api/things/7") if c.method == method]
         assert recorded.query == "x=1"
-    status, body, _ = await call(client, "HEAD", f"{gateway.url}/noetl/things/7", headers=bearer(token))
+    status, body, _ = await alice.call("HEAD", "/noetl/things/7")
     assert status == 200 and body is None
     assert standin.state.calls_to("/api/things/7", "HEAD")
 
@@ -67,13 +63,11 @@ async def test_session_required_and_nothing_forwarded_without_it(
 
 
 @pytest.mark.gen_test
-async def test_cookie_and_session_header_authenticate_too(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
-    status, body, _ = await call(client, "GET", f"{gateway.url}/noetl/a", headers={"X-Session-Token": token})
+async def test_cookie_and_session_header_authenticate_too(alice: SignedIn, standin: Standin) -> None:
+    status, body, _ = await call(alice.client, "GET", f"{alice.url}/noetl/a", headers={"X-Session-Token": alice.token})
     assert status == 200 and body["path"] == "/api/a"
-    cookie = {"Cookie": f"session_token={token}; theme=dark"}
-    status, body, _ = await call(client, "GET", f"{gateway.url}/noetl/b", headers=cookie)
+    cookie = {"Cookie": f"session_token={alice.token}; theme=dark"}
+    status, body, _ = await call(alice.client, "GET", f"{alice.url}/noetl/b", headers=cookie)
     assert status == 200 and body["path"] == "/api/b"
     (recorded,) = standin.state.calls_to("/api/b")
     assert "Cookie" not in recorded.headers
@@ -222,19 +216,18 @@ async def test_gateway_adds_its_own_view_and_invents_nothing(
 
 @pytest.mark.gen_test
 async def test_forwarded_proto_and_host_from_the_client_are_ignored_without_a_trusted_proxy(
-    make_gateway: object, standin: Standin, client: aiohttp.ClientSession
+    make_signed_in: SignedInFactory, standin: Standin
 ) -> None:
-    gw = await make_gateway(GATEWAY_TRUSTED_PROXY_HOPS="0")  # type: ignore[operator]
-    token = await login(client, gw)
+    alice = await make_signed_in(GATEWAY_TRUSTED_PROXY_HOPS="0")
     head = request_head(
         "GET",
         "/noetl/direct",
-        token,
+        alice.token,
         "X-Forwarded-For: 10.9.9.9",
         "X-Forwarded-Proto: https",
         "X-Forwarded-Host: evil.example",
     )
-    status, _, _ = await raw_request(gw.port, head)
+    status, _, _ = await raw_request(alice.gateway.port, head)
     assert status == 200
     (recorded,) = standin.state.calls_to("/api/direct")
     sent = {name.lower(): value for name, value in recorded.headers.items()}
@@ -268,25 +261,21 @@ async def test_upstream_status_body_and_headers_pass_through(
 
 
 @pytest.mark.gen_test
-async def test_bodyless_statuses_and_head(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
+async def test_bodyless_statuses_and_head(alice: SignedIn, standin: Standin) -> None:
     for code in (204, 304):
-        async with client.get(f"{gateway.url}/noetl/standin/status/{code}", headers=bearer(token)) as resp:
+        async with alice.request("GET", f"/noetl/standin/status/{code}") as resp:
             assert resp.status == code
             assert await resp.read() == b""
             assert resp.headers["ETag"] == f'"v-{code}"'
-    async with client.head(f"{gateway.url}/noetl/standin/status/404", headers=bearer(token)) as resp:
+    async with alice.request("HEAD", "/noetl/standin/status/404") as resp:
         assert resp.status == 404
         assert resp.headers["Content-Length"] == "1234"
         assert resp.headers["X-Standin-Status"] == "404"
 
 
 @pytest.mark.gen_test
-async def test_html_503_from_upstream_passes_through_unchanged(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
-    async with client.get(f"{gateway.url}/noetl/standin/html503", headers=bearer(token)) as resp:
+async def test_html_503_from_upstream_passes_through_unchanged(alice: SignedIn, standin: Standin) -> None:
+    async with alice.request("GET", "/noetl/standin/html503") as resp:
         assert resp.status == 503
         assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
         assert resp.headers["Retry-After"] == "7"
@@ -311,21 +300,18 @@ async def test_unreachable_upstream_is_502_json_fast(make_gateway: object, clien
 
 
 @pytest.mark.gen_test
-async def test_upstream_dropping_the_connection_is_502(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
-    status, body, _ = await call(client, "GET", f"{gateway.url}/noetl/standin/drop", headers=bearer(token))
+async def test_upstream_dropping_the_connection_is_502(alice: SignedIn, standin: Standin) -> None:
+    status, body, _ = await alice.call("GET", "/noetl/standin/drop")
     assert (status, body) == (502, {"error": "NoETL server is unreachable"})
 
 
 @pytest.mark.gen_test
 async def test_upstream_timeout_is_504_and_the_upstream_call_is_dropped(
-    make_gateway: object, standin: Standin, client: aiohttp.ClientSession
+    make_signed_in: SignedInFactory, standin: Standin
 ) -> None:
-    gw = await make_gateway(GATEWAY_PROXY_TIMEOUT_SECS="0.5")  # type: ignore[operator]
-    token = await login(client, gw)
+    alice = await make_signed_in(GATEWAY_PROXY_TIMEOUT_SECS="0.5")
     started = time.monotonic()
-    status, body, _ = await call(client, "GET", f"{gw.url}/noetl/standin/hang", headers=bearer(token))
+    status, body, _ = await alice.call("GET", "/noetl/standin/hang")
     assert (status, body) == (504, {"error": "NoETL did not answer in time"})
     assert 0.4 < time.monotonic() - started < 5
     from tests.standin.proxy_routes import routes_state
@@ -334,10 +320,8 @@ async def test_upstream_timeout_is_504_and_the_upstream_call_is_dropped(
 
 
 @pytest.mark.gen_test
-async def test_truncated_upstream_body_is_not_presented_as_complete(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
-    async with client.get(f"{gateway.url}/noetl/standin/truncate", headers=bearer(token)) as resp:
+async def test_truncated_upstream_body_is_not_presented_as_complete(alice: SignedIn, standin: Standin) -> None:
+    async with alice.request("GET", "/noetl/standin/truncate") as resp:
         assert resp.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()
@@ -347,11 +331,9 @@ async def test_truncated_upstream_body_is_not_presented_as_complete(
 
 
 @pytest.mark.gen_test
-async def test_execute_allowed_is_forwarded_with_its_body(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
+async def test_execute_allowed_is_forwarded_with_its_body(alice: SignedIn, standin: Standin) -> None:
     payload = {"path": playbooks.NOOP, "payload": {"x": 1}}
-    status, body, _ = await call(client, "POST", f"{gateway.url}/noetl/execute", payload, headers=bearer(token))
+    status, body, _ = await alice.call("POST", "/noetl/execute", payload)
     assert status == 200, body
     assert body["status"] == "started"
     checks = [c for c in standin.state.calls_to("/api/execute") if c.body["path"] == playbooks.CHECK_ACCESS]
@@ -364,44 +346,34 @@ async def test_execute_allowed_is_forwarded_with_its_body(
 
 
 @pytest.mark.gen_test
-async def test_execute_denied_is_403_and_not_forwarded(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
+async def test_execute_denied_is_403_and_not_forwarded(alice: SignedIn, standin: Standin) -> None:
     standin.state.denied_paths.add(playbooks.NOOP)
     for target in ("/noetl/execute", "/noetl/execute/", "/noetl//execute", "/noetl/%65xecute", "/noetl/EXECUTE"):
-        status, body, _ = await call(
-            client, "POST", f"{gateway.url}{target}", {"path": playbooks.NOOP}, headers=bearer(token)
-        )
+        status, body, _ = await alice.call("POST", target, {"path": playbooks.NOOP})
         assert status == 403, target
         assert body == {"error": f"No execute permission on {playbooks.NOOP}"}
     assert [c for c in standin.state.calls_to("/api/execute") if c.body["path"] == playbooks.NOOP] == []
 
 
 @pytest.mark.gen_test
-async def test_execute_body_must_name_the_playbook(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, token: str
-) -> None:
-    url = f"{gateway.url}/noetl/execute"
-    status, body, _ = await call(client, "POST", url, {"payload": {}}, headers=bearer(token))
+async def test_execute_body_must_name_the_playbook(alice: SignedIn, standin: Standin) -> None:
+    status, body, _ = await alice.call("POST", "/noetl/execute", {"payload": {}})
     assert status == 400 and "'path'" in body["error"]
-    status, body, _ = await call(client, "POST", url, raw=b"{nope", headers=bearer(token))
+    status, body, _ = await alice.call("POST", "/noetl/execute", raw=b"{nope")
     assert (status, body) == (400, {"error": "Malformed JSON in request body"})
     big = orjson.dumps({"path": playbooks.NOOP, "pad": "x" * (1024 * 1024)})
-    status, body, _ = await call(client, "POST", url, raw=big, headers=bearer(token))
+    status, body, _ = await alice.call("POST", "/noetl/execute", raw=big)
     assert status == 413 and "too large" in body["error"]
     assert [c for c in standin.state.calls_to("/api/execute") if c.body and c.body.get("path") == playbooks.NOOP] == []
 
 
 @pytest.mark.gen_test
 async def test_execute_without_enforcement_is_forwarded_unchecked(
-    make_gateway: object, standin: Standin, client: aiohttp.ClientSession
+    make_signed_in: SignedInFactory, standin: Standin
 ) -> None:
-    gw = await make_gateway(GATEWAY_ENFORCE_PLAYBOOK_ACCESS="false")  # type: ignore[operator]
-    token = await login(client, gw)
+    alice = await make_signed_in(GATEWAY_ENFORCE_PLAYBOOK_ACCESS="false")
     standin.state.denied_paths.add(playbooks.NOOP)
-    status, body, _ = await call(
-        client, "POST", f"{gw.url}/noetl/execute", {"path": playbooks.NOOP}, headers=bearer(token)
-    )
+    status, body, _ = await alice.call("POST", "/noetl/execute", {"path": playbooks.NOOP})
     assert status == 200 and body["status"] == "started"
     assert [c for c in standin.state.calls_to("/api/execute") if c.body["path"] == playbooks.CHECK_ACCESS] == []
 

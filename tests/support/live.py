@@ -35,32 +35,31 @@ def callback_headers(request_id: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {CallbackSigner(SECRET, 3600).issue(request_id)}"}
 
 
-async def post_result(
-    client: aiohttp.ClientSession,
-    gw: Gateway,
-    request_id: str,
-    body: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    """POST /api/internal/callback/async like a worker."""
-    payload = {"request_id": request_id, "execution_id": "9001", "status": "COMPLETED", "data": {"ok": True}}
-    payload.update(body or {})
-    status, answer, _ = await call(client, "POST", f"{gw.url}/api/internal/callback/async", payload, headers=headers)
-    return status, answer
+class WorkerPost:
+    """A worker's POST to one of the gateway's internal endpoints, with the fields it usually sends."""
+
+    def __init__(self, path: str, fields: dict[str, Any]) -> None:
+        self.path = path
+        self.fields = fields
+
+    async def __call__(
+        self,
+        client: aiohttp.ClientSession,
+        gw: Gateway,
+        request_id: str,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """POST for ``request_id`` (``body`` overrides the usual fields); returns (status, answer)."""
+        payload = {"request_id": request_id, "execution_id": "9001", **self.fields, **(body or {})}
+        status, answer, _ = await call(client, "POST", f"{gw.url}{self.path}", payload, headers=headers)
+        return status, answer
 
 
-async def post_progress(
-    client: aiohttp.ClientSession,
-    gw: Gateway,
-    request_id: str,
-    body: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    """POST /api/internal/progress like a worker."""
-    payload = {"request_id": request_id, "execution_id": "9001", "step": "s1", "message": "working", "progress": 0.5}
-    payload.update(body or {})
-    status, answer, _ = await call(client, "POST", f"{gw.url}/api/internal/progress", payload, headers=headers)
-    return status, answer
+post_result = WorkerPost("/api/internal/callback/async", {"status": "COMPLETED", "data": {"ok": True}})
+"""POST /api/internal/callback/async like a worker: a completed result."""
+post_progress = WorkerPost("/api/internal/progress", {"step": "s1", "message": "working", "progress": 0.5})
+"""POST /api/internal/progress like a worker: a note half-way."""
 
 
 def hashed(token: str) -> str:
