@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ReplicasFactory
 from tests.support.gateway import GatewayInstance
-from tests.support.live import callback_headers, pending_request, post_progress, post_result, services_of
+from tests.support.live import callback_headers, pending_request, post_progress, post_result, services_of, stream_on_a
 from tests.support.nats_server import NatsServer
 from tests.support.signin import login
 from tests.support.sse_client import SseStream, init_of, streaming
@@ -35,10 +35,8 @@ async def result_for(stream: SseStream, request_id: str) -> None:
 async def test_nats_stopped_mid_stream_then_back(
     make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    a, b = await make_replicas(NATS_URL=own_nats.url)
-    token = await login(client, a)
-    async with streaming(client, a.url, token) as stream:
-        client_id = init_of(stream)["clientId"]
+    async with stream_on_a(make_replicas, own_nats.url, client) as shared:
+        a, b, token, stream, client_id = shared.a, shared.b, shared.token, shared.stream, shared.client_id
         before = await pending_request(a, token, client_id)
         assert (await post_result(client, b, before, headers=callback_headers(before)))[0] == 200
         await result_for(stream, before)  # routed A <- NATS <- B

@@ -40,16 +40,23 @@ async def marker(
     await stream.wait_for(lambda e: e.event == "playbook/progress" and e.json["params"]["requestId"] == request_id)
 
 
+async def one_pending_request(
+    make_gateway: GatewayFactory, client: aiohttp.ClientSession, nats: str
+) -> tuple[GatewayInstance, str, SseStream, str, str]:
+    """A gateway (with NATS, or without), a signed-in stream, and one request pending for its client."""
+    gw = await make_gateway(**({} if nats == "nats" else {"NATS_URL": ""}))
+    token = await login(client, gw)
+    stream = await open_stream(client, gw.url, token)
+    client_id = init_of(stream)["clientId"]
+    return gw, token, stream, client_id, await pending_request(gw, token, client_id)
+
+
 @pytest.mark.gen_test
 @pytest.mark.parametrize("nats", ["nats", "no-nats"])
 async def test_queued_result_replayed_once_with_last_event_id(
     make_gateway: GatewayFactory, client: aiohttp.ClientSession, nats: str
 ) -> None:
-    gw = await make_gateway(**({} if nats == "nats" else {"NATS_URL": ""}))
-    token = await login(client, gw)
-    first = await open_stream(client, gw.url, token)
-    client_id = init_of(first)["clientId"]
-    request_id = await pending_request(gw, token, client_id)
+    gw, token, first, client_id, request_id = await one_pending_request(make_gateway, client, nats)
     headers = callback_headers(request_id)
     assert (await post_progress(client, gw, request_id, {"step": "before"}, headers=headers))[0] == 200
     before = await first.next_named("playbook/progress")
@@ -158,11 +165,7 @@ async def test_client_id_of_another_session_is_refused(gateway: GatewayInstance,
 async def test_reconnect_during_a_burst_gets_every_event_once_in_order(
     make_gateway: GatewayFactory, client: aiohttp.ClientSession, nats: str
 ) -> None:
-    gw = await make_gateway(**({} if nats == "nats" else {"NATS_URL": ""}))
-    token = await login(client, gw)
-    first = await open_stream(client, gw.url, token)
-    client_id = init_of(first)["clientId"]
-    request_id = await pending_request(gw, token, client_id)
+    gw, token, first, client_id, request_id = await one_pending_request(make_gateway, client, nats)
     headers = callback_headers(request_id)
     total = 120
 

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import GatewayFactory, ReplicasFactory
 from tests.support.gateway import GatewayInstance
-from tests.support.live import callback_headers, hashed, pending_request, post_result, services_of
+from tests.support.live import callback_headers, hashed, pending_request, post_result, services_of, stream_on_a
 from tests.support.nats_server import NatsServer
 from tests.support.signin import login
 from tests.support.sse_client import init_of, open_stream, streaming
@@ -49,10 +49,8 @@ async def restart(server: NatsServer, *gateways: GatewayInstance) -> None:
 async def test_result_for_a_client_on_another_replica_is_forwarded_when_nats_returns(
     make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    a, b = await make_replicas(NATS_URL=own_nats.url)
-    token = await login(client, a)
-    async with streaming(client, a.url, token) as stream:
-        client_id = init_of(stream)["clientId"]
+    async with stream_on_a(make_replicas, own_nats.url, client) as shared:
+        a, b, token, stream, client_id = shared.a, shared.b, shared.token, shared.stream, shared.client_id
         request_id = await pending_request(b, token, client_id)  # executePlaybook ran through B
         await stop(own_nats, a, b)
         status, answer = await post_result(client, b, request_id, headers=callback_headers(request_id))
@@ -80,11 +78,9 @@ async def _gone(gw: GatewayInstance, request_id: str) -> bool:
 async def test_a_replica_knows_the_owners_it_checked_through_an_outage(
     make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    a, b = await make_replicas(NATS_URL=own_nats.url)
-    token = await login(client, a)
-    other = await login(client, a, "good:bob@example.com")
-    async with streaming(client, a.url, token) as stream:
-        client_id = init_of(stream)["clientId"]
+    async with stream_on_a(make_replicas, own_nats.url, client) as shared:
+        a, b, token, client_id = shared.a, shared.b, shared.token, shared.client_id
+        other = await login(client, a, "good:bob@example.com")
         await pending_request(b, token, client_id)  # B checked the owner in NATS once
         await stop(own_nats, a, b)
         assert await pending_request(b, token, client_id)  # still known to B: the request is accepted

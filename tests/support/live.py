@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -9,6 +12,8 @@ import aiohttp
 from gateway.auth.tokens import CallbackSigner, token_hash
 from gateway.services import Services
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
+from tests.support.signin import login
+from tests.support.sse_client import SseStream, init_of, streaming
 
 Gateway = GatewayInstance | GatewayProcess
 
@@ -64,3 +69,27 @@ post_progress = WorkerPost("/api/internal/progress", {"step": "s1", "message": "
 
 def hashed(token: str) -> str:
     return token_hash(token)
+
+
+@dataclass
+class StreamOnA:
+    """Two replicas on one NATS and a signed-in client streaming from A (the replicas' shared set-up)."""
+
+    a: GatewayInstance
+    b: GatewayInstance
+    token: str
+    stream: SseStream
+    client_id: str
+
+
+@asynccontextmanager
+async def stream_on_a(
+    make_replicas: Callable[..., Awaitable[tuple[GatewayInstance, GatewayInstance]]],
+    nats_url: str,
+    client: aiohttp.ClientSession,
+) -> AsyncIterator[StreamOnA]:
+    """Replicas A and B on ``nats_url``; a session signed in on A with its event stream open there."""
+    a, b = await make_replicas(NATS_URL=nats_url)
+    token = await login(client, a)
+    async with streaming(client, a.url, token) as stream:
+        yield StreamOnA(a, b, token, stream, init_of(stream)["clientId"])
