@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import aiohttp
 import pytest
@@ -11,8 +13,7 @@ from tests.conftest import ReplicasFactory
 from tests.support.gateway import GatewayInstance
 from tests.support.live import callback_headers, pending_request, post_progress, post_result, services_of, stream_on_a
 from tests.support.nats_server import NatsServer
-from tests.support.signin import login
-from tests.support.sse_client import SseStream, init_of, streaming
+from tests.support.sse_client import SseStream
 from tests.support.waiting import wait_for
 
 
@@ -76,22 +77,17 @@ async def test_a_result_whose_publish_fails_before_the_outage_is_noticed_is_not_
     """NATS hangs (SIGSTOP: the connection stays up, publishes time out) while a result for a client
     held by the other replica arrives: the result is kept and forwarded once NATS answers again.
     Found by the fault drill under load: it was delivered in-process only, to nobody."""
-    import os
-    import signal
-
-    a, b = await make_replicas(NATS_URL=own_nats.url)
-    token = await login(client, b)
-    async with streaming(client, b.url, token) as stream:
-        client_id = init_of(stream)["clientId"]
-        request_id = await pending_request(a, token, client_id)  # recorded on A, client held by B
+    async with stream_on_a(make_replicas, own_nats.url, client) as shared:
+        b, stream = shared.b, shared.stream
+        request_id = await pending_request(b, shared.token, shared.client_id)  # recorded on B, client held by A
         assert own_nats.proc is not None
         os.kill(own_nats.proc.pid, signal.SIGSTOP)
         try:
-            assert services_of(a).nats.connected  # not noticed yet: the publish is tried, and times out
-            status, answer = await post_result(client, a, request_id, headers=callback_headers(request_id))
+            assert services_of(b).nats.connected  # not noticed yet: the publish is tried, and times out
+            status, answer = await post_result(client, b, request_id, headers=callback_headers(request_id))
             assert status in (200, 202), answer
-            assert request_id in services_of(a).live.delivery.outbox  # kept for forwarding
+            assert request_id in services_of(b).live.delivery.outbox  # kept for forwarding
         finally:
             os.kill(own_nats.proc.pid, signal.SIGCONT)
-        await result_for(stream, request_id)  # forwarded through NATS to B's stream
+        await result_for(stream, request_id)  # forwarded through NATS to A's stream
         assert [e.json["params"]["requestId"] for e in stream.named("playbook/result")] == [request_id]

@@ -74,14 +74,21 @@ def stream_of(gw: GatewayInstance, client_id: str):  # type: ignore[no-untyped-d
     return next(iter(streams)) if streams else None
 
 
+async def with_a_stalled_client(
+    make_gateway: GatewayFactory, client: aiohttp.ClientSession
+) -> tuple[GatewayInstance, str, StalledClient, str]:
+    """A gateway with a small per-client buffer, a session, and a client that stopped reading."""
+    gw = await make_gateway(GATEWAY_SSE_CLIENT_BUFFER=str(BUFFER))
+    token = await login(client, gw)
+    stalled = StalledClient()
+    return gw, token, stalled, await stalled.open(gw, token)
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_stalled_client_does_not_delay_others_and_is_dropped(
     make_gateway: GatewayFactory, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(GATEWAY_SSE_CLIENT_BUFFER=str(BUFFER))
-    token = await login(client, gw)
-    stalled = StalledClient()
-    slow_id = await stalled.open(gw, token)
+    gw, token, stalled, slow_id = await with_a_stalled_client(make_gateway, client)
     fast = await open_stream(client, gw.url, token)
     try:
         fast_id = init_of(fast)["clientId"]
@@ -124,10 +131,7 @@ async def test_stalled_client_does_not_delay_others_and_is_dropped(
 async def test_slow_client_is_told_and_resumes_from_last_event_id(
     make_gateway: GatewayFactory, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(GATEWAY_SSE_CLIENT_BUFFER=str(BUFFER))
-    token = await login(client, gw)
-    stalled = StalledClient()
-    slow_id = await stalled.open(gw, token)
+    gw, token, stalled, slow_id = await with_a_stalled_client(make_gateway, client)
     try:
         request_id = await pending_request(gw, token, slow_id)
 
