@@ -32,78 +32,74 @@ ALIASES = {"GATEWAY_PORT"}  # alias of ROUTER_PORT; the chart sets ROUTER_PORT
 CHART_OVERRIDES = {"gateway_log_format", "noetl_base_url", "nats_url", "gateway_public_url"}
 
 # Custom resources have no schema in kubernetes-validate: these hold what the operators require.
+_DURATION = {"type": "string", "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$"}
+
+
+def _custom_resource(spec: dict[str, Any]) -> dict[str, Any]:
+    """A custom resource: apiVersion, kind, a named metadata, and the operator's closed ``spec``."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": {"type": "object", "required": ["name"]},
+            "spec": {"type": "object", "additionalProperties": False, **spec},
+        },
+    }
+
+
+def _closed(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
 CRD_SCHEMAS: dict[str, dict[str, Any]] = {
-    "monitoring.coreos.com/v1/ServiceMonitor": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "metadata": {"type": "object", "required": ["name"]},
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {
-                        "type": "object",
-                        "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
-                    },
-                    "namespaceSelector": {
-                        "type": "object",
-                        "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
-                    },
-                    "endpoints": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "port": {"type": "string"},
-                                "path": {"type": "string"},
-                                "interval": {"type": "string", "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$"},
-                                "scrapeTimeout": {
-                                    "type": "string",
-                                    "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$",
-                                },
-                            },
-                        },
-                    },
+    "monitoring.coreos.com/v1/ServiceMonitor": _custom_resource(
+        {
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _closed(
+                        {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": _DURATION,
+                            "scrapeTimeout": _DURATION,
+                        }
+                    ),
                 },
             },
-        },
-    },
-    "cloud.google.com/v1/BackendConfig": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "metadata": {"type": "object", "required": ["name"]},
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "timeoutSec": {"type": "integer", "minimum": 1, "maximum": 2147483647},
-                    "connectionDraining": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {"drainingTimeoutSec": {"type": "integer", "minimum": 0, "maximum": 3600}},
-                    },
-                    "healthCheck": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": {"enum": ["HTTP", "HTTPS", "HTTP2"]},
-                            "requestPath": {"type": "string", "pattern": "^/"},
-                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                            "checkIntervalSec": {"type": "integer"},
-                            "timeoutSec": {"type": "integer"},
-                            "healthyThreshold": {"type": "integer"},
-                            "unhealthyThreshold": {"type": "integer"},
-                        },
-                    },
-                },
+        }
+    ),
+    "cloud.google.com/v1/BackendConfig": _custom_resource(
+        {
+            "properties": {
+                "timeoutSec": {"type": "integer", "minimum": 1, "maximum": 2147483647},
+                "connectionDraining": _closed(
+                    {"drainingTimeoutSec": {"type": "integer", "minimum": 0, "maximum": 3600}}
+                ),
+                "healthCheck": _closed(
+                    {
+                        "type": {"enum": ["HTTP", "HTTPS", "HTTP2"]},
+                        "requestPath": {"type": "string", "pattern": "^/"},
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        "checkIntervalSec": {"type": "integer"},
+                        "timeoutSec": {"type": "integer"},
+                        "healthyThreshold": {"type": "integer"},
+                        "unhealthyThreshold": {"type": "integer"},
+                    }
+                ),
             },
-        },
-    },
+        }
+    ),
 }
 
 
