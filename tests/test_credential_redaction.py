@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from tornado.ioloop import IOLoop
 
 from gateway.access.redaction import CREDENTIAL_KEYS
 from tests.conftest import Standin
@@ -99,11 +100,17 @@ def proxy_routes(ids: list[str]) -> list[str]:
     return routes
 
 
+@pytest.fixture
+def staged(io_loop: IOLoop, gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession) -> Stage:
+    """An admin and a member signed in on the test gateway, and executions whose workloads hold credentials."""
+    result: Stage = io_loop.run_sync(lambda: stage(client, gateway, standin), timeout=30)
+    return result
+
+
 @pytest.mark.gen_test
 async def test_member_reads_no_credential_through_the_proxy_admin_reads_them(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, staged: Stage
 ) -> None:
-    staged = await stage(client, gateway, standin)
     secrets = staged.secrets()
     for route in proxy_routes(staged.execution_ids()):
         url = f"{gateway.url}/noetl/{route}"
@@ -134,9 +141,8 @@ async def test_member_reads_no_credential_through_the_proxy_admin_reads_them(
 
 @pytest.mark.gen_test
 async def test_login_result_and_refresh_token_are_hidden_in_the_single_execution(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, staged: Stage
 ) -> None:
-    staged = await stage(client, gateway, standin)
     login_id = staged.login_execution()
     url = f"{gateway.url}/noetl/executions/{login_id}"
     status, body, _ = await call(client, "GET", url, headers=bearer(staged.member))
@@ -156,9 +162,8 @@ async def test_login_result_and_refresh_token_are_hidden_in_the_single_execution
 
 @pytest.mark.gen_test
 async def test_compressed_or_partial_answers_are_refused_for_a_member(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, staged: Stage
 ) -> None:
-    staged = await stage(client, gateway, standin)
     login_id = staged.login_execution()
     base = f"{gateway.url}/noetl/executions/{login_id}/events"
     secrets = staged.secrets()
@@ -185,12 +190,11 @@ async def test_compressed_or_partial_answers_are_refused_for_a_member(
 @pytest.mark.gen_test
 @pytest.mark.parametrize("split", ["key", "escape", "value"])
 async def test_a_credential_split_across_chunks_is_still_hidden_and_the_answer_streams(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, split: str
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, staged: Stage, split: str
 ) -> None:
     """NoETL sends the first half of a ``callback_token`` event, and the rest only once the client
     has received everything before it: the gateway relays without buffering the whole answer and
     still catches the key/value pair across the chunk boundary."""
-    staged = await stage(client, gateway, standin)
     login_id = staged.login_execution()
     url = f"{gateway.url}/noetl/executions/{login_id}/events?pad=300&split={split}"
     gate = standin.state.gates.setdefault("standin/events-split", asyncio.Event())
@@ -219,9 +223,8 @@ EXECUTION = """query($id: ID!) { execution(id: $id) { id path status result erro
 
 @pytest.mark.gen_test
 async def test_member_reads_no_credential_through_graphql_admin_reads_them(
-    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
+    gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, staged: Stage
 ) -> None:
-    staged = await stage(client, gateway, standin)
     secrets = staged.secrets()
     login_id = staged.login_execution()
     # NoETL's error details can quote a workload too.
