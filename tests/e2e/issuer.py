@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from tests.support.threaded_http import ThreadedHttpServer
+
 AUDIENCE = "https://noetl-gateway.e2e/api"
 
 
-class TestIssuer:
+class TestIssuer(ThreadedHttpServer):
     """Signs RS256 tokens as ``http://127.0.0.1:{port}/`` and serves ``/.well-known/jwks.json``."""
 
     __test__ = False  # not a pytest test class
@@ -46,8 +47,7 @@ class TestIssuer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="jwks", daemon=True)
+        super().__init__(Handler, name="jwks")
 
     @property
     def url(self) -> str:
@@ -56,15 +56,6 @@ class TestIssuer:
     @property
     def jwks_url(self) -> str:
         return f"{self.url}.well-known/jwks.json"
-
-    def start(self) -> TestIssuer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
     def token(
         self,
