@@ -112,25 +112,32 @@ class Delivery:
             record, "playbook/result", notification("playbook/result", params), KIND_RESULT, request_id
         )
         connected = await self._streams.is_connected(record)
-        if event.pos[1] and self._link.enabled and not self._streams.held_for(event.client_id, event.session):
-            # Made in-process (the publish failed: NATS is going away, maybe not noticed yet) for a
-            # client held on another replica: that replica never saw it. Keep it and forward it when
-            # NATS is back, as for a client that is away — else the result is lost.
-            connected = False
+        made_here = bool(event.pos[1]) and self._link.enabled  # the publish failed: NATS is away
+        if made_here and connected and not self._streams.held_for(event.client_id, event.session):
+            # NATS is going away (maybe not noticed yet) and the client is held by another replica,
+            # which never saw the event: forward it once NATS answers, if the request is still pending
+            # then. No record write: the holder deletes the request when it delivers, and a write
+            # replayed after that would bring a delivered request back.
+            self._keep_for_forwarding(request_id, event)
+            return False
         if not connected:
             # Kept until the client is back; marked so pendingRequests no longer lists it (unless
             # it was delivered meanwhile: a plain write would bring the request back).
             await self._requests.complete(request_id, {"result": format_pos(event.pos)})
-            if event.pos[1] and self._link.enabled:  # made in-process while NATS is away
-                self.outbox.pop(request_id, None)
-                self.outbox[request_id] = event
-                while len(self.outbox) > MAX_OUTBOX:
-                    dropped = next(iter(self.outbox))
-                    del self.outbox[dropped]
-                    log.warning("result for request %s not kept for forwarding (outbox full)", dropped[:8])
-                if self._link.connected:  # the publish failed although NATS is (back) up: forward now
-                    self._on_link_state(True)
+            if made_here:
+                self._keep_for_forwarding(request_id, event)
         return connected
+
+    def _keep_for_forwarding(self, request_id: str, event: LiveEvent) -> None:
+        """An in-process result JetStream has not seen: published when NATS is back (bounded)."""
+        self.outbox.pop(request_id, None)
+        self.outbox[request_id] = event
+        while len(self.outbox) > MAX_OUTBOX:
+            dropped = next(iter(self.outbox))
+            del self.outbox[dropped]
+            log.warning("result for request %s not kept for forwarding (outbox full)", dropped[:8])
+        if self._link.connected:  # the publish failed although NATS is (back) up: forward now
+            self._on_link_state(True)
 
     async def deliver_progress(
         self,
@@ -182,7 +189,7 @@ class Delivery:
         while self.outbox and self._link.connected:
             request_id, event = next(iter(self.outbox.items()))
             record = await self._requests.get(request_id)
-            if record is not None and record.get("result"):  # else delivered meanwhile, or expired
+            if record is not None:  # else delivered meanwhile (the holder deleted it), or expired
                 try:
                     await self._bus.publish(
                         event.client_id, event.session, event.method, event.payload, event.kind, request_id
