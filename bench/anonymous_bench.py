@@ -27,22 +27,14 @@ import aiohttp
 import harness
 from harness import Processes
 
+from tests.support.routes import REST_JSON_ENDPOINTS
 from tests.support.rss import RssSampler, reset_peak, status_kib
 
 MB = 1_000_000
 MIB = 1024 * 1024
 GOAL_MB = 16.0
 BLOCK = b" " * MIB
-ENDPOINTS = [
-    "/api/auth/login",
-    "/api/auth/validate",
-    "/api/auth/check-access",
-    "/api/auth/logout",
-    "/api/internal/callback",
-    "/api/internal/callback/async",
-    "/api/internal/progress",
-    "/graphql",
-]
+ENDPOINTS = [*REST_JSON_ENDPOINTS, "/graphql"]
 
 
 async def blocks(size: int) -> AsyncIterator[bytes]:

@@ -157,47 +157,50 @@ _SESSION_ROW = re.compile(r"^\| AuthService\.validate[^|]*\| ([\d.]+) \| ([\d.]+
 _DICT_ROW = re.compile(r"^\| dict lookup[^|]*\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", re.M)
 
 
-def session(ctx: Context) -> Row:
-    runs = 1 if ctx.smoke else 3
-    args = ["--sessions", "100", "--lookups", "1000"] if ctx.smoke else ["--sessions", "10000", "--lookups", "100000"]
-    p50, p99, d50 = [], [], []
-    for index in range(runs):
-        out = ctx.run(f"session-{index + 1}", [str(BENCH / "session_lookup.py"), *args]).stdout
-        gw, plain = _SESSION_ROW.search(out), _DICT_ROW.search(out)
-        if gw is None or plain is None:
-            raise RuntimeError("session_lookup.py: result table not found in its output")
-        p50.append(float(gw.group(1)))
-        p99.append(float(gw.group(2)))
-        d50.append(float(plain.group(1)))
-    row = Row("session check on a cache hit", goal="p50 ≤ 20 µs, p99 ≤ 100 µs")
-    row.gateway = f"p50 {spread(ms(p50))} µs, p99 {spread(ms(p99))} µs"
-    row.baseline = f"dict lookup p50 {statistics.median(d50):.2f} µs"
-    row.result = row.gateway
-    row.status = status(statistics.median(p50) <= 20 and statistics.median(p99) <= 100, ctx.smoke)
-    return row
-
-
 _POLICY_ROW = re.compile(r"^\| canonical_path \+ RoutePolicy\.decide \| ([\d.]+) \| ([\d.]+) \|", re.M)
 
 
-def policy(ctx: Context) -> Row:
-    runs = 1 if ctx.smoke else 3
-    args = ["--decisions", "2000"] if ctx.smoke else ["--decisions", "200000"]
+def _microbenchmark(
+    ctx: Context, name: str, script: str, args: list[str], row_re: re.Pattern[str]
+) -> tuple[list[float], list[float], list[float]]:
+    """p50s, p99s of the gateway's row and the dict-lookup baseline's p50s, over the runs of one script."""
     p50, p99, d50 = [], [], []
-    for index in range(runs):
-        out = ctx.run(f"policy-{index + 1}", [str(BENCH / "policy_decision.py"), *args]).stdout
-        gw, plain = _POLICY_ROW.search(out), _DICT_ROW.search(out)
+    for index in range(1 if ctx.smoke else 3):
+        out = ctx.run(f"{name}-{index + 1}", [str(BENCH / script), *args]).stdout
+        gw, plain = row_re.search(out), _DICT_ROW.search(out)
         if gw is None or plain is None:
-            raise RuntimeError("policy_decision.py: result table not found in its output")
+            raise RuntimeError(f"{script}: result table not found in its output")
         p50.append(float(gw.group(1)))
         p99.append(float(gw.group(2)))
         d50.append(float(plain.group(1)))
-    row = Row("authorization decision per proxied call", goal="p50 ≤ 10 µs")
+    return p50, p99, d50
+
+
+def _microsecond_row(
+    ctx: Context, title: str, goal: str, runs: tuple[list[float], list[float], list[float]], met: bool
+) -> Row:
+    p50, p99, d50 = runs
+    row = Row(title, goal=goal)
     row.gateway = f"p50 {spread(ms(p50))} µs, p99 {spread(ms(p99))} µs"
     row.baseline = f"dict lookup p50 {statistics.median(d50):.2f} µs"
     row.result = row.gateway
-    row.status = status(statistics.median(p50) <= 10, ctx.smoke)
+    row.status = status(met, ctx.smoke)
     return row
+
+
+def session(ctx: Context) -> Row:
+    args = ["--sessions", "100", "--lookups", "1000"] if ctx.smoke else ["--sessions", "10000", "--lookups", "100000"]
+    runs = _microbenchmark(ctx, "session", "session_lookup.py", args, _SESSION_ROW)
+    met = statistics.median(runs[0]) <= 20 and statistics.median(runs[1]) <= 100
+    return _microsecond_row(ctx, "session check on a cache hit", "p50 ≤ 20 µs, p99 ≤ 100 µs", runs, met)
+
+
+def policy(ctx: Context) -> Row:
+    args = ["--decisions", "2000"] if ctx.smoke else ["--decisions", "200000"]
+    runs = _microbenchmark(ctx, "policy", "policy_decision.py", args, _POLICY_ROW)
+    return _microsecond_row(
+        ctx, "authorization decision per proxied call", "p50 ≤ 10 µs", runs, statistics.median(runs[0]) <= 10
+    )
 
 
 _GRAPHQL_ROUND = re.compile(r"^round (\d+) (.+?)\s+(throughput|latency)\s+c=\s*(\d+)\s+([\d.]+) rps", re.M)
