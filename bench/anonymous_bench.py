@@ -20,53 +20,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import harness
 from harness import Processes
 
-from tests.support.routes import REST_JSON_ENDPOINTS
-from tests.support.rss import RssSampler, reset_peak, status_kib
+from tests.support.anonymous_bodies import JSON_ENDPOINTS, send_anonymously
+from tests.support.rss import RssSampler, reset_peak
 
 MB = 1_000_000
 MIB = 1024 * 1024
 GOAL_MB = 16.0
-BLOCK = b" " * MIB
-ENDPOINTS = [*REST_JSON_ENDPOINTS, "/graphql"]
-
-
-async def blocks(size: int) -> AsyncIterator[bytes]:
-    for _ in range(size // len(BLOCK)):
-        yield BLOCK
-
-
-async def post(http: aiohttp.ClientSession, url: str, size: int, declared: bool) -> int | None:
-    headers = {"Content-Type": "application/json"}
-    if declared:
-        headers["Content-Length"] = str(size // len(BLOCK) * len(BLOCK))
-    try:
-        async with http.post(url, data=blocks(size), headers=headers) as resp:
-            await resp.read()
-            return resp.status
-    except aiohttp.ClientError:
-        return None
 
 
 async def bodies(base: str, pid: int, size: int) -> dict[str, Any]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
-        for path in ENDPOINTS:  # warm-up: every path and the 413 once
-            await post(http, base + path, 4 * MIB, declared=False)
-        baseline = status_kib(pid, "VmRSS")
+        for path in JSON_ENDPOINTS:  # warm-up: every path and the 413 once
+            await send_anonymously(http, base + path, 4 * MIB, declared=False)
         hwm = reset_peak(pid)
         per_endpoint: dict[str, list[int | None]] = {}
         started = time.monotonic()
-        with RssSampler(pid) as sampler:
-            for path in ENDPOINTS:
-                per_endpoint[path] = [await post(http, base + path, size, declared) for declared in (True, False)]
+        with RssSampler(pid, hwm_counts=hwm) as sampler:
+            for path in JSON_ENDPOINTS:
+                per_endpoint[path] = [
+                    await send_anonymously(http, base + path, size, declared=declared) for declared in (True, False)
+                ]
         secs = time.monotonic() - started
-    peak = max(sampler.peak_kib, status_kib(pid, "VmHWM") if hwm else 0)
     answers = [status for pair in per_endpoint.values() for status in pair]
     return {
         "mb_per_request": size / MB,
@@ -74,8 +54,8 @@ async def bodies(base: str, pid: int, size: int) -> dict[str, Any]:
         "answered_413": answers.count(413),
         "cut_off": answers.count(None),
         "other": [a for a in answers if a not in (413, None)],
-        "baseline_rss_mib": baseline / 1024,
-        "growth_mb": (peak - baseline) * 1024 / MB,
+        "baseline_rss_mib": sampler.baseline_kib / 1024,
+        "growth_mb": sampler.growth_bytes / MB,
         "seconds": secs,
         "per_endpoint": per_endpoint,
     }

@@ -19,14 +19,13 @@ import json
 import time
 import zlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import harness
 from harness import Processes
 
-from tests.support.rss import RssSampler, status_kib
+from tests.support.rss import RssSampler, reset_peak
 
 MIB = 1024 * 1024
 GOAL_MB = 16.0
@@ -38,20 +37,9 @@ async def blocks(size: int) -> AsyncIterator[bytes]:
         yield BLOCK
 
 
-def reset_peak(pid: int) -> bool:
-    """Reset the kernel's VmHWM of a process (Linux ≥ 4.0; needs the right to write clear_refs)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 async def one_run(http: aiohttp.ClientSession, base: str, token: str, pid: int, size: int) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {token}"}
-    baseline = status_kib(pid, "VmRSS")
-    hwm_reset = reset_peak(pid)
-    with RssSampler(pid) as sampler:
+    with RssSampler(pid, hwm_counts=reset_peak(pid)) as sampler:
         started = time.monotonic()
         headers = {**auth, "Content-Length": str(size)}
         async with http.put(f"{base}/noetl/standin/upload", data=blocks(size), headers=headers) as resp:
@@ -70,15 +58,14 @@ async def one_run(http: aiohttp.ClientSession, base: str, token: str, pid: int, 
         down_secs = time.monotonic() - started
         if received != size:
             raise RuntimeError(f"download: {received} of {size} bytes")
-    peak = max(sampler.peak_kib, status_kib(pid, "VmHWM") if hwm_reset else 0)
     return {
-        "baseline_rss_mib": baseline / 1024,
-        "peak_rss_mib": peak / 1024,
-        "growth_mb": (peak - baseline) * 1024 / 1e6,
-        "growth_mib": (peak - baseline) / 1024,
+        "baseline_rss_mib": sampler.baseline_kib / 1024,
+        "peak_rss_mib": sampler.peak_kib / 1024,
+        "growth_mb": sampler.growth_bytes / 1e6,
+        "growth_mib": sampler.growth_bytes / MIB,
         "upload_mib_s": size / MIB / up_secs,
         "download_mib_s": size / MIB / down_secs,
-        "peak_from_vmhwm": hwm_reset,
+        "peak_from_vmhwm": sampler.hwm_counts,
     }
 
 

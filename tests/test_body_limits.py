@@ -19,17 +19,15 @@ import pytest
 
 from tests.conftest import GatewayFactory, SignedInFactory, Standin
 from tests.standin.proxy_routes import PATTERN, routes_state
+from tests.support.anonymous_bodies import BLOCK, JSON_ENDPOINTS, blocks, send_anonymously
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.raw_http import raw_connection
-from tests.support.routes import REST_JSON_ENDPOINTS
-from tests.support.rss import RssSampler, reset_peak, status_kib
+from tests.support.rss import RssSampler, reset_peak
 from tests.support.signin import SignedIn
 
 MIB = 1024 * 1024
 LIMIT = MIB  # GATEWAY_MAX_BODY_BYTES default
 TOO_LARGE = f"Request body too large (limit {LIMIT} bytes)"
-JSON_ENDPOINTS = [*REST_JSON_ENDPOINTS, "/graphql"]
-BLOCK = b" " * (64 * 1024)  # whitespace: a body that would still be valid JSON padding
 
 
 class Answer:
@@ -70,11 +68,6 @@ async def closed_by_server(reader: asyncio.StreamReader) -> bool:
 def head(path: str, *extra: str) -> bytes:
     lines = [f"POST {path} HTTP/1.1", "Host: gateway.test", "Content-Type: application/json", *extra]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def blocks(total: int) -> AsyncIterator[bytes]:
-    for _ in range(total // len(BLOCK)):
-        yield BLOCK
 
 
 # -- declared lengths --------------------------------------------------------------------------
@@ -330,19 +323,6 @@ def gateway_process(gateway_env: dict[str, str], tmp_path: Path) -> Iterator[Gat
     process.stop()
 
 
-async def send_anonymously(client: aiohttp.ClientSession, url: str, size: int, *, declared: bool) -> int | None:
-    """POST ``size`` bytes (with or without Content-Length); the status, or None if cut off unanswered."""
-    headers = {"Content-Type": "application/json"}
-    if declared:
-        headers["Content-Length"] = str(size)
-    try:
-        async with client.post(url, data=blocks(size), headers=headers) as resp:
-            await resp.read()
-            return resp.status
-    except aiohttp.ClientError:
-        return None
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
 @pytest.mark.gen_test(timeout=300)
 async def test_300_mb_sent_anonymously_to_every_json_endpoint_keeps_memory_flat(
@@ -353,15 +333,13 @@ async def test_300_mb_sent_anonymously_to_every_json_endpoint_keeps_memory_flat(
     pid = gw.proc.pid
     for path in JSON_ENDPOINTS:  # warm-up: imports, buffers, the 413 path once each
         await send_anonymously(client, f"{gw.url}{path}", 4 * MIB, declared=False)
-    baseline_kib = status_kib(pid, "VmRSS")
     reset_peak(pid)
     statuses = []
     with RssSampler(pid) as sampler:
         for path in JSON_ENDPOINTS:
             for declared in (True, False):
                 statuses.append(await send_anonymously(client, f"{gw.url}{path}", 300 * MIB, declared=declared))
-    peak_kib = max(sampler.peak_kib, status_kib(pid, "VmHWM"))
-    growth = (peak_kib - baseline_kib) * 1024
+    growth = sampler.growth_bytes
     print(f"\nanonymous 300 MB x {len(statuses)}: growth {growth / MIB:.1f} MiB; answers {statuses}")
     # A client still pushing 300 MB when the 413 comes may see the close as a reset instead (on a busy
     # machine every one of them may): that the 413 itself reaches a client is proven by the tests above

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import Standin
 from tests.standin.proxy_routes import PATTERN, pattern_crc, routes_state
 from tests.support.gateway import GatewayProcess
-from tests.support.rss import RssSampler, status_kib
+from tests.support.rss import RssSampler
 from tests.support.signin import bearer, login
 
 SIZE = 256 * 1024 * 1024
@@ -47,8 +47,6 @@ async def test_256_mb_each_way_keeps_gateway_memory_flat(
         assert resp.status == 200
     async with client.get(f"{gw.url}/noetl/standin/download?size={4 * MIB}", headers=bearer(token)) as resp:
         assert len(await resp.read()) == 4 * MIB
-    baseline_kib = status_kib(pid, "VmRSS")
-
     started = time.monotonic()
     with RssSampler(pid) as sampler:
         headers = {**bearer(token), "Content-Length": str(SIZE)}
@@ -64,14 +62,13 @@ async def test_256_mb_each_way_keeps_gateway_memory_flat(
             async for piece in resp.content.iter_chunked(MIB):
                 crc, received = zlib.crc32(piece, crc), received + len(piece)
         download_secs = time.monotonic() - download_started
-    peak_kib = max(sampler.peak_kib, status_kib(pid, "VmHWM"))
 
     assert answer["size"] == SIZE and answer["crc32"] == pattern_crc(SIZE)
     assert routes_state(standin.state).uploads[-1].largest_chunk <= 1 * MIB
     assert (received, crc) == (SIZE, pattern_crc(SIZE))
-    growth = (peak_kib - baseline_kib) * 1024
+    growth = sampler.growth_bytes
     print(
-        f"\nproxy memory: baseline {baseline_kib / 1024:.1f} MiB, peak {peak_kib / 1024:.1f} MiB, "
+        f"\nproxy memory: baseline {sampler.baseline_kib / 1024:.1f} MiB, peak {sampler.peak_kib / 1024:.1f} MiB, "
         f"growth {growth / MIB:.1f} MiB; upload {SIZE / MIB / upload_secs:.0f} MiB/s, "
         f"download {SIZE / MIB / download_secs:.0f} MiB/s"
     )

@@ -15,10 +15,16 @@ def status_kib(pid: int, field: str) -> int:
 
 
 class RssSampler:
-    """Peak VmRSS of a process, sampled in a thread (the caller's loop is busy moving bytes)."""
+    """RSS growth of a process over a block: VmRSS at its start, then the peak, sampled in a thread
+    (the caller's loop is busy moving bytes) and read from the kernel's VmHWM at the end.
 
-    def __init__(self, pid: int) -> None:
+    ``hwm_counts=False`` when VmHWM could not be reset first (it would hold an older peak).
+    """
+
+    def __init__(self, pid: int, *, hwm_counts: bool = True) -> None:
         self.pid = pid
+        self.hwm_counts = hwm_counts
+        self.baseline_kib = 0
         self.peak_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -29,12 +35,20 @@ class RssSampler:
             self._stop.wait(0.01)
 
     def __enter__(self) -> RssSampler:
+        self.baseline_kib = status_kib(self.pid, "VmRSS")
         self._thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self.hwm_counts:
+            self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmHWM"))
+
+    @property
+    def growth_bytes(self) -> int:
+        """Peak minus the RSS at the start of the block."""
+        return (self.peak_kib - self.baseline_kib) * 1024
 
 
 def reset_peak(pid: int) -> bool:
