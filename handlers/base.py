@@ -96,11 +96,11 @@ class BaseHandler(BoundedBodyHandler):
 
     def _answer_error(self, error: BaseException) -> None:
         """Log and answer an error raised outside ``_execute()``'s own handling."""
+        self.log_exception(type(error), error, error.__traceback__)
         if isinstance(error, UpstreamFailure):
             self.services.metrics.upstream_errors.labels(type(error).__name__).inc()
             status = error.status
         else:
-            self.log_exception(type(error), error, error.__traceback__)
             status = error.status_code if isinstance(error, HTTPError) else 500
         if not self._finished:
             self.send_error(status, exc_info=(type(error), error, error.__traceback__))

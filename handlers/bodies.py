@@ -65,9 +65,9 @@ class BoundedBodyHandler(RequestHandler):
         """Most bytes of request body this route accepts (the proxy's own, once signed in)."""
         return self.settings["config"].gateway_max_body_bytes
 
-    def body_too_large(self) -> ApiError:
-        """The 413 of this route."""
-        return ApiError(413, f"Request body too large (limit {self.body_limit()} bytes)")
+    def body_too_large(self, limit: int | None = None) -> ApiError:
+        """The 413 of this route (or of a narrower ``limit`` a part of it has)."""
+        return ApiError(413, f"Request body too large (limit {self.body_limit() if limit is None else limit} bytes)")
 
     def declared_body_length(self) -> int | None:
         """``Content-Length`` as a number; 400 when it is not one."""

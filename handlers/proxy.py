@@ -7,7 +7,7 @@ what is not: docs/proxy.md.
 """
 
 # layout: over 300 lines, and ProxyHandler over 250: one streaming state machine (prepare, data_received,
-# forward, relay) whose access checks and body handling the trust-boundary work is rewriting; split after it.
+# forward, relay) whose steps share the exchange, the body counters and the client-gone state.
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +32,6 @@ from gateway.noetl.exchange import ProxyExchange
 from gateway.noetl.headers import client_response_headers, upstream_request_headers
 from gateway.noetl.paths import canonical_path, unsafe_path_reason, upstream_url
 from handlers.base import AuthenticatedHandler
-from handlers.bodies import pending_body
 from handlers.errors import ApiError
 from handlers.json_body import decode_json_body
 
@@ -94,14 +93,11 @@ class ProxyHandler(AuthenticatedHandler):
             await access.check_url_start(self.session_token, method, canonical, raw_path)
         except AccessRefusal as exc:
             raise ApiError(exc.status, exc.public) from None
-        limit = self.config.gateway_proxy_max_body_bytes
-        declared = self.declared_body_length()
+        declared = self.declared_body_length()  # over body_limit(): refused in BaseHandler.prepare already
         chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
-        if declared is not None and declared > limit:
-            raise ApiError(413, f"Request body too large (limit {limit} bytes)")
         set_limit = getattr(self.request.connection, "set_max_body_size", None)
         if set_limit is not None:
-            set_limit(limit + _TORNADO_LIMIT_SLACK)
+            set_limit(self.body_limit() + _TORNADO_LIMIT_SLACK)
         set_timeout = getattr(self.request.connection, "set_body_timeout", None)
         if set_timeout is not None:  # a big upload may take longer than a JSON body may
             set_timeout(self.config.gateway_proxy_body_timeout_secs)
@@ -120,7 +116,7 @@ class ProxyHandler(AuthenticatedHandler):
         url = upstream_url(self.config.noetl_base_url, raw_path, self.request.query)
         if access.needs_body_check(method, canonical):
             if declared is not None and declared > self.config.gateway_max_body_bytes:
-                raise ApiError(413, f"Request body too large (limit {self.config.gateway_max_body_bytes} bytes)")
+                raise self.body_too_large(self.config.gateway_max_body_bytes)
             self._buffer = bytearray()
             self._upstream_target = (url, headers)
             return
@@ -158,14 +154,12 @@ class ProxyHandler(AuthenticatedHandler):
             if self._received > self._drop_allowance:
                 self._answer_during_body(self._deferred_error)
             return
-        limit = self.config.gateway_proxy_max_body_bytes
-        if self._received > limit:
-            self._answer_early(ApiError(413, f"Request body too large (limit {limit} bytes)"))
+        if self._received > self.body_limit():
+            self._answer_early(self.body_too_large())
             return
         if self._buffer is not None:
             if self._received > self.config.gateway_max_body_bytes:
-                limit = self.config.gateway_max_body_bytes
-                self._answer_early(ApiError(413, f"Request body too large (limit {limit} bytes)"))
+                self._answer_early(self.body_too_large(self.config.gateway_max_body_bytes))
                 return
             self._buffer += chunk
             return
@@ -183,19 +177,10 @@ class ProxyHandler(AuthenticatedHandler):
             self._answer_early(failure)
 
     def _answer_early(self, error: ApiError | UpstreamFailure) -> None:
-        """Answer before the body is complete; Tornado then discards the rest and closes."""
+        """Stop the upstream call, then answer before the body is complete (BaseHandler's way)."""
         if self._exchange is not None:
             self._exchange.abort("request refused by the gateway")
-        if isinstance(error, UpstreamFailure):
-            self.services.metrics.upstream_errors.labels(type(error).__name__).inc()
-        if not self._finished:
-            status = error.status_code if isinstance(error, ApiError) else error.status
-            self.log_exception(type(error), error, None)
-            self.send_error(status, exc_info=(type(error), error, None))
-        # _execute() waits for the whole body before calling the method; it will not come.
-        body_future = pending_body(self.request)
-        if not body_future.done():
-            body_future.set_result(None)
+        self._answer_during_body(error)
 
     def on_connection_close(self) -> None:
         """The client left: cancel the upstream request at once."""
