@@ -31,11 +31,11 @@ from gateway.access.routes import (
     ANY_SIGNED_IN,
     DEFAULT_RULES,
     DENY_UNLISTED_RULE,
+    METHODS,
     UNLISTED_RULE,
     RoutePolicy,
     RouteRule,
     check_pattern,
-    known_methods,
 )
 from gateway.config import ConfigError, GatewayConfig
 
@@ -56,7 +56,7 @@ class RuleSpec(BaseModel):
     @classmethod
     def _methods(cls, value: list[str]) -> list[str]:
         upper = [method.strip().upper() for method in value]
-        unknown = [m for m in upper if m != ANY_METHOD and m not in known_methods()]
+        unknown = [m for m in upper if m != ANY_METHOD and m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method {unknown[0]!r} (use GET, HEAD, POST, PUT, PATCH, DELETE or '*')")
         return upper

@@ -20,7 +20,7 @@ from gateway.access.roles import is_admin
 ANY_SIGNED_IN = "*"
 ADMIN = "@admin"
 ANY_METHOD = "*"
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})  # what a rule may name, besides "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,17 +114,15 @@ class RoutePolicy:
         self.admin_roles = frozenset(admin_roles)
         # Rules indexed by their first literal segment (wildcard-first rules go in every list),
         # so a decision looks at a handful of rules, not the whole table.
-        compiled = [_Compiled(rule, compile_pattern(rule.pattern)) for rule in self.rules]
-        wild = [c for c in compiled if c.rule.pattern.split("/", 1)[0] in ("*", "**")]
-        self._by_head: dict[str, tuple[_Compiled, ...]] = {}
-        for item in compiled:
-            head = item.rule.pattern.split("/", 1)[0]
-            if head in ("*", "**"):
-                continue
-            self._by_head.setdefault(head, ())
-        for head in self._by_head:
-            self._by_head[head] = tuple(c for c in compiled if c.rule.pattern.split("/", 1)[0] in (head, "*", "**"))
-        self._wild = tuple(wild)
+        compiled = [
+            (rule.pattern.split("/", 1)[0], _Compiled(rule, compile_pattern(rule.pattern))) for rule in self.rules
+        ]
+        self._wild = tuple(item for head, item in compiled if head in ("*", "**"))
+        self._by_head = {
+            head: tuple(item for first, item in compiled if first in (head, "*", "**"))
+            for head, _ in compiled
+            if head not in ("*", "**")
+        }
 
     def rule_for(self, method: str, canonical_path: str) -> RouteRule:
         """The first rule matching the call (there always is one: the unlisted-route rule)."""
@@ -167,8 +165,3 @@ class RoutePolicy:
 def default_policy(admin_roles: Iterable[str]) -> RoutePolicy:
     """The built-in policy (docs/proxy.md has it as a table)."""
     return RoutePolicy(DEFAULT_RULES, admin_roles)
-
-
-def known_methods() -> frozenset[str]:
-    """Methods a rule may name (besides ``*``)."""
-    return _METHODS

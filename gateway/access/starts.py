@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from gateway.access.refusals import AccessDenied, StartNotCheckable
 from gateway.auth.service import AuthError, AuthService
-from gateway.noetl.client import NoetlClient, UpstreamError, UpstreamFailure, UpstreamTimeout
+from gateway.noetl.client import NoetlClient, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("gateway.access")
 
@@ -165,10 +165,7 @@ class PlaybookAccess:
         if cached is not None:
             self._catalog_paths.move_to_end(catalog_id)
             return cached
-        try:
-            status, answer = await self.noetl.request_json("POST", "catalog/resource", {"catalog_id": str(catalog_id)})
-        except UpstreamFailure:
-            raise
+        status, answer = await self.noetl.request_json("POST", "catalog/resource", {"catalog_id": str(catalog_id)})
         entry = answer[0] if isinstance(answer, list) and answer else answer
         path = entry.get("path") if status == 200 and isinstance(entry, dict) else None
         if not isinstance(path, str) or not path:
