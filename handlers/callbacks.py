@@ -32,22 +32,15 @@ class CallbackHandler(APIHandler):
         return self.request.headers.get("X-Callback-Token") or body_token
 
     def verify_callback(self, request_id: str, body_token: str | None, *, known: bool) -> None:
-        """``verify_callback_token``, then: once the request's final callback was accepted, nothing more is."""
-        self.verify_callback_token(request_id, body_token, known=known)
-        self.refuse_spent(self.services.spent_callbacks.is_spent(request_id))
-
-    def verify_callback_token(self, request_id: str, body_token: str | None, *, known: bool) -> None:
-        """Required mode: a valid token naming request_id. Legacy: unsigned is fine if known."""
+        """A valid token naming request_id (legacy mode: unsigned is fine if the id is known), and
+        not spent: once the request's final callback was accepted, nothing more is."""
         token = self.callback_token_from(body_token)
         if self.config.gateway_callback_auth == "legacy" and not token:
             if not known:
                 raise ApiError(404, "Request not found")
-            return
-        self.services.signer.verify(token, request_id)  # CallbackTokenError: 401/403
-
-    def refuse_spent(self, spent: bool) -> None:
-        """401 for a request whose final callback was already accepted (its token is used up)."""
-        if spent:
+        else:
+            self.services.signer.verify(token, request_id)  # CallbackTokenError: 401/403
+        if self.services.spent_callbacks.is_spent(request_id):
             raise ApiError(401, SPENT_TOKEN)
 
     async def spend_callback(self, request_id: str) -> None:
