@@ -33,7 +33,7 @@ import orjson
 
 from gateway.access.roles import is_admin
 
-# The credentials the gateway injects into workloads (gateway/auth.py, gateway/executions.py).
+# The credentials the gateway injects into workloads (gateway/auth/service.py, gateway/executions/service.py).
 CREDENTIAL_KEYS = ("session_token", "callback_token", "auth0_token", "auth0_refresh_token")
 REDACTED = b"[redacted]"
 # A possible start of a match held back at a chunk's end may not grow beyond this (it is a key,

@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 from gateway.auth.rate_limit import RateLimiter
 
+# Invalid token hashes remembered per process (oldest dropped first): 64-character keys, ~10 MB.
 NEGATIVE_CACHE_MAX = 50_000
 
 

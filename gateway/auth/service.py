@@ -34,7 +34,6 @@ from gateway.noetl.client import NoetlClient, UpstreamError, UpstreamFailure
 log = logging.getLogger("gateway.auth")
 
 DEV_USER = User(user_id=0, email="dev@localhost", display_name="Developer (auth bypass)", roles=("admin",))
-# Invalid token hashes remembered per process (oldest dropped first): 64-character keys, ~10 MB.
 
 
 class AuthError(PublicError):
@@ -221,8 +220,7 @@ class AuthService:
             raise UpstreamError(exc.public, exc.status) from None
         if _callback_status(callback) != "success":
             raise UpstreamError(_playbook_reason(callback.get("data"), "Session validation failed"), 502)
-        data = callback.get("data")
-        return await self._accept_validation(data if isinstance(data, dict) else {}, hashed)
+        return await self._accept_validation(_data_of(callback), hashed)
 
     async def _accept_validation(self, answer: dict[str, Any], hashed: str) -> Session | None:
         session = session_from_record(answer, hashed) if answer.get("valid") is True else None

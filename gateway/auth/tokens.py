@@ -13,7 +13,7 @@ from gateway.errors import PublicError, code_for_status
 from gateway.nats.kv import KvBucket
 
 _SESSION_TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
-# The gateway's request ids: ``str(uuid.uuid4())`` (gateway/auth.py, gateway/live.py), or the
+# The gateway's request ids: ``str(uuid.uuid4())`` (gateway/auth/service.py, gateway/live/delivery.py), or the
 # same 128 bits as 32 hex digits. Lower case, as Python writes them.
 _CALLBACK_REQUEST_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
 
