@@ -53,6 +53,7 @@ class ProxyHandler(AuthenticatedHandler):
 
     def initialize(self) -> None:
         self._exchange: ProxyExchange | None = None
+        self._redacted = True  # decided once the session is known; until then, the safe side
         self._buffer: bytearray | None = None
         self._upstream_target: tuple[Any, list[tuple[str, str]]] | None = None
         self._received = 0
@@ -87,6 +88,8 @@ class ProxyHandler(AuthenticatedHandler):
         assert session is not None and self.session_token is not None
         method = self.request.method or "GET"
         canonical = canonical_path(raw_path)
+        # Non-admins never read the credentials the gateway put into workloads (docs/proxy.md).
+        self._redacted = not sees_credentials(session.user.roles, self.config.gateway_admin_roles)
         access = self.services.access
         try:
             access.check_route(method, canonical, session.user.roles)
@@ -131,7 +134,7 @@ class ProxyHandler(AuthenticatedHandler):
         return self.config.gateway_proxy_max_body_bytes
 
     def _new_exchange(self, url: Any, headers: list[tuple[str, str]], *, streamed_body: bool) -> ProxyExchange:
-        if self._redacts_answer():
+        if self._redacted:
             headers = checkable_request_headers(headers)
         return ProxyExchange(
             self.services.http,
@@ -240,11 +243,6 @@ class ProxyHandler(AuthenticatedHandler):
         except AccessRefusal as exc:
             raise ApiError(exc.status, exc.public) from None
 
-    def _redacts_answer(self) -> bool:
-        """Non-admins never read the credentials the gateway put into workloads (docs/proxy.md)."""
-        session = self.session
-        return session is not None and not sees_credentials(session.user.roles, self.config.gateway_admin_roles)
-
     async def _relay_response(self, exchange: ProxyExchange, body: bytes | None) -> None:
         """Status, headers, then the body as it arrives; a broken body aborts the connection.
 
@@ -254,7 +252,7 @@ class ProxyHandler(AuthenticatedHandler):
         """
         try:
             response = await exchange.response(body)
-            redactor = StreamRedactor() if self._redacts_answer() else None
+            redactor = StreamRedactor() if self._redacted else None
             if redactor is not None:
                 refusal = uncheckable_answer(response.status, response.headers.get("Content-Encoding"))
                 if refusal is not None:
