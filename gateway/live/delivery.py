@@ -32,7 +32,7 @@ from gateway.live.events import (
 from gateway.live.state import LiveState
 from gateway.live.streams import StreamRegistry
 from gateway.nats.link import NatsLink
-from gateway.tasks import stop_tasks
+from gateway.tasks import Backoff, stop_tasks
 
 log = logging.getLogger("gateway.live")
 
@@ -185,7 +185,7 @@ class Delivery:
 
     async def _forward_outbox(self) -> None:
         """Publish the results made during the outage that are still undelivered (NATS is back)."""
-        forwarded, delay = 0, 0.1
+        forwarded, backoff = 0, Backoff()
         while self.outbox and self._link.connected:
             request_id, event = next(iter(self.outbox.items()))
             record = await self._requests.get(request_id)
@@ -196,8 +196,7 @@ class Delivery:
                     )
                 except Exception as exc:  # NATS settling after a reconnect: retry; away again: next connect
                     log.warning("forwarding results after the outage paused: %s", type(exc).__name__)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    await backoff.pause()
                     continue
                 forwarded += 1
             self.outbox.pop(request_id, None)

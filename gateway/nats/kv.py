@@ -29,7 +29,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from gateway.nats.link import NatsLink
 from gateway.nats.local_copy import Entries, LocalCopy, Obsolete
-from gateway.tasks import stop_tasks
+from gateway.tasks import Backoff, stop_tasks
 
 log = logging.getLogger("gateway.kv")
 
@@ -112,14 +112,13 @@ class KvBucket:
     async def _replay_rest(self, kv: KeyValue) -> None:
         """Replay until the queue is empty or NATS goes away: a write that times out just after a
         reconnect (JetStream still settling) is retried, not left queued until the next outage."""
-        delay = 0.1
+        backoff = Backoff()
         while self._queued and self._link.connected:
             try:
                 await self._replay_queued(self._kv or kv)
             except Exception as exc:
                 log.warning("KV %s: queued writes not replayed yet (%s); retrying", self.name, type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.pause()
 
     async def _restart_watch(self, kv: KeyValue) -> None:
         if self._watch_task is not None:
