@@ -19,7 +19,6 @@ import uuid
 
 import aiohttp
 import pytest
-from nats.js.errors import NoKeysError
 
 from gateway.auth.sessions import tombstone_obsolete
 from gateway.config import load_config
@@ -29,7 +28,7 @@ from tests.conftest import GatewayFactory, ReplicasFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
 from tests.support.live import services_of
-from tests.support.nats_server import NatsServer, kv_bucket
+from tests.support.nats_server import NatsServer, live_keys
 from tests.support.signin import login
 from tests.support.sse_client import SseStream
 from tests.support.waiting import wait_for
@@ -58,11 +57,7 @@ def budget_allows(elapsed: float, burst: int = BURST, per_minute: int = PER_MINU
 
 
 async def revoked_keys(nats_server: NatsServer, bucket: str) -> list[str]:
-    async with kv_bucket(nats_server.url, bucket) as kv:
-        try:
-            return list(await kv.keys())
-        except NoKeysError:
-            return []
+    return await live_keys(nats_server.url, bucket)
 
 
 async def is_valid(client: aiohttp.ClientSession, gw: GatewayInstance, token: str, **headers: str) -> bool:

@@ -100,3 +100,26 @@ async def kv_bucket(url: str, bucket: str) -> AsyncIterator[Any]:
         yield await nc.jetstream().key_value(bucket)
     finally:
         await nc.close()
+
+
+async def live_keys(url: str, bucket: str) -> list[str]:
+    """The keys of a KV bucket that hold a value now, read from the stream's subject counts.
+
+    Not ``KeyValue.keys()``: nats-py 2.16 can announce 'no more keys' before the first one has
+    been delivered (its watcher races the consumer-info call), which made a test fail at random.
+    """
+    prefix = f"$KV.{bucket}."
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+        kv = await js.key_value(bucket)
+        keys = []
+        for subject in sorted((info.state.subjects or {}).keys()):
+            key = subject[len(prefix) :]
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # deleted, purged or expired
+                await kv.get(key)
+                keys.append(key)
+        return keys
+    finally:
+        await nc.close()
