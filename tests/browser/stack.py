@@ -142,15 +142,9 @@ class UiStack:
         self.gateway_port = free_port()
         self.gateway: FixedPortGateway | None = None
         self.restarts = 0
-
-    @property
-    def gateway_url(self) -> str:
-        """As the browser sees it: ``localhost``, while the UI is on ``127.0.0.1`` (another origin)."""
-        return f"http://localhost:{self.gateway_port}"
-
-    @property
-    def direct_url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
+        # As the browser sees it: ``localhost``, while the UI is on ``127.0.0.1`` (another origin).
+        self.gateway_url = f"http://localhost:{self.gateway_port}"
+        self.direct_url = f"http://127.0.0.1:{self.gateway_port}"
 
     def page_url(self, site: StaticSite | None = None) -> str:
         return f"{(site or self.ui).origin}/?gateway={self.gateway_url}"

@@ -48,14 +48,8 @@ class TestIssuer(ThreadedHttpServer):
                 pass
 
         super().__init__(Handler, name="jwks")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    @property
-    def jwks_url(self) -> str:
-        return f"{self.url}.well-known/jwks.json"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.jwks_url = f"{self.url}.well-known/jwks.json"
 
     def token(
         self,

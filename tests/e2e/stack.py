@@ -103,42 +103,32 @@ class CachePaths:
 
     root: Path
     pg: Path  # see postgres_home(): outside ``root`` when the postgres user cannot reach it
+    venv: Path
+    venv_python: Path
+    venv_stamp: Path  # names the NoETL version: a version bump reinstalls
+    pg_data: Path
+    pg_socket_dir: Path
+    run: Path
+    logs: Path
+    state_file: Path
+    lock_file: Path
 
-    @property
-    def venv(self) -> Path:
-        return self.root / "venv"
-
-    @property
-    def venv_python(self) -> Path:
-        return self.venv / "bin" / "python"
-
-    @property
-    def venv_stamp(self) -> Path:
-        return self.venv / f".noetl-{NOETL_VERSION}"
-
-    @property
-    def pg_data(self) -> Path:
-        return self.pg / "data"
-
-    @property
-    def pg_socket_dir(self) -> Path:
-        return self.pg / "sock"
-
-    @property
-    def run(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def state_file(self) -> Path:
-        return self.run / "stack.json"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / "lock"
+    @classmethod
+    def under(cls, root: Path, pg: Path) -> CachePaths:
+        venv, run = root / "venv", root / "run"
+        return cls(
+            root=root,
+            pg=pg,
+            venv=venv,
+            venv_python=venv / "bin" / "python",
+            venv_stamp=venv / f".noetl-{NOETL_VERSION}",
+            pg_data=pg / "data",
+            pg_socket_dir=pg / "sock",
+            run=run,
+            logs=root / "logs",
+            state_file=run / "stack.json",
+            lock_file=root / "lock",
+        )
 
 
 def postgres_home(root: Path) -> Path:
@@ -158,7 +148,7 @@ def postgres_home(root: Path) -> Path:
 
 def default_cache() -> CachePaths:
     root = Path(os.environ.get("E2E_CACHE_DIR") or REPO / ".e2e-cache").resolve()
-    return CachePaths(root, postgres_home(root))
+    return CachePaths.under(root, postgres_home(root))
 
 
 # -- installation -------------------------------------------------------------------------------
@@ -411,23 +401,10 @@ class Postgres:
         if not log_path.exists():
             log_path.touch()
         self._chown(log_path)
+        pg_ctl = [str(self.bin / "pg_ctl"), "-D", str(self.paths.pg_data), "-l", str(log_path), "-o", options]
         with open(self.paths.logs / "pg_ctl.log", "ab") as out:
             result = subprocess.run(
-                self._as_owner(
-                    [
-                        str(self.bin / "pg_ctl"),
-                        "-D",
-                        str(self.paths.pg_data),
-                        "-l",
-                        str(log_path),
-                        "-o",
-                        options,
-                        "-w",
-                        "-t",
-                        "60",
-                        "start",
-                    ]
-                ),
+                self._as_owner([*pg_ctl, "-w", "-t", "60", "start"]),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
