@@ -45,6 +45,7 @@ class GatewayConfig(BaseModel):
     gateway_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     gateway_shutdown_grace_secs: float = Field(10.0, ge=0)
     gateway_trusted_proxy_hops: int = Field(1, ge=0, le=10)
+    gateway_audit_log: str = "off"
 
     # Upstream NoETL
     noetl_base_url: str = "http://localhost:8082"
@@ -127,6 +128,16 @@ class GatewayConfig(BaseModel):
     gateway_idle_connection_timeout_secs: float = Field(75.0, gt=0)
     gateway_body_timeout_secs: float = Field(60.0, gt=0)
     gateway_proxy_body_timeout_secs: float = Field(3600.0, gt=0)
+
+    @field_validator("gateway_audit_log")
+    @classmethod
+    def _audit_destination(cls, value: str) -> str:
+        value = value.strip() or "off"
+        if value.lower() in ("off", "stdout"):
+            return value.lower()
+        if not Path(value).parent.is_dir():
+            raise ValueError("must be off, stdout, or a file in an existing directory")
+        return value
 
     @field_validator("cors_allowed_origins", "gateway_admin_roles", mode="before")
     @classmethod

@@ -57,6 +57,9 @@ class Metrics:
             "Calls refused by the authorization policy, by rule (route policy rule or 'playbook access')",
             "rule",
         )
+        self.audit_dropped = counter(
+            "gateway_audit_dropped_total", "Audit lines dropped because the writer fell 10,000 lines behind"
+        )
         self.sse_events = counter("gateway_sse_events_total", "SSE events sent by method", "method")
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}

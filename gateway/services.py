@@ -16,6 +16,7 @@ import aiohttp
 from gateway.access.guard import AccessGuard
 from gateway.access.policy_file import load_route_policy
 from gateway.access.starts import PlaybookAccess
+from gateway.audit import AuditLog
 from gateway.auth.callbacks import CallbackRouter
 from gateway.auth.service import AuthService
 from gateway.auth.sessions import SessionCache, tombstone_obsolete
@@ -50,6 +51,7 @@ class Services:
     executions: Executions
     api_calls: ApiCalls
     spent_callbacks: SpentCallbacks
+    audit: AuditLog
     buckets: list[KvBucket] = field(default_factory=list)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     inflight: int = 0
@@ -88,6 +90,7 @@ class Services:
     def create(cls, config: GatewayConfig) -> Services:
         """Build (not start) every service; must run inside the event loop."""
         metrics = Metrics()
+        audit = AuditLog(config.gateway_audit_log, on_drop=metrics.audit_dropped.inc)
         http = make_http_session(config.noetl_connect_timeout_secs)
         link = NatsLink(config)
         link.add_state_listener(lambda up: metrics.nats_connected.set(1 if up else 0))
@@ -109,6 +112,7 @@ class Services:
             load_route_policy(config),
             PlaybookAccess(auth, noetl, enforce=config.gateway_enforce_playbook_access),
             metrics,
+            audit,
         )
         live = LiveHub(config, link, metrics, sessions)
         # Kept as long as a token lives; mirrored, so checking a callback costs no round trip.
@@ -140,6 +144,7 @@ class Services:
             executions=executions,
             api_calls=api_calls,
             spent_callbacks=SpentCallbacks(spent_bucket),
+            audit=audit,
             buckets=[session_bucket, revoked_bucket, spent_bucket],
         )
         services.shutdown_hooks.append(live.shutdown)
@@ -147,6 +152,8 @@ class Services:
 
     async def start(self, nats_wait_secs: float = 2.0) -> None:
         """Connect what can be connected now; the rest keeps trying in the background."""
+        self.audit.start()
+        self.audit.record_config(self.config.model_dump())
         self.live.start()
         if self.config.gateway_auth_bypass:
             log.warning(
@@ -168,3 +175,4 @@ class Services:
             await bucket.close()
         await self.nats.close()
         await self.http.close()
+        self.audit.close()

@@ -13,6 +13,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from tornado.web import HTTPError
 
+from gateway.audit import note_caller
 from gateway.auth.service import AuthService, ValidationBudgetExceeded
 from gateway.auth.sessions import Session
 from gateway.auth.tokens import is_wellformed_session_token
@@ -37,6 +38,8 @@ CORS_ALLOWED_HEADERS = (
     "X-Callback-Token, Last-Event-ID, Accept"
 )
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
 class BaseHandler(BoundedBodyHandler):
     """Common behaviour: typed services, CORS, request id, JSON errors, a bounded request body."""
 
@@ -90,6 +93,8 @@ class BaseHandler(BoundedBodyHandler):
     async def prepare(self) -> None:
         """Request id first, so every log line of the request carries it; then the body's size."""
         self._assign_request_id()
+        if self.services.audit.enabled:
+            note_caller(ip=self.client_ip())
         self.services.request_started()
         self._counted = True
         self._expect_body()
@@ -240,6 +245,8 @@ class APIHandler(BaseHandler):
         self.session = session
         self.session_token = token
         self.current_user = session.user
+        if self.services.audit.enabled:
+            note_caller(user_id=session.user.user_id, email=session.user.email)
         return session
 
     async def validate_token(self, token: str) -> Session | None:
@@ -248,6 +255,7 @@ class APIHandler(BaseHandler):
             return await self.auth.validate(token, client=self.client_ip())
         except ValidationBudgetExceeded as exc:
             self.metrics.session_cache.labels("over_budget").inc()
+            self.services.audit.record("rate_limited", limit="session check misses", route=self.request.path)
             raise ApiError(exc.status, exc.public, headers={"Retry-After": str(exc.retry_after)}) from None
 
     def check_cookie_origin(self) -> None:

@@ -31,6 +31,7 @@ def run_gateway(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
         ({"GATEWAY_CALLBACK_SECRET": "only-31-bytes-long-secret-value"}, "GATEWAY_CALLBACK_SECRET"),
         ({"NATS_SESSION_CACHE_TTL_SECS": "0"}, "NATS_SESSION_CACHE_TTL_SECS"),
         ({"GATEWAY_CONFIG": "/nonexistent/gateway.toml"}, "GATEWAY_CONFIG"),
+        ({"GATEWAY_AUDIT_LOG": "/nonexistent/dir/audit.jsonl"}, "GATEWAY_AUDIT_LOG"),
         # Auth bypass is one variable away from production: only a loopback-only bind may have it.
         ({"GATEWAY_AUTH_BYPASS": "true", "GATEWAY_BIND": ""}, "GATEWAY_AUTH_BYPASS"),
         ({"GATEWAY_AUTH_BYPASS": "true", "GATEWAY_BIND": "0.0.0.0"}, "GATEWAY_AUTH_BYPASS"),

@@ -29,7 +29,7 @@ K8S_VERSIONS = ("1.29",)
 SECRET_VARIABLES = {"GATEWAY_CALLBACK_SECRET", "NATS_USERNAME", "NATS_PASSWORD"}
 ALIASES = {"GATEWAY_PORT"}  # alias of ROUTER_PORT; the chart sets ROUTER_PORT
 # Where the chart deliberately differs from the gateway's defaults (documented in the chart README).
-CHART_OVERRIDES = {"gateway_log_format", "noetl_base_url", "nats_url", "gateway_public_url"}
+CHART_OVERRIDES = {"gateway_log_format", "gateway_audit_log", "noetl_base_url", "nats_url", "gateway_public_url"}
 
 # Custom resources have no schema in kubernetes-validate: these hold what the operators require.
 _DURATION = {"type": "string", "pattern": "^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$"}

@@ -10,26 +10,32 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.access.refusals import AccessDenied
-from gateway.access.routes import RoutePolicy, RouteRule
+from gateway.access.routes import ADMIN, RoutePolicy, RouteRule
 from gateway.access.starts import PlaybookAccess, start_from_body, start_from_url, start_kind
+from gateway.audit import AuditLog
 from gateway.metrics import Metrics
 
 
 class AccessGuard:
     """Route policy by role (always on) and the playbook access check (``GATEWAY_ENFORCE_PLAYBOOK_ACCESS``)."""
 
-    def __init__(self, routes: RoutePolicy, playbooks: PlaybookAccess, metrics: Metrics) -> None:
+    def __init__(self, routes: RoutePolicy, playbooks: PlaybookAccess, metrics: Metrics, audit: AuditLog) -> None:
         self.routes = routes
         self.playbooks = playbooks
         self._denials = metrics.policy_denials
+        self._audit = audit
 
     def check_route(self, method: str, canonical_path: str, roles: Iterable[str]) -> RouteRule:
-        """The rule that lets the call through, or AccessDenied (counted by rule)."""
+        """The rule that lets the call through, or AccessDenied (counted by rule, audited)."""
         try:
-            return self.routes.decide(method, canonical_path, roles)
+            rule = self.routes.decide(method, canonical_path, roles)
         except AccessDenied as exc:
             self._denials.labels(exc.rule or "unknown").inc()
+            self._audit.record("access_denied", method=method, route=canonical_path, rule=exc.rule or "unknown")
             raise
+        if rule.roles == {ADMIN}:
+            self._audit.record("admin_route", method=method, route=canonical_path, rule=rule.name)
+        return rule
 
     def needs_body_check(self, method: str, canonical_path: str) -> bool:
         """True when the call starts a playbook named in its body (the body must be read first)."""
@@ -59,11 +65,13 @@ class AccessGuard:
 
     async def check_playbook(self, token: str, playbook_path: str) -> None:
         """``executePlaybook``: the access check on the playbook it names."""
-        await self._checked(self.playbooks.check_path(token, playbook_path))
+        await self._checked(self.playbooks.check_path(token, playbook_path), playbook_path)
 
-    async def _checked(self, check: Any) -> Any:
+    async def _checked(self, check: Any, playbook: str | None = None) -> Any:
         try:
             return await check
         except AccessDenied as exc:
-            self._denials.labels(exc.rule or "playbook access").inc()
+            rule = exc.rule or "playbook access"
+            self._denials.labels(rule).inc()
+            self._audit.record("access_denied", rule=rule, playbook=playbook)
             raise

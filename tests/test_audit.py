@@ -1,0 +1,139 @@
+"""The audit stream (GATEWAY_AUDIT_LOG): one JSON line per security event, exactly once, never a token.
+
+A real gateway, the stand-in and nats-server; the audit file is read after the gateway's writer
+has been closed (which writes everything queued), so "exactly once" means once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.conftest import GatewayFactory
+from tests.standin import playbooks
+from tests.support.gateway import GatewayInstance, call
+from tests.support.signin import SignedIn, login
+
+CALLBACK_SECRET = "test-callback-secret-0123456789abcdefghij"
+
+
+@pytest.fixture
+def audit_file(tmp_path: Path) -> Path:
+    return tmp_path / "audit.jsonl"
+
+
+async def audited_gateway(make_gateway: GatewayFactory, audit_file: Path, **env: str) -> GatewayInstance:
+    return await make_gateway(GATEWAY_AUDIT_LOG=str(audit_file), NATS_PASSWORD="nats-secret-pw", **env)
+
+
+def audit_lines(gw: GatewayInstance, audit_file: Path) -> list[dict[str, Any]]:
+    """Everything the gateway audited so far (its writer is closed first: nothing is still queued)."""
+    assert gw.services is not None
+    gw.services.audit.close()
+    return [orjson.loads(line) for line in audit_file.read_bytes().splitlines()]
+
+
+def text_of(audit_file: Path) -> str:
+    return audit_file.read_text()
+
+
+def events(lines: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(line["event"] for line in lines)
+
+
+@pytest.mark.gen_test
+async def test_the_configuration_is_audited_once_at_start_with_secrets_masked(
+    make_gateway: GatewayFactory, audit_file: Path
+) -> None:
+    gw = await audited_gateway(
+        make_gateway, audit_file, NATS_URL="nats://gw:url-password@127.0.0.1:1", GATEWAY_BIND="127.0.0.1"
+    )
+    lines = audit_lines(gw, audit_file)
+    assert events(lines) == {"config": 1}
+    settings = lines[0]["settings"]
+    assert settings["gateway_callback_secret"] == "[set]"
+    assert settings["nats_password"] == "[set]"
+    assert settings["gateway_audit_log"] == str(audit_file)
+    assert "url-password" not in text_of(audit_file)
+    assert CALLBACK_SECRET not in text_of(audit_file)
+    assert "nats-secret-pw" not in text_of(audit_file)
+    assert lines[0]["v"] == 1 and lines[0]["ts"].endswith("Z")
+
+
+@pytest.mark.gen_test
+async def test_a_refused_route_and_an_admin_route_are_each_audited_once_with_who_and_which_rule(
+    make_gateway: GatewayFactory, audit_file: Path, client: aiohttp.ClientSession
+) -> None:
+    gw = await audited_gateway(make_gateway, audit_file)
+    member = SignedIn(gw, client, await login(client, gw, "member-audit"))
+    admin = SignedIn(gw, client, await login(client, gw, "good-audit-admin"))
+
+    status, _, _ = await member.call("GET", "/noetl/credentials", headers={"X-Request-Id": "audit-denied-1"})
+    assert status == 403
+    status, _, _ = await admin.call("GET", "/noetl/credentials")
+    assert status == 200
+    status, _, _ = await member.call("GET", "/noetl/executions")  # an ordinary route: no audit line
+    assert status == 200
+
+    lines = audit_lines(gw, audit_file)
+    assert events(lines) == {"config": 1, "access_denied": 1, "admin_route": 1}
+    denied = next(line for line in lines if line["event"] == "access_denied")
+    assert denied["method"] == "GET" and denied["route"] == "credentials"
+    assert denied["rule"].startswith("admin:")
+    assert denied["ip"] == "127.0.0.1" and denied["request_id"] == "audit-denied-1"
+    assert "member" in denied["email"] or denied["user_id"] is not None
+    used = next(line for line in lines if line["event"] == "admin_route")
+    assert used["route"] == "credentials" and used["email"] == "alice@example.com"
+    text = text_of(audit_file)
+    assert member.token not in text and admin.token not in text
+
+
+@pytest.mark.gen_test
+async def test_a_refused_playbook_start_is_audited_with_the_playbook(
+    make_gateway: GatewayFactory, audit_file: Path, client: aiohttp.ClientSession
+) -> None:
+    gw = await audited_gateway(make_gateway, audit_file)
+    member = SignedIn(gw, client, await login(client, gw, "member-audit"))
+    status, answer, _ = await member.gql(
+        "mutation($n: String!) { executePlaybook(name: $n) { executionId } }", {"n": playbooks.FORBIDDEN}
+    )
+    assert status == 200 and answer["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+    lines = audit_lines(gw, audit_file)
+    assert events(lines)["access_denied"] == 1
+    denied = next(line for line in lines if line["event"] == "access_denied")
+    assert denied["playbook"] == playbooks.FORBIDDEN and denied["rule"] == "playbook access"
+
+
+@pytest.mark.gen_test
+async def test_a_client_over_its_session_check_budget_is_audited(
+    make_gateway: GatewayFactory, audit_file: Path, client: aiohttp.ClientSession
+) -> None:
+    gw = await audited_gateway(make_gateway, audit_file, GATEWAY_VALIDATE_MISS_BURST="1")
+    refused = 0
+    for n in range(3):
+        headers = {"Authorization": f"Bearer unknown-session-token-{n:04d}-abcdefghijklmnop"}
+        status, _, _ = await call(client, "GET", f"{gw.url}/noetl/catalog/list", headers=headers)
+        refused += status == 429
+    assert refused >= 1
+    lines = audit_lines(gw, audit_file)
+    assert events(lines)["rate_limited"] == refused
+    line = next(line for line in lines if line["event"] == "rate_limited")
+    assert line["limit"] == "session check misses" and line["ip"] == "127.0.0.1"
+    assert "unknown-session-token" not in text_of(audit_file)
+
+
+@pytest.mark.gen_test
+async def test_off_writes_nothing_and_adds_no_work(make_gateway: GatewayFactory, client: aiohttp.ClientSession) -> None:
+    gw = await make_gateway(GATEWAY_AUDIT_LOG="off")
+    assert gw.services is not None and not gw.services.audit.enabled
+    token = await login(client, gw, "member-off")
+    status, _, _ = await call(
+        client, "GET", f"{gw.url}/noetl/credentials", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert status == 403
