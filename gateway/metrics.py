@@ -6,6 +6,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gateway.reference_metrics import ReferenceMetrics
+
 MAX_CACHED_SERIES = 1000  # labelled children kept for reuse (bounded: the method label comes from clients)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -61,6 +63,7 @@ class Metrics:
             "gateway_audit_dropped_total", "Audit lines dropped because the writer fell 10,000 lines behind"
         )
         self.sse_events = counter("gateway_sse_events_total", "SSE events sent by method", "method")
+        self.reference = ReferenceMetrics(r)
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}
 

@@ -29,6 +29,7 @@ from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
 from gateway.nats.link import NatsLink
 from gateway.noetl.client import NoetlClient, make_http_session
+from gateway.version import __version__
 
 log = logging.getLogger("gateway.services")
 
@@ -90,6 +91,7 @@ class Services:
     def create(cls, config: GatewayConfig) -> Services:
         """Build (not start) every service; must run inside the event loop."""
         metrics = Metrics()
+        metrics.reference.describe_build(__version__, config.gateway_auth_bypass)
         audit = AuditLog(config.gateway_audit_log, on_drop=metrics.audit_dropped.inc)
         http = make_http_session(config.noetl_connect_timeout_secs)
         link = NatsLink(config)

@@ -235,9 +235,11 @@ class APIHandler(BaseHandler):
         """Resolve the session (cache, then NoETL); 401 when missing or invalid."""
         token = token if token is not None else self.find_session_token()
         if not token:
+            self.metrics.reference.session_checked["missing_token"].inc()
             raise ApiError(401, "Missing authentication token")
         if not is_wellformed_session_token(token):
             self.metrics.session_cache.labels("malformed").inc()
+            self.metrics.reference.session_checked["invalid_or_expired"].inc()
             raise ApiError(401, "Invalid or expired session")
         session = await self.validate_token(token)
         if session is None:
@@ -251,12 +253,21 @@ class APIHandler(BaseHandler):
 
     async def validate_token(self, token: str) -> Session | None:
         """The session for a token; a cache miss spends from this client's budget (429 beyond it)."""
+        checks = self.metrics.reference.session_checked
         try:
-            return await self.auth.validate(token, client=self.client_ip())
+            session = await self.auth.validate(token, client=self.client_ip())
         except ValidationBudgetExceeded as exc:
             self.metrics.session_cache.labels("over_budget").inc()
             self.services.audit.record("rate_limited", limit="session check misses", route=self.request.path)
             raise ApiError(exc.status, exc.public, headers={"Retry-After": str(exc.retry_after)}) from None
+        except Exception:
+            checks["validation_error"].inc()  # NoETL could not say: neither valid nor invalid
+            raise
+        if session is None:
+            checks["invalid_or_expired"].inc()
+        else:
+            checks["bypass" if self.config.gateway_auth_bypass else "ok"].inc()
+        return session
 
     def check_cookie_origin(self) -> None:
         """A cookie-authenticated state change must come from an allowed origin (CSRF)."""

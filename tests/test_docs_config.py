@@ -150,7 +150,7 @@ def test_chart_readme_documents_every_value() -> None:
 def test_every_metric_is_documented_with_its_labels() -> None:
     rows: dict[str, str] = {}
     for line in (DOCS / "metrics.md").read_text().splitlines():
-        match = re.match(r"\| `(gateway_[a-z_]+)` \|", line)
+        match = re.match(r"\| `((?:noetl_)?gateway_[a-z_]+)` \|", line)
         if match:
             rows[match.group(1)] = line
     exported = set()
@@ -169,7 +169,7 @@ def test_every_metric_label_is_documented_even_before_first_use() -> None:
     """Labelled metrics have no samples until used: read their label names from the collectors."""
     metrics = Metrics()
     text = (DOCS / "metrics.md").read_text()
-    for collector in vars(metrics).values():
+    for collector in [*vars(metrics).values(), *vars(metrics.reference).values()]:
         labelnames = getattr(collector, "_labelnames", ())
         name = getattr(collector, "_name", None)
         if not name or not labelnames:

@@ -24,15 +24,19 @@ class AccessGuard:
         self.playbooks = playbooks
         self._denials = metrics.policy_denials
         self._audit = audit
+        authz = metrics.reference.authz  # one count per decision: route policy, then playbook check
+        self._allowed, self._denied, self._undecided = (authz.labels(o) for o in ("allowed", "denied", "backend_error"))
 
     def check_route(self, method: str, canonical_path: str, roles: Iterable[str]) -> RouteRule:
         """The rule that lets the call through, or AccessDenied (counted by rule, audited)."""
         try:
             rule = self.routes.decide(method, canonical_path, roles)
         except AccessDenied as exc:
+            self._denied.inc()
             self._denials.labels(exc.rule or "unknown").inc()
             self._audit.record("access_denied", method=method, route=canonical_path, rule=exc.rule or "unknown")
             raise
+        self._allowed.inc()
         if rule.roles == {ADMIN}:
             self._audit.record("admin_route", method=method, route=canonical_path, rule=rule.name)
         return rule
@@ -69,9 +73,15 @@ class AccessGuard:
 
     async def _checked(self, check: Any, playbook: str | None = None) -> Any:
         try:
-            return await check
+            allowed = await check
         except AccessDenied as exc:
             rule = exc.rule or "playbook access"
+            self._denied.inc()
             self._denials.labels(rule).inc()
             self._audit.record("access_denied", rule=rule, playbook=playbook)
             raise
+        except Exception:
+            self._undecided.inc()  # NoETL could not decide: refused all the same (fail closed)
+            raise
+        self._allowed.inc()
+        return allowed
