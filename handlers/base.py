@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from http.client import responses
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -24,6 +23,7 @@ from gateway.metrics import Metrics
 from gateway.noetl.client import UpstreamFailure
 from gateway.services import Services
 from handlers.bodies import BoundedBodyHandler, pending_body
+from handlers.csrf import cookie_change_from_foreign_origin
 from handlers.errors import ApiError
 from handlers.json_body import decode_json_body
 from handlers.models import describe_validation_error
@@ -270,28 +270,9 @@ class APIHandler(BaseHandler):
         return session
 
     def check_cookie_origin(self) -> None:
-        """A cookie-authenticated state change must come from an allowed origin (CSRF)."""
-        if self.request.method in ("GET", "HEAD", "OPTIONS"):
-            return
-        if self.request.headers.get("Authorization") or self.request.headers.get("X-Session-Token"):
-            return
-        if not self.get_cookie("session_token"):
-            return
-        origin = self.request.headers.get("Origin")
-        if origin is None or origin in self.config.cors_allowed_origins or self.is_own_origin(origin):
-            return
-        raise ApiError(403, "Origin not allowed for cookie-authenticated requests")
-
-    def is_own_origin(self, origin: str) -> bool:
-        """A page served by this gateway (e.g. GraphiQL): browsers cannot forge Origin.
-
-        An Origin that does not parse (``http://[``) is nobody's: not ours, never a 500.
-        """
-        try:
-            netloc = urlsplit(origin).netloc.lower()
-        except ValueError:
-            return False
-        return bool(netloc) and netloc in (self.request.host.lower(), urlsplit(self.config.public_url).netloc.lower())
+        """A cookie-authenticated state change must come from an allowed origin (CSRF): handlers/csrf.py."""
+        if cookie_change_from_foreign_origin(self.request, self.get_cookie("session_token"), self.config):
+            raise ApiError(403, "Origin not allowed for cookie-authenticated requests")
 
 
 class AuthenticatedHandler(APIHandler):
