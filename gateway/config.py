@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from gateway.shard_config import ShardEndpoint, check_shard_indexes, lift_noetl_table, parse_shard_list
+
 # HS256 keys shorter than the hash output can be guessed offline from one captured token (RFC 7518 §3.2).
 MIN_CALLBACK_SECRET_BYTES = 32
 
@@ -53,6 +55,10 @@ class GatewayConfig(BaseModel):
     noetl_connect_timeout_secs: float = Field(5.0, gt=0)
     gateway_proxy_timeout_secs: float = Field(300.0, gt=0)
     gateway_proxy_max_body_bytes: int = Field(1024 * 1024 * 1024, ge=0)
+
+    # Shard routing (docs/sharding.md)
+    noetl_shards: list[ShardEndpoint] | None = None  # None or empty: one NoETL, no routing
+    gateway_shard_body_max_bytes: int = Field(10 * 1024 * 1024, gt=0)
 
     # NATS
     nats_url: str = "nats://127.0.0.1:4222"
@@ -170,6 +176,28 @@ class GatewayConfig(BaseModel):
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("noetl_shards", mode="before")
+    @classmethod
+    def _shards_from_text(cls, value: Any) -> Any:
+        return parse_shard_list(value)
+
+    @field_validator("noetl_shards")
+    @classmethod
+    def _shards_cover_every_index(cls, shards: list[ShardEndpoint] | None) -> list[ShardEndpoint] | None:
+        return None if shards is None else check_shard_indexes(shards)
+
+    @property
+    def noetl_default_url(self) -> str:
+        """Where calls that name no execution go: ``NOETL_BASE_URL``, or shard 0's when only shards are set."""
+        if self.noetl_shards and "noetl_base_url" not in self.model_fields_set:
+            return self.noetl_shards[0].base_url
+        return self.noetl_base_url
+
+    @property
+    def shard_urls(self) -> list[tuple[int, str]]:
+        """``(shard_index, base_url)`` in index order (empty: sharding off)."""
+        return [(shard.shard_index, shard.base_url) for shard in self.noetl_shards or ()]
+
     @property
     def public_url(self) -> str:
         """The URL workers use to reach this gateway (``gateway_url`` in playbooks)."""
@@ -219,7 +247,11 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"GATEWAY_CONFIG: {path} is not valid: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"GATEWAY_CONFIG: {path} must hold a mapping of settings")
-    return {str(key).lower(): value for key, value in data.items()}
+    values = {str(key).lower(): value for key, value in data.items()}
+    problem = lift_noetl_table(values)
+    if problem:
+        raise ConfigError(f"GATEWAY_CONFIG: {problem}")
+    return values
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -242,7 +274,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
-        shown = "" if _is_secret(name) else f" (got {first.get('input')!r})"
+        shown = "" if _is_secret(name) or first["type"] == "secret_in_url" else f" (got {first.get('input')!r})"
         raise ConfigError(f"{name}: {first['msg']}{shown}") from None
 
 

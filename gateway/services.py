@@ -96,7 +96,7 @@ class Services:
         http = make_http_session(config.noetl_connect_timeout_secs)
         link = NatsLink(config)
         link.add_state_listener(lambda up: metrics.nats_connected.set(1 if up else 0))
-        noetl = NoetlClient(http, config.noetl_base_url, config.noetl_timeout_secs)
+        noetl = NoetlClient(http, config.noetl_default_url, config.noetl_timeout_secs, config.shard_urls)
         signer = CallbackSigner(config.gateway_callback_secret, config.gateway_callback_token_ttl_secs)
         callbacks = CallbackRouter(link, config.nats_callback_subject_prefix, metrics)
         session_bucket = KvBucket(link, config.nats_session_bucket, config.nats_session_cache_ttl_secs, mirror=True)
@@ -167,6 +167,8 @@ class Services:
                 "GATEWAY_CALLBACK_SECRET not set: using a random per-process key; set it when "
                 "running several replicas or callbacks to other replicas will be refused"
             )
+        if self.noetl.router.sharded:
+            log.info("shard routing on: %d NoETL shards (docs/sharding.md)", self.noetl.router.shard_count)
         await self.nats.start(first_attempt_timeout=nats_wait_secs)
 
     async def close(self) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import orjson
 
 from gateway.version import __version__
@@ -25,7 +28,9 @@ class ReadyHandler(BaseHandler):
     route_name = "health"
 
     async def get(self) -> None:
-        noetl_ok = await self.services.noetl.ping(timeout=2.0)
+        noetl = self.services.noetl
+        # The default URL and every shard at once: readiness costs one round trip, not n.
+        noetl_ok, shards_ok = await asyncio.gather(noetl.ping(timeout=2.0), noetl.ping_shards(timeout=2.0))
         link = self.services.nats
         if not link.enabled:
             nats_state = "disabled"
@@ -33,19 +38,23 @@ class ReadyHandler(BaseHandler):
             nats_state = "connected" if link.connected else "disconnected"
         if not noetl_ok:
             status, code = "unavailable", 503
-        elif nats_state != "connected":
+        elif nats_state != "connected" or not all(shards_ok):
+            # One shard down fails only its own executions: the gateway still serves the rest.
             status, code = "degraded", 200
         else:
             status, code = "ready", 200
-        self.write_json(
-            {
-                "status": status,
-                "nats": nats_state,
-                "noetl": "reachable" if noetl_ok else "unreachable",
-                "version": __version__,
-            },
-            status=code,
-        )
+        answer: dict[str, Any] = {
+            "status": status,
+            "nats": nats_state,
+            "noetl": "reachable" if noetl_ok else "unreachable",
+            "version": __version__,
+        }
+        if shards_ok:  # only with shard routing on: the answer is unchanged without it
+            answer["shards"] = [
+                {"shard_index": index, "noetl": "reachable" if ok else "unreachable"}
+                for index, ok in enumerate(shards_ok)
+            ]
+        self.write_json(answer, status=code)
 
 
 class MetricsHandler(BaseHandler):

@@ -31,6 +31,7 @@ from gateway.noetl.client import UpstreamFailure
 from gateway.noetl.exchange import ProxyExchange
 from gateway.noetl.headers import client_response_headers, upstream_request_headers
 from gateway.noetl.paths import canonical_path, unsafe_path_reason, upstream_url
+from gateway.noetl.shards import Route
 from handlers.base import AuthenticatedHandler
 from handlers.errors import ApiError
 from handlers.json_body import decode_json_body
@@ -56,6 +57,10 @@ class ProxyHandler(AuthenticatedHandler):
         self._redacted = True  # decided once the session is known; until then, the safe side
         self._buffer: bytearray | None = None
         self._upstream_target: tuple[Any, list[tuple[str, str]]] | None = None
+        self._buffer_limit = 0
+        self._check_start = False  # the buffered body names a playbook to check (access.needs_body_check)
+        self._route = Route("")  # the NoETL server this call goes to (gateway.noetl.shards)
+        self._route_by_body = False  # sharded event post: the buffered body names the shard
         self._received = 0
         self._relayed = 0
         self._client_gone = False
@@ -116,10 +121,19 @@ class ProxyHandler(AuthenticatedHandler):
         )
         if declared is not None and not chunked:
             headers.append(("Content-Length", str(declared)))
-        url = upstream_url(self.config.noetl_base_url, raw_path, self.request.query)
-        if access.needs_body_check(method, canonical):
-            if declared is not None and declared > self.config.gateway_max_body_bytes:
-                raise self.body_too_large(self.config.gateway_max_body_bytes)
+        router = self.services.noetl.router
+        self._route = router.for_path(canonical)
+        url = upstream_url(self._route.base_url, raw_path, self.request.query)
+        self._check_start = access.needs_body_check(method, canonical)
+        self._route_by_body = router.needs_body(method, canonical)
+        if self._check_start or self._route_by_body:
+            # Read whole (bounded) before anything is sent: the body decides whether or where it goes.
+            limit = self.config.gateway_max_body_bytes
+            if not self._check_start:
+                limit = self.config.gateway_shard_body_max_bytes
+            if declared is not None and declared > limit:
+                raise self.body_too_large(limit)
+            self._buffer_limit = limit
             self._buffer = bytearray()
             self._upstream_target = (url, headers)
             return
@@ -144,6 +158,7 @@ class ProxyHandler(AuthenticatedHandler):
             connect_timeout=self.config.noetl_connect_timeout_secs,
             idle_timeout=self.config.gateway_proxy_timeout_secs,
             streamed_body=streamed_body,
+            route=self._route,
         )
 
     # -- while the body arrives ------------------------------------------------------------
@@ -161,8 +176,8 @@ class ProxyHandler(AuthenticatedHandler):
             self._answer_early(self.body_too_large())
             return
         if self._buffer is not None:
-            if self._received > self.config.gateway_max_body_bytes:
-                self._answer_early(self.body_too_large(self.config.gateway_max_body_bytes))
+            if self._received > self._buffer_limit:
+                self._answer_early(self.body_too_large(self._buffer_limit))
                 return
             self._buffer += chunk
             return
@@ -212,9 +227,14 @@ class ProxyHandler(AuthenticatedHandler):
         if self._buffer is not None:
             body = bytes(self._buffer)
             self._buffer = None
-            await self._check_execute_access(body)
+            if self._check_start:
+                await self._check_execute_access(body)
             assert self._upstream_target is not None
             url, headers = self._upstream_target
+            if self._route_by_body:
+                raw_path = self.request.path[len(PREFIX) :]
+                self._route = self.services.noetl.router.for_call(canonical_path(raw_path), body)
+                url = upstream_url(self._route.base_url, raw_path, self.request.query)
             self._exchange = self._new_exchange(url, headers, streamed_body=False)
         assert self._exchange is not None
         self._exchange.body_complete()
@@ -309,7 +329,7 @@ class ProxyHandler(AuthenticatedHandler):
         self.clear_header("Content-Type")  # Tornado's default; NoETL's own (if any) follows
         seen: set[str] = set()
         raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
-        for name, value in client_response_headers(raw, self.config.noetl_base_url):
+        for name, value in client_response_headers(raw, self._route.base_url):
             lower = name.lower()
             if redacted and lower in REDACTED_ANSWER_DROPS:
                 continue  # they describe NoETL's bytes, not the redacted ones

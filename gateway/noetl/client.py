@@ -7,13 +7,17 @@ Upstream URLs never leave this module in an exception's public text.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
 import orjson
 
 from gateway.errors import UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, PublicError
+from gateway.noetl.paths import canonical_path
+from gateway.noetl.shards import Route, ShardRouter
 
 log = logging.getLogger("gateway.noetl")
 
@@ -65,12 +69,29 @@ def make_http_session(connect_timeout: float, limit: int = 200) -> aiohttp.Clien
 
 
 class NoetlClient:
-    """Typed calls to the NoETL endpoints the gateway uses."""
+    """Typed calls to the NoETL endpoints the gateway uses.
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout_secs: float) -> None:
+    Each call goes where :class:`ShardRouter` says (the owning shard of the execution it names,
+    else ``base_url``), so callers name executions and never pick a server themselves.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        timeout_secs: float,
+        shards: Iterable[tuple[int, str]] = (),
+    ) -> None:
         self.http = session
-        self.base_url = base_url.rstrip("/")
+        self.router = ShardRouter(base_url, shards)
+        self.base_url = self.router.default.base_url
         self.timeout = timeout_secs
+
+    def route(self, path: str, body: Any = None) -> Route:
+        """Where a call to ``/api/{path}`` (query allowed) with this JSON body goes."""
+        if not self.router.sharded:
+            return self.router.default
+        return self.router.for_call(canonical_path(path.split("?", 1)[0]), body)
 
     async def request_json(
         self,
@@ -81,12 +102,16 @@ class NoetlClient:
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
         max_bytes: int | None = None,
+        route: Route | None = None,
     ) -> tuple[int, Any]:
         """Send one JSON request to ``{base}/api/{path}``; return (status, decoded body).
 
-        With ``max_bytes`` an answer larger than that is refused (502) instead of held whole.
+        ``base`` is the shard :meth:`route` picks unless ``route`` is given. With ``max_bytes``
+        an answer larger than that is refused (502) instead of held whole.
         """
-        url = f"{self.base_url}/api/{path.lstrip('/')}"
+        if route is None:
+            route = self.route(path, body)
+        url = f"{route.base_url}/api/{path.lstrip('/')}"
         data = orjson.dumps(body) if body is not None else None
         # identity: the shared session does not decompress (the proxy relays bytes as they are), and
         # an answer read here is decoded (and, for non-admins, redacted) as JSON.
@@ -105,10 +130,10 @@ class NoetlClient:
                 raw = await _read_bounded(resp, max_bytes) if max_bytes is not None else await resp.read()
                 status = resp.status
         except TimeoutError:
-            raise UpstreamTimeout("NoETL did not answer in time") from None
+            raise UpstreamTimeout(f"{route.server('NoETL')} did not answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
-            log.warning("NoETL unreachable: %s", type(exc).__name__)
-            raise UpstreamUnavailable("NoETL server is unreachable") from None
+            log.warning("%s unreachable: %s", route.server(), type(exc).__name__)
+            raise UpstreamUnavailable(f"{route.server()} is unreachable") from None
         try:
             decoded: Any = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
@@ -141,13 +166,17 @@ class NoetlClient:
             raise UpstreamError(_describe_error(status, answer, "execution lookup"), status, answer)
         return answer
 
-    async def ping(self, timeout: float = 2.0) -> bool:
-        """True if NoETL answers its health endpoint at all (any status below 500)."""
+    async def ping(self, timeout: float = 2.0, route: Route | None = None) -> bool:
+        """True if NoETL (the default URL, or ``route``) answers its health endpoint below 500."""
         try:
-            status, _ = await self.request_json("GET", "health", timeout=timeout)
+            status, _ = await self.request_json("GET", "health", timeout=timeout, route=route)
         except UpstreamFailure:
             return False
         return status < 500
+
+    async def ping_shards(self, timeout: float = 2.0) -> list[bool]:
+        """:meth:`ping` of every shard at once, in shard order (empty without shards)."""
+        return list(await asyncio.gather(*(self.ping(timeout, shard) for shard in self.router.shards)))
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -18,6 +18,7 @@ import aiohttp
 from yarl import URL
 
 from gateway.noetl.client import UpstreamFailure, UpstreamTimeout, UpstreamUnavailable
+from gateway.noetl.shards import Route
 
 log = logging.getLogger("gateway.proxy")
 
@@ -122,8 +123,10 @@ class ProxyExchange:
         connect_timeout: float,
         idle_timeout: float,
         streamed_body: bool,
+        route: Route | None = None,
     ) -> None:
         self._http = http
+        self._route = route or Route(str(url))
         self._method = method
         self._url = url
         self._headers = headers
@@ -170,15 +173,16 @@ class ProxyExchange:
                 timeout=self._timeout,
             )
         except TimeoutError:
-            log.warning("NoETL did not answer %s /api/... within %gs", self._method, self.idle_timeout)
-            raise UpstreamTimeout("NoETL did not answer in time") from None
+            server = self._route.server("NoETL")
+            log.warning("%s did not answer %s /api/... within %gs", server, self._method, self.idle_timeout)
+            raise UpstreamTimeout(f"{server} did not answer in time") from None
         except ProxyAborted:
             raise
         except (aiohttp.ClientError, OSError) as exc:
             if isinstance(exc.__cause__, ProxyAborted) or isinstance(exc.__context__, ProxyAborted):
                 raise ProxyAborted("request body aborted") from None
-            log.warning("NoETL unreachable for the proxy: %s", type(exc).__name__)
-            raise UpstreamUnavailable("NoETL server is unreachable") from None
+            log.warning("%s unreachable for the proxy: %s", self._route.server(), type(exc).__name__)
+            raise UpstreamUnavailable(f"{self._route.server()} is unreachable") from None
         self._response = response
         return response
 
