@@ -49,6 +49,7 @@ ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/health/ready", None),
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),
+    ("GET", "/api/runtime/contract", None),
     ("POST", "/api/auth/login", {"auth0_token": "good-fuzz"}),
     ("POST", "/api/auth/validate", {"session_token": "TOKEN"}),
     ("POST", "/api/auth/check-access", {"session_token": "TOKEN", "playbook_path": "team/report"}),
