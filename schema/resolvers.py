@@ -60,15 +60,15 @@ async def resolve_execute_playbook(
     name: str,
     variables: Any = None,
     clientId: str | None = None,
-    resourceKind: str = "PLAYBOOK",
+    resourceKind: str | None = "PLAYBOOK",
 ) -> dict[str, Any]:
     """Start a playbook or agent (access check and live-results seam in gateway.executions)."""
     context = _context(info)
     executions = context.services.executions
-    # ExecutableResourceKind values are their names (PLAYBOOK, or the reference's "playbook").
-    started = await executions.start(
-        context.session, context.token, name, variables, clientId, resource_kind=resourceKind.lower()
-    )
+    # ExecutableResourceKind values are their names (PLAYBOOK, or the reference's "playbook");
+    # an explicit null means the default.
+    kind = (resourceKind or "PLAYBOOK").lower()
+    started = await executions.start(context.session, context.token, name, variables, clientId, resource_kind=kind)
     return _execution(started)
 
 

@@ -53,6 +53,10 @@ async def test_default_kind_is_playbook_and_noetl_tells_kinds_apart(alice: Signe
     status, body, _ = await alice.gql(RUN, {"n": "tests/noop"})
     assert status == 200 and body["data"], body
     assert execute_bodies(standin, "tests/noop")[-1]["resource_kind"] == "playbook"
+    # An explicit null is the default too (found by tests/test_fuzz_graphql.py).
+    _, body, _ = await alice.gql('mutation { executePlaybook(name: "tests/noop", resourceKind: null) { id } }')
+    assert body["data"]["executePlaybook"]["id"], body
+    assert [b["resource_kind"] for b in execute_bodies(standin, "tests/noop")] == ["playbook", "playbook"]
     # An agent started as a playbook: NoETL 4.26 finds no such playbook (the kind was sent as asked).
     _, body, _ = await alice.gql(RUN, {"n": AGENT, "k": "PLAYBOOK"})
     assert error_codes(body) == ["UPSTREAM_ERROR"] and body["errors"][0]["extensions"]["upstreamStatus"] == 404
