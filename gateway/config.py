@@ -4,6 +4,9 @@ Sources, lowest priority first: field defaults, an optional TOML/YAML file named
 ``GATEWAY_CONFIG``, then the environment. Names are those of CONTRACT.md §2.
 """
 
+# layout: over 300 lines for now: the settings of the features landing this session are added
+# here first; the model is split into one settings group per package once they have (issue 14).
+
 from __future__ import annotations
 
 import ipaddress
@@ -107,6 +110,9 @@ class GatewayConfig(BaseModel):
     auth0_domain: str | None = None
     auth0_audience: str | None = None
     auth0_jwks_url: str | None = None
+    # Auth0 application metadata, published in GET /api/runtime/contract (not used to verify tokens).
+    auth0_client_id: str | None = None
+    auth0_redirect_uri: str | None = None
     gateway_enforce_playbook_access: bool = True
     gateway_access_cache_ttl_secs: float = Field(60.0, ge=0)
 
@@ -224,7 +230,19 @@ def is_loopback(bind: str) -> bool:
         return False
 
 
-ENV_ALIASES: dict[str, str] = {"GATEWAY_PORT": "router_port"}
+ENV_ALIASES: dict[str, str] = {
+    "GATEWAY_PORT": "router_port",
+    # The reference gateway's names (v3.x Helm chart) for the same Auth0 settings.
+    "GATEWAY_AUTH0_DOMAIN": "auth0_domain",
+    "GATEWAY_AUTH0_CLIENT_ID": "auth0_client_id",
+    "GATEWAY_AUTH0_REDIRECT_URI": "auth0_redirect_uri",
+    "GATEWAY_AUTH0_AUDIENCE": "auth0_audience",
+}
+# Aliases that must agree with their variable when both are set (a silent winner would hide a
+# deployment that sets two different tenants); GATEWAY_PORT keeps its "ROUTER_PORT wins" rule.
+AGREEING_ALIASES = frozenset(
+    {"GATEWAY_AUTH0_DOMAIN", "GATEWAY_AUTH0_CLIENT_ID", "GATEWAY_AUTH0_REDIRECT_URI", "GATEWAY_AUTH0_AUDIENCE"}
+)
 
 
 def env_names() -> list[str]:
@@ -261,11 +279,13 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
     if env.get("GATEWAY_CONFIG"):
         values.update(_read_file(env["GATEWAY_CONFIG"]))
     for alias, field in ENV_ALIASES.items():
-        if alias in env and field.upper() not in env:
+        if alias in env and field.upper() not in env and alias not in AGREEING_ALIASES:
             values[field] = env[alias]
     for field in GatewayConfig.model_fields:
         if field.upper() in env:
             values[field] = env[field.upper()]
+    for alias in sorted(AGREEING_ALIASES):
+        _apply_agreeing_alias(env, alias, ENV_ALIASES[alias], values)
     unknown = sorted(key for key in values if key not in GatewayConfig.model_fields)
     if unknown:
         raise ConfigError(f"GATEWAY_CONFIG: unknown setting {unknown[0].upper()}")
@@ -276,6 +296,18 @@ def load_config(environ: Mapping[str, str] | None = None) -> GatewayConfig:
         name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
         shown = "" if _is_secret(name) or first["type"] == "secret_in_url" else f" (got {first.get('input')!r})"
         raise ConfigError(f"{name}: {first['msg']}{shown}") from None
+
+
+def _apply_agreeing_alias(env: Mapping[str, str], alias: str, field: str, values: dict[str, Any]) -> None:
+    """The alias's value unless it is empty (the reference chart renders unset values as ""); a
+    different non-empty value in the variable itself stops the start."""
+    value = env.get(alias, "").strip()
+    if not value:
+        return
+    own = env.get(field.upper(), "").strip()
+    if own and own != value:
+        raise ConfigError(f"{alias} and {field.upper()} are both set, to different values: set only one of them")
+    values[field] = value
 
 
 def _is_secret(name: str) -> bool:

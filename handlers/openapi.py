@@ -79,6 +79,28 @@ class ReadyResponse(BaseModel):
     version: str
 
 
+class Auth0Metadata(BaseModel):
+    domain: str
+    client_id: str | None = None
+    redirect_uri: str | None = None
+    audience: str | None = None
+
+
+class RuntimeContract(BaseModel):
+    """The reference gateway's runtime contract (handlers/runtime.py builds it from the route table)."""
+
+    gateway_version: str
+    contract_version: str
+    summary: str
+    routes: dict[str, list[str]]
+    proxy_contract: dict[str, Any]
+    cli_operation_mapping: dict[str, str]
+    operation_access: dict[str, str]
+    execution_contract: dict[str, Any]
+    agent_contract: dict[str, Any]
+    auth0: Auth0Metadata | None = None
+
+
 _MODELS: list[type[BaseModel]] = [
     ErrorResponse,
     UserInfo,
@@ -89,6 +111,7 @@ _MODELS: list[type[BaseModel]] = [
     CallbackResponse,
     AsyncCallbackResponse,
     ReadyResponse,
+    RuntimeContract,
     LoginRequest,
     ValidateRequest,
     CheckAccessRequest,
@@ -168,6 +191,13 @@ def build_openapi() -> dict[str, Any]:
                     "200": {"description": "ready or degraded (NATS missing)", **_json(ReadyResponse)},
                     "503": {"description": "NoETL unreachable", **_json(ReadyResponse)},
                 },
+            }
+        },
+        "/api/runtime/contract": {
+            "get": {
+                "summary": "The runtime contract (routes, proxy, execution and agent contracts, Auth0 metadata); "
+                "public, nothing secret in it",
+                "responses": {"200": {"description": "The contract", **_json(RuntimeContract)}},
             }
         },
         "/metrics": {

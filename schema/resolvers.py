@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from graphql import GraphQLResolveInfo
 
+from gateway.executions.service import StartedExecution
 from gateway.version import __version__
 from schema.context import RequestContext
 
@@ -59,10 +60,32 @@ async def resolve_execute_playbook(
     name: str,
     variables: Any = None,
     clientId: str | None = None,
+    resourceKind: str | None = "PLAYBOOK",
 ) -> dict[str, Any]:
-    """Start a playbook (access check and live-results seam in gateway.executions)."""
+    """Start a playbook or agent (access check and live-results seam in gateway.executions)."""
     context = _context(info)
-    started = await context.services.executions.start(context.session, context.token, name, variables, clientId)
+    executions = context.services.executions
+    # ExecutableResourceKind values are their names (PLAYBOOK, or the reference's "playbook");
+    # an explicit null means the default.
+    kind = (resourceKind or "PLAYBOOK").lower()
+    started = await executions.start(context.session, context.token, name, variables, clientId, resource_kind=kind)
+    return _execution(started)
+
+
+async def resolve_rerun_execution(
+    _root: Any,
+    info: GraphQLResolveInfo,
+    executionId: str,
+    variables: Any = None,
+    clientId: str | None = None,
+) -> dict[str, Any]:
+    """Run an execution again (gateway.executions.rerun)."""
+    context = _context(info)
+    started = await context.services.executions.rerun(context.session, context.token, executionId, variables, clientId)
+    return _execution(started)
+
+
+def _execution(started: StartedExecution) -> dict[str, Any]:
     return {
         "id": started.execution_id,
         "executionId": started.execution_id,
@@ -92,6 +115,7 @@ RESOLVERS: dict[str, dict[str, Resolver]] = {
     },
     "Mutation": {
         "executePlaybook": resolve_execute_playbook,
+        "rerunExecution": resolve_rerun_execution,
         "proxyRequest": resolve_proxy_request,
     },
 }

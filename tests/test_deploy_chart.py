@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import GatewayConfig, env_names, load_config
+from gateway.config import ENV_ALIASES, GatewayConfig, env_names, load_config
 from tests.support.missing import fail_in_ci_else_skip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 # the newest the validator knows.
 K8S_VERSIONS = ("1.29",)
 SECRET_VARIABLES = {"GATEWAY_CALLBACK_SECRET", "NATS_USERNAME", "NATS_PASSWORD"}
-ALIASES = {"GATEWAY_PORT"}  # alias of ROUTER_PORT; the chart sets ROUTER_PORT
+ALIASES = set(ENV_ALIASES)  # GATEWAY_PORT, GATEWAY_AUTH0_*: the chart sets the variables they alias
 # Where the chart deliberately differs from the gateway's defaults (documented in the chart README).
 CHART_OVERRIDES = {"gateway_log_format", "gateway_audit_log", "noetl_base_url", "nats_url", "gateway_public_url"}
 

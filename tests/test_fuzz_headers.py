@@ -50,6 +50,7 @@ ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),
     ("GET", "/sharding/preview?execution_id=42", None),
+    ("GET", "/api/runtime/contract", None),
     ("POST", "/api/auth/login", {"auth0_token": "good-fuzz"}),
     ("POST", "/api/auth/validate", {"session_token": "TOKEN"}),
     ("POST", "/api/auth/check-access", {"session_token": "TOKEN", "playbook_path": "team/report"}),

@@ -140,14 +140,26 @@ class NoetlClient:
             decoded = raw.decode("utf-8", "replace")[:500]
         return status, decoded
 
-    async def execute(self, path: str, variables: dict[str, Any] | None) -> dict[str, Any]:
-        """Start a playbook; both ``payload`` and ``workload`` for old and new servers."""
-        body = {
+    async def execute(
+        self,
+        path: str,
+        variables: dict[str, Any] | None,
+        resource_kind: str | None = "playbook",
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """Start a catalog entry; both ``payload`` and ``workload`` for old and new servers.
+
+        ``resource_kind`` None leaves the field out (NoETL then runs a playbook or an agent);
+        ``version`` pins one version of ``path``."""
+        body: dict[str, Any] = {
             "path": path,
             "payload": variables or {},
             "workload": variables or {},
-            "resource_kind": "playbook",
         }
+        if resource_kind is not None:
+            body["resource_kind"] = resource_kind
+        if version is not None:
+            body["version"] = version
         status, answer = await self.request_json("POST", "execute", body)
         if status >= 400 or not isinstance(answer, dict):
             raise UpstreamError(_describe_error(status, answer, "execute"), status, answer)

@@ -47,6 +47,8 @@ class Execution:
     error: Any = None
     created_at: float = field(default_factory=time.time)
     completion_inferred: bool = False  # NoETL could only infer the end (no terminal event)
+    version: int = 1  # the catalog version that ran
+    resource_kind: str | None = None  # what the execute call asked for (None: left out)
 
 
 PlaybookFn = Callable[["PlaybookRun"], Awaitable[None]]
@@ -72,6 +74,14 @@ class StandinState:
         self.gates: dict[str, asyncio.Event] = {}
         self.execute_status: int | None = None  # force an error status on /api/execute
         self.execute_delay = 0.0
+        # Catalog entries registered as agents (NoETL 4.26: resource_kind "agent" runs only these,
+        # "playbook" never does); a test adds the path and a scripted playbook for it.
+        self.agents: set[str] = set()
+        # NoETL 4.26 has no POST /api/executions/{id}/rerun; tests switch it on (reference contract).
+        self.rerun_route = False
+        # GET /api/executions/{id} with a top-level "workload" (this stand-in's old shape); False
+        # answers as NoETL 4.26 does: the workload only in the playbook.initialized event.
+        self.detail_workload = True
         self.tasks: set[asyncio.Task[None]] = set()
         self.callback_replies: list[tuple[str, int, Any]] = []
         self.callback_log: list[tuple[str, Any, int, Any]] = []  # (url, request id, status, answer)
@@ -225,8 +235,17 @@ class ExecuteHandler(_Handler):
         if playbook is None:
             self.reply({"detail": f"Playbook '{path}' not found"}, 404)
             return
+        kind = body.get("resource_kind")
+        if kind is not None and str(kind).strip().lower() not in ("playbook", "agent"):
+            self.reply({"detail": f"Catalog kind '{kind}' is not executable"}, 422)
+            return
+        if kind is not None and (str(kind).strip().lower() == "agent") != (path in state.agents):
+            self.reply({"detail": f"Executable catalog entry not found: {path}"}, 404)  # NoETL 4.26's kind filter
+            return
         variables = body.get("workload") or body.get("payload") or {}
-        execution = Execution(state.new_execution_id(), path, variables)
+        execution = Execution(state.new_execution_id(), path, variables, resource_kind=kind)
+        if isinstance(body.get("version"), int):
+            execution.version = body["version"]
         state.executions[execution.execution_id] = execution
         task = asyncio.ensure_future(_run(playbook, PlaybookRun(state, execution)))
         state.tasks.add(task)
@@ -287,6 +306,21 @@ def execution_events(execution: Execution) -> list[dict[str, Any]]:
     ]
 
 
+def initialized_event(execution: Execution) -> dict[str, Any]:
+    """NoETL 4.26's first event: the workload the run started with, in ``context.result.workload``."""
+    return {
+        "execution_id": execution.execution_id,
+        "event_id": int(f"{execution.execution_id}00"),
+        "event_type": "playbook.initialized",
+        "node_name": execution.path,
+        "status": "INITIALIZED",
+        "context": {
+            "status": "initialized",
+            "result": {"workload": execution.variables, "playbook_path": execution.path},
+        },
+    }
+
+
 class ExecutionHandler(_Handler):
     def get(self, execution_id: str) -> None:
         if not execution_id.isdigit():
@@ -296,10 +330,23 @@ class ExecutionHandler(_Handler):
         if execution is None:
             self.reply({"detail": "Execution not found"}, 404)
             return
+        if self.get_argument("event_type", None) == "playbook.initialized":  # NoETL 4.26's event filter
+            answer: dict[str, Any] = {
+                "execution_id": execution.execution_id,
+                "path": execution.path,
+                "version": execution.version,
+                "status": execution.status,
+                "events": [initialized_event(execution)],
+            }
+            if self.state.detail_workload:
+                answer["workload"] = execution.variables
+            self.reply(answer)
+            return
         self.reply(
             {
                 "execution_id": execution.execution_id,
                 "path": execution.path,
+                "version": execution.version,
                 "status": execution.status,
                 "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(execution.created_at)),
                 "end_time": None,
@@ -399,6 +446,31 @@ class ExecutionEventsHandler(_Handler):
         self.finish(pending + b"]}")
 
 
+class RerunHandler(_Handler):
+    """``POST /api/executions/{id}/rerun {workload, resource_kind}`` as the reference gateway expects it
+    (no NoETL has it: 404 unless ``state.rerun_route``); the new run gets the original workload
+    with ``workload`` merged over it."""
+
+    def post(self, execution_id: str) -> None:
+        state = self.state
+        original = state.executions.get(execution_id)
+        if not state.rerun_route:
+            self.reply({"detail": "Not Found"}, 404)
+            return
+        if original is None:
+            self.reply({"detail": f"Execution {execution_id} not found"}, 404)
+            return
+        body = self.body if isinstance(self.body, dict) else {}
+        overrides = body.get("workload") if isinstance(body.get("workload"), dict) else {}
+        variables = {**original.variables, **overrides}
+        execution = Execution(state.new_execution_id(), original.path, variables, version=original.version)
+        state.executions[execution.execution_id] = execution
+        task = asyncio.ensure_future(_run(state.playbooks[original.path], PlaybookRun(state, execution)))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        self.reply({"execution_id": execution.execution_id, "path": original.path, "status": "started"})
+
+
 class ValidateSessionHandler(_Handler):
     def post(self) -> None:
         if not self.state.validate_api:
@@ -459,6 +531,7 @@ def make_standin_app(state: StandinState, extra_routes: list[Any] | None = None)
         (r"/api/executions/([^/]+)", ExecutionHandler),
         (r"/api/executions/([^/]+)/status", ExecutionStatusHandler),
         (r"/api/executions/([^/]+)/events", ExecutionEventsHandler),
+        (r"/api/executions/([^/]+)/rerun", RerunHandler),
         (r"/api/auth/session/validate", ValidateSessionHandler),
         *(extra_routes or []),
         (r"/api/(.*)", EchoHandler),
