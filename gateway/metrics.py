@@ -58,6 +58,11 @@ class Metrics:
             "rule",
         )
         self.sse_events = counter("gateway_sse_events_total", "SSE events sent by method", "method")
+        # The reference gateway's name, so its dashboards and alerts keep working.
+        self.auth_cancel_failed = counter(
+            "noetl_gateway_auth_cancel_failed_total",
+            "Auth playbook executions the gateway gave up on and could not cancel in NoETL",
+        )
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}
 

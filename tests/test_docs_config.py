@@ -43,7 +43,7 @@ def table_rows(path: Path) -> dict[str, list[str]]:
 
 def default_text(value: Any) -> str | None:
     """How a model default is written in the docs; None for 'unset'."""
-    if value is None or value == "":
+    if value is None or value == "" or value == []:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -150,7 +150,7 @@ def test_chart_readme_documents_every_value() -> None:
 def test_every_metric_is_documented_with_its_labels() -> None:
     rows: dict[str, str] = {}
     for line in (DOCS / "metrics.md").read_text().splitlines():
-        match = re.match(r"\| `(gateway_[a-z_]+)` \|", line)
+        match = re.match(r"\| `((?:noetl_)?gateway_[a-z_]+)` \|", line)
         if match:
             rows[match.group(1)] = line
     exported = set()

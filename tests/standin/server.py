@@ -47,6 +47,7 @@ class Execution:
     error: Any = None
     created_at: float = field(default_factory=time.time)
     completion_inferred: bool = False  # NoETL could only infer the end (no terminal event)
+    task: asyncio.Task[None] | None = None  # the running script (POST …/cancel stops it)
 
 
 PlaybookFn = Callable[["PlaybookRun"], Awaitable[None]]
@@ -229,6 +230,7 @@ class ExecuteHandler(_Handler):
         execution = Execution(state.new_execution_id(), path, variables)
         state.executions[execution.execution_id] = execution
         task = asyncio.ensure_future(_run(playbook, PlaybookRun(state, execution)))
+        execution.task = task
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
         self.reply({"execution_id": execution.execution_id, "status": "started", "commands_generated": 1})
@@ -468,8 +470,9 @@ def make_standin_app(state: StandinState, extra_routes: list[Any] | None = None)
 
 def start_standin(port: int, state: StandinState, address: str = "127.0.0.1") -> HTTPServer:
     """Listen on ``address:port`` in the running loop."""
+    from tests.standin.auth_api import AUTH_API_ROUTES
     from tests.standin.proxy_routes import PROXY_ROUTES
 
-    server = HTTPServer(make_standin_app(state, PROXY_ROUTES), max_body_size=1 << 40)
+    server = HTTPServer(make_standin_app(state, PROXY_ROUTES + AUTH_API_ROUTES), max_body_size=1 << 40)
     server.listen(port, address=address)
     return server
