@@ -105,7 +105,7 @@ class GatewayConfig(BaseModel):
     auth_playbook_timeout_secs: float = Field(60.0, gt=0)
     gateway_auth_bypass: bool = False
     gateway_callback_secret: str | None = None
-    gateway_callback_auth: Literal["required", "legacy"] = "required"
+    gateway_callback_auth: Literal["required", "network", "legacy"] = "required"
     gateway_callback_token_ttl_secs: int = Field(1800, gt=0)
     auth0_domain: str | None = None
     auth0_audience: str | None = None
@@ -115,6 +115,13 @@ class GatewayConfig(BaseModel):
     auth0_redirect_uri: str | None = None
     gateway_enforce_playbook_access: bool = True
     gateway_access_cache_ttl_secs: float = Field(60.0, ge=0)
+    # Reference-style auth (issue 15): unsigned callbacks from the workers' network, the login and
+    # check-access wait's short budget, NoETL's synchronous auth routes instead of playbooks.
+    gateway_callback_trusted_networks: list[str] = Field(default_factory=list, validate_default=True)
+    auth_playbook_fail_fast_secs: float = Field(12.0, ge=0)
+    noetl_auth_sync: bool = False
+    noetl_authz_sync: bool = False
+    gateway_session_validate_via_playbook: bool = False
 
     # Authorization (gateway/access/)
     gateway_admin_roles: list[str] = Field(default_factory=lambda: ["admin"])
@@ -155,6 +162,28 @@ class GatewayConfig(BaseModel):
     @classmethod
     def _origins_from_csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("gateway_callback_trusted_networks", mode="before")
+    @classmethod
+    def _networks_from_csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("gateway_callback_trusted_networks")
+    @classmethod
+    def _networks_parse(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """CIDRs (IPv4 or IPv6; a bare address is one host); ``network`` mode needs at least one."""
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise PydanticCustomError(
+                    "network", "{item} is not an address or CIDR network", {"item": repr(item)}
+                ) from None
+        if not value and info.data.get("gateway_callback_auth") == "network":
+            raise PydanticCustomError(
+                "networks_required", "GATEWAY_CALLBACK_AUTH=network needs at least one network (CIDR) here", {}
+            )
+        return value
 
     @field_validator("gateway_auth_bypass")
     @classmethod

@@ -58,6 +58,11 @@ class ReferenceMetrics:
             "reason",
             EVENT_FEED_RECONNECT_REASONS,
         )
+        self.auth_cancel_failed = Counter(
+            "noetl_gateway_auth_cancel_failed_total",
+            "Auth playbook executions the gateway gave up on and could not cancel in NoETL",
+            registry=r,
+        )
         self.callback_undelivered = Counter(
             "noetl_gateway_callback_undelivered_total",
             "Callbacks whose receiver was already gone: the caller got nothing",

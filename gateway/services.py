@@ -109,7 +109,7 @@ class Services:
             obsolete=tombstone_obsolete,
         )
         sessions = SessionCache(session_bucket, revoked_bucket, metrics)
-        auth = AuthService(config, noetl, callbacks, sessions, signer)
+        auth = AuthService(config, noetl, callbacks, sessions, signer, metrics)
         access = AccessGuard(
             load_route_policy(config),
             PlaybookAccess(auth, noetl, enforce=config.gateway_enforce_playbook_access),

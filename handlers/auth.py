@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from gateway.auth.tokens import is_wellformed_session_token, token_hash
+from gateway.errors import PublicError
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.models import CheckAccessRequest, LoginRequest, LogoutRequest, ValidateRequest
@@ -18,6 +19,7 @@ class LoginHandler(APIHandler):
     async def post(self) -> None:
         retry_after = self.auth.login_limiter.acquire(self.client_ip())
         if retry_after > 0:
+            self.services.audit.record("rate_limited", limit="logins per minute", route=self.request.path)
             raise ApiError(
                 429,
                 "Too many login attempts; retry later",
@@ -32,8 +34,22 @@ class LoginHandler(APIHandler):
             "client_ip": body.client_ip or self.client_ip(),
             "client_user_agent": body.client_user_agent or self.request.headers.get("User-Agent", ""),
         }
-        answer = await self.auth.login(variables)  # AuthError / Auth0Error: their status and text
+        try:
+            answer = await self.auth.login(variables)  # AuthError / Auth0Error: their status and text
+        except Exception as exc:
+            self._count_login_failure(exc)
+            raise
+        user = answer["user"]
+        self.metrics.reference.login.labels("succeeded").inc()
+        self.services.audit.record("login", outcome="success", user_id=user["user_id"], email=user["email"])
         self.write_json(answer)
+
+    def _count_login_failure(self, exc: Exception) -> None:
+        """401: the credentials were refused; anything else: the login could not be done."""
+        refused = isinstance(exc, PublicError) and exc.status == 401
+        self.metrics.reference.login.labels("not_authenticated" if refused else "callback_failed").inc()
+        reason = exc.public if isinstance(exc, PublicError) else "internal error"
+        self.services.audit.record("login", outcome="failure", reason=reason)
 
 
 class ValidateHandler(APIHandler):
@@ -107,6 +123,7 @@ class LogoutHandler(APIHandler):
                 return
             raise ApiError(401, "Invalid or expired session")
         await self.auth.logout(token, session)
+        self.services.audit.record("logout", user_id=session.user.user_id, email=session.user.email)
         self.write_json({"status": "logged_out"})
 
 

@@ -31,17 +31,19 @@ class CallbackHandler(APIHandler):
             return header[7:].strip()
         return self.request.headers.get("X-Callback-Token") or body_token
 
-    def verify_callback(self, request_id: str, body_token: str | None, *, known: bool) -> None:
-        """A valid token naming request_id (legacy mode: unsigned is fine if the id is known), and
-        not spent: once the request's final callback was accepted, nothing more is."""
+    def verify_callback(self, request_id: str, body_token: str | None) -> bool:
+        """Before any lookup: a valid token naming request_id (accepted from anywhere), or an unsigned
+        callback the ``GATEWAY_CALLBACK_AUTH`` mode admits from this caller (401/403 otherwise) — and
+        not spent: once the request's final callback was accepted, nothing more is. True when
+        unsigned: the caller must then refuse an id that is not pending (404)."""
         token = self.callback_token_from(body_token)
-        if self.config.gateway_callback_auth == "legacy" and not token:
-            if not known:
-                raise ApiError(404, "Request not found")
-        else:
+        if token:
             self.services.signer.verify(token, request_id)  # CallbackTokenError: 401/403
+        else:
+            self.auth.callback_sources.admit_unsigned(self.client_ip())  # the trusted-hops rule
         if self.services.spent_callbacks.is_spent(request_id):
             raise ApiError(401, SPENT_TOKEN)
+        return not token
 
     async def spend_callback(self, request_id: str) -> None:
         """Accept this request's final callback, once: a replay (or a race) gets 401."""
@@ -57,8 +59,10 @@ class AuthCallbackHandler(CallbackHandler):
     async def post(self) -> None:
         body = self.parse_body(CallbackRequest)
         self.check_request_id(body.request_id)
-        known = self.services.callbacks.has_waiter(body.request_id) or self.services.nats.connected
-        self.verify_callback(body.request_id, body.callback_token, known=known)
+        if self.verify_callback(body.request_id, body.callback_token):
+            # Unsigned: a waiter here, or possibly on another replica (NATS routes it there).
+            if not (self.services.callbacks.has_waiter(body.request_id) or self.services.nats.connected):
+                raise ApiError(404, "Request not found")
         payload = body.model_dump(exclude={"callback_token"})
         await self.spend_callback(body.request_id)  # the waiter's answer is final
         delivered = False
@@ -81,12 +85,8 @@ class LiveCallbackHandler(CallbackHandler):
     async def pending_request(self, request_id: str, body_token: str | None) -> dict[str, Any]:
         """The pending request, after the callback token was checked (401/403 before any lookup)."""
         self.check_request_id(request_id)
-        if self.callback_token_from(body_token) or self.config.gateway_callback_auth == "required":
-            self.verify_callback(request_id, body_token, known=True)
-            record = await self.services.live.find_request(request_id)
-        else:  # legacy mode, unsigned: only a pending request id is accepted
-            record = await self.services.live.find_request(request_id)
-            self.verify_callback(request_id, body_token, known=record is not None)
+        self.verify_callback(request_id, body_token)  # signed or unsigned: only a pending id goes on
+        record = await self.services.live.find_request(request_id)
         if record is None:
             raise ApiError(404, "Request not found")
         return record

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import GatewayFactory
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
-from tests.support.signin import SignedIn, login
+from tests.support.signin import SignedIn, bearer, login
 
 CALLBACK_SECRET = "test-callback-secret-0123456789abcdefghij"
 
@@ -81,7 +81,7 @@ async def test_a_refused_route_and_an_admin_route_are_each_audited_once_with_who
     assert status == 200
 
     lines = audit_lines(gw, audit_file)
-    assert events(lines) == {"config": 1, "access_denied": 1, "admin_route": 1}
+    assert events(lines) == {"config": 1, "login": 2, "access_denied": 1, "admin_route": 1}
     denied = next(line for line in lines if line["event"] == "access_denied")
     assert denied["method"] == "GET" and denied["route"] == "credentials"
     assert denied["rule"].startswith("admin:")
@@ -137,3 +137,28 @@ async def test_off_writes_nothing_and_adds_no_work(make_gateway: GatewayFactory,
         client, "GET", f"{gw.url}/noetl/credentials", headers={"Authorization": f"Bearer {token}"}
     )
     assert status == 403
+
+
+@pytest.mark.gen_test
+async def test_logins_logouts_and_the_login_limit_are_each_audited_once(
+    make_gateway: GatewayFactory, audit_file: Path, client: aiohttp.ClientSession
+) -> None:
+    gw = await audited_gateway(make_gateway, audit_file, GATEWAY_LOGIN_RATE_PER_MINUTE="2")
+    token = await login(client, gw, "good-audit")
+    status, _, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": "reject-audit"})
+    assert status == 401
+    status, _, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": "good-audit-3"})
+    assert status == 429
+    status, _, _ = await call(client, "POST", f"{gw.url}/api/auth/logout", headers=bearer(token))
+    assert status == 200
+
+    lines = audit_lines(gw, audit_file)
+    assert events(lines) == {"config": 1, "login": 2, "rate_limited": 1, "logout": 1}
+    success, failure = (line for line in lines if line["event"] == "login")
+    assert success["outcome"] == "success" and success["email"] == "alice@example.com" and success["ip"] == "127.0.0.1"
+    assert failure["outcome"] == "failure" and "rejected" in failure["reason"] and "email" not in failure
+    limited = next(line for line in lines if line["event"] == "rate_limited")
+    assert limited["limit"] == "logins per minute" and limited["route"] == "/api/auth/login"
+    out = next(line for line in lines if line["event"] == "logout")
+    assert out["email"] == "alice@example.com"
+    assert token not in text_of(audit_file)

@@ -43,7 +43,7 @@ def table_rows(path: Path) -> dict[str, list[str]]:
 
 def default_text(value: Any) -> str | None:
     """How a model default is written in the docs; None for 'unset'."""
-    if value is None or value == "":
+    if value is None or value == "" or value == []:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"

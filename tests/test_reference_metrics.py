@@ -93,3 +93,15 @@ async def test_auth_bypass_is_a_gauge_at_one_and_its_checks_say_bypass(
     seen = await samples(client, gw)
     assert seen[("noetl_gateway_auth_bypass_enabled", (("mode", "bypass"),))] == 1
     assert seen[outcome("noetl_gateway_session_check_total", "bypass")] == 1
+
+
+@pytest.mark.gen_test
+async def test_logins_are_counted_by_outcome(make_gateway: GatewayFactory, client: aiohttp.ClientSession) -> None:
+    gw = await make_gateway(AUTH_PLAYBOOK_FAIL_FAST_SECS="0.3")
+    for auth0_token, expected in [("good-m", 200), ("reject-m", 401), ("error-m", 401), ("silent-m", 503)]:
+        status, _, _ = await call(client, "POST", f"{gw.url}/api/auth/login", {"auth0_token": auth0_token})
+        assert status == expected, auth0_token
+    seen = await samples(client, gw)
+    assert seen[outcome("noetl_gateway_login_total", "succeeded")] == 1
+    assert seen[outcome("noetl_gateway_login_total", "not_authenticated")] == 2
+    assert seen[outcome("noetl_gateway_login_total", "callback_failed")] == 1

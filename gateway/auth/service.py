@@ -1,8 +1,12 @@
 """Authentication logic: login, session validation, access checks, logout (CONTRACT §3).
 
-Login and check-access run NoETL playbooks and wait for their callback; validation is
-cache first, then NoETL's validate API (or the validate playbook where that API is
-missing). Handlers only translate between HTTP and these calls.
+Login and check-access run NoETL playbooks and wait for their callback (playbook_runs: the
+fail-fast budget, cancelling what nobody waits for), or — with ``NOETL_AUTH_SYNC`` /
+``NOETL_AUTHZ_SYNC`` — ask NoETL's synchronous auth routes (sync_api), falling back to the
+playbook where NoETL lacks them; both answers end in one tail each, so the two paths decide
+alike. Validation is cache first, then NoETL's validate API or the validate playbook, in the
+order ``GATEWAY_SESSION_VALIDATE_VIA_PLAYBOOK`` / ``NOETL_AUTH_SYNC`` pick. Handlers only
+translate between HTTP and these calls.
 
 What a caller without a session can cost (issue 13 §4): a token that misses the cache is
 asked of NoETL only within the client's budget (``GATEWAY_VALIDATE_MISS_PER_MINUTE`` per
@@ -13,7 +17,6 @@ again. Logout writes a tombstone only for a session that validates.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -21,27 +24,25 @@ import uuid
 from typing import Any
 
 from gateway.auth.auth0 import Auth0Verifier
-from gateway.auth.callbacks import CallbackRouter, CallbackTimeout
+from gateway.auth.callback_sources import CallbackSources
+from gateway.auth.callbacks import CallbackRouter
 from gateway.auth.miss_budget import MissBudget
+from gateway.auth.playbook_runs import AuthError, AuthPlaybooks
 from gateway.auth.rate_limit import RateLimiter
 from gateway.auth.sessions import Session, SessionCache, User, parse_user, session_from_record
+from gateway.auth.sync_api import SyncAuthApi
 from gateway.auth.tokens import CallbackSigner, is_wellformed_session_token, token_hash
 from gateway.config import GatewayConfig
-from gateway.errors import UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, PublicError
 from gateway.logging import short_hash
-from gateway.noetl.client import NoetlClient, UpstreamError, UpstreamFailure
+from gateway.metrics import Metrics
+from gateway.noetl.client import NoetlClient, UpstreamError
 
 log = logging.getLogger("gateway.auth")
 
 DEV_USER = User(user_id=0, email="dev@localhost", display_name="Developer (auth bypass)", roles=("admin",))
 
 
-class AuthError(PublicError):
-    """An auth failure with the status and public text the client sees."""
-
-    def __init__(self, status: int, public: str) -> None:
-        # Seen from GraphQL, a failed auth playbook (timeout, error) is an upstream failure.
-        super().__init__(status, UPSTREAM_UNAVAILABLE if status in (502, 503, 504) else UPSTREAM_ERROR, public)
+__all__ = ["DEV_USER", "AuthError", "AuthService", "ValidationBudgetExceeded"]
 
 
 class ValidationBudgetExceeded(AuthError):
@@ -69,14 +70,24 @@ def _callback_status(callback: dict[str, Any]) -> str:
     return "success" if status is None else str(status)
 
 
-def _validate_api_missing(status: int, answer: Any) -> bool:
-    """A 404 from the router (no such endpoint), not NoETL's 404 for a missing credential."""
-    return status == 404 and (not isinstance(answer, dict) or answer.get("detail") in (None, "Not Found"))
-
-
 def _data_of(callback: dict[str, Any]) -> dict[str, Any]:
     data = callback.get("data")
     return data if isinstance(data, dict) else {}
+
+
+def _access_decision(callback: dict[str, Any]) -> dict[str, Any]:
+    """The check-access playbook's callback or the sync API's answer (same shape) → the decision;
+    anything but an explicit ``allowed: true`` is a denial."""
+    data = _data_of(callback)
+    if _callback_status(callback) != "success":
+        raise AuthError(502, _playbook_reason(data, "The access check failed"))
+    user = parse_user(data.get("user"))
+    allowed = data.get("allowed") is True or str(data.get("allowed")).lower() == "true"
+    return {
+        "allowed": allowed,
+        "user": user.to_json() if user else None,
+        "message": str(data.get("message") or ("Access granted" if allowed else "Access denied")),
+    }
 
 
 class AuthService:
@@ -89,11 +100,14 @@ class AuthService:
         callbacks: CallbackRouter,
         sessions: SessionCache,
         signer: CallbackSigner,
+        metrics: Metrics,
     ) -> None:
-        self._config, self._noetl, self._callbacks, self._signer = config, noetl, callbacks, signer
+        self._config = config
         self.sessions = sessions
+        self.playbooks = AuthPlaybooks(config, noetl, callbacks, signer, metrics)
+        self.sync = SyncAuthApi(noetl, config.auth_session_db_credential)
+        self.callback_sources = CallbackSources(config.gateway_callback_auth, config.gateway_callback_trusted_networks)
         self._access_cache: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
         self.login_limiter = RateLimiter(config.gateway_login_rate_per_minute)
         self.misses = MissBudget(
             config.gateway_validate_miss_per_minute,
@@ -103,36 +117,6 @@ class AuthService:
         self.auth0: Auth0Verifier | None = None
         if config.auth0_domain:
             self.auth0 = Auth0Verifier(config.auth0_domain, config.auth0_audience, config.auth0_jwks_url, noetl.http)
-
-    # -- playbooks with callbacks ----------------------------------------------------------
-
-    def callback_variables(self, request_id: str) -> dict[str, Any]:
-        """What every playbook run by the gateway needs to call back."""
-        return {
-            "callback_subject": self._callbacks.subject_for(request_id),
-            "request_id": request_id,
-            "gateway_url": self._config.public_url,
-            "callback_token": self._signer.issue(request_id, self._auth_token_ttl()),
-        }
-
-    def _auth_token_ttl(self) -> float:
-        """Nobody waits for an auth playbook's callback after the timeout: its token ends soon after."""
-        return min(float(self._config.gateway_callback_token_ttl_secs), self._config.auth_playbook_timeout_secs + 5.0)
-
-    async def run_and_wait(self, playbook: str, variables: dict[str, Any]) -> dict[str, Any]:
-        """Execute a playbook and wait for its callback; the waiter is cleaned up on every path."""
-        request_id = str(uuid.uuid4())
-        self._callbacks.register(request_id)
-        try:
-            answer = await self._noetl.execute(playbook, {**variables, **self.callback_variables(request_id)})
-            log.info("playbook %s started (execution %s)", playbook, answer.get("execution_id"))
-            return await self._callbacks.wait(request_id, self._config.auth_playbook_timeout_secs)
-        except CallbackTimeout:
-            raise AuthError(
-                504, f"No answer from the auth playbook within {self._config.auth_playbook_timeout_secs:g}s"
-            ) from None
-        finally:
-            self._callbacks.discard(request_id)
 
     # -- login -----------------------------------------------------------------------------
 
@@ -149,7 +133,13 @@ class AuthService:
             }
         if self.auth0 is not None:
             await self.auth0.verify(str(variables.get("auth0_token", "")))  # Auth0Error: 401/503
-        callback = await self.run_and_wait(self._config.auth_playbook_login, variables)
+        callback = await self.sync.login(variables) if self._config.noetl_auth_sync else None
+        if callback is None:
+            callback = await self.playbooks.run_and_wait(self._config.auth_playbook_login, variables, fail_fast=True)
+        return await self._finish_login(callback)
+
+    async def _finish_login(self, callback: dict[str, Any]) -> dict[str, Any]:
+        """The login playbook's callback or the sync API's answer (same shape) → the session."""
         status = _callback_status(callback)
         data = _data_of(callback)
         if status != "success":
@@ -201,21 +191,19 @@ class AuthService:
             retry_after = self.misses.spend(client)
             if retry_after > 0:
                 raise ValidationBudgetExceeded(retry_after)
-        status, answer = await self._noetl.validate_session(token, self._config.auth_session_db_credential)
-        if _validate_api_missing(status, answer):
+        # The reference's order: the sync API when NOETL_AUTH_SYNC, else the playbook when
+        # GATEWAY_SESSION_VALIDATE_VIA_PLAYBOOK, else the API; a missing API means the playbook.
+        if self._config.gateway_session_validate_via_playbook and not self._config.noetl_auth_sync:
             return await self._validate_via_playbook(token, hashed)
-        if status >= 400 or not isinstance(answer, dict):
-            raise UpstreamError(f"NoETL session validation failed with status {status}", status, answer)
-        if answer.get("status", "ok") != "ok":
-            # NoETL could not decide (e.g. its auth database is down): that is not "invalid", and
-            # evicting would log out every user whose session is not cached.
-            log.warning("NoETL session validation could not be done (status %s)", answer.get("status"))
-            raise UpstreamError("Session validation is unavailable right now", status, answer, gateway_status=503)
+        answer = await self.sync.validate(token)
+        if answer is None:
+            return await self._validate_via_playbook(token, hashed)
         return await self._accept_validation(answer, hashed)
 
     async def _validate_via_playbook(self, token: str, hashed: str) -> Session | None:
+        playbook = self._config.auth_playbook_validate_session
         try:
-            callback = await self.run_and_wait(self._config.auth_playbook_validate_session, {"session_token": token})
+            callback = await self.playbooks.run_and_wait(playbook, {"session_token": token}, fail_fast=False)
         except AuthError as exc:
             raise UpstreamError(exc.public, exc.status) from None
         if _callback_status(callback) != "success":
@@ -245,25 +233,21 @@ class AuthService:
         if self._config.gateway_auth_bypass:
             decision = {"allowed": True, "user": DEV_USER.to_json(), "message": "Access granted (auth bypass)"}
         else:
-            callback = await self.run_and_wait(
-                self._config.auth_playbook_check_access,
-                {"session_token": token, "playbook_path": playbook_path, "action": permission},
-            )
-            data = _data_of(callback)
-            if _callback_status(callback) != "success":
-                raise AuthError(502, _playbook_reason(data, "The access check failed"))
-            user = parse_user(data.get("user"))
-            allowed = data.get("allowed") is True or str(data.get("allowed")).lower() == "true"
-            decision = {
-                "allowed": allowed,
-                "user": user.to_json() if user else None,
-                "message": str(data.get("message") or ("Access granted" if allowed else "Access denied")),
-            }
+            decision = _access_decision(await self._ask_access(token, playbook_path, permission))
         if self._config.gateway_access_cache_ttl_secs > 0:
             if len(self._access_cache) > 50_000:
                 self._access_cache.clear()
             self._access_cache[key] = (now + self._config.gateway_access_cache_ttl_secs, decision)
         return decision
+
+    async def _ask_access(self, token: str, playbook_path: str, permission: str) -> dict[str, Any]:
+        """The sync API's answer when NOETL_AUTHZ_SYNC (and NoETL has it), else the playbook's callback."""
+        if self._config.noetl_authz_sync:
+            answer = await self.sync.check_access(token, playbook_path, permission)
+            if answer is not None:
+                return answer
+        variables = {"session_token": token, "playbook_path": playbook_path, "action": permission}
+        return await self.playbooks.run_and_wait(self._config.auth_playbook_check_access, variables, fail_fast=True)
 
     # -- logout ----------------------------------------------------------------------------
 
@@ -277,18 +261,8 @@ class AuthService:
         log.info("session %s logged out", hashed[:10])
         playbook = self._config.auth_playbook_logout
         if playbook and not self._config.gateway_auth_bypass:
-            request_id = str(uuid.uuid4())
-            task = asyncio.create_task(self._run_logout_playbook(playbook, token, request_id))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _run_logout_playbook(self, playbook: str, token: str, request_id: str) -> None:
-        try:
-            await self._noetl.execute(playbook, {"session_token": token, **self.callback_variables(request_id)})
-        except UpstreamFailure as exc:
-            log.warning("logout playbook could not be started: %s", exc.public)
+            self.playbooks.run_later(playbook, {"session_token": token})
 
     async def close(self) -> None:
-        """Let background logout playbooks finish (bounded)."""
-        if self._background:
-            await asyncio.wait(self._background, timeout=5.0)
+        """Let background cancels and logout playbooks finish (bounded)."""
+        await self.playbooks.close()

@@ -12,10 +12,10 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tests.standin.server import PlaybookRun
+    from tests.standin.server import PlaybookRun, StandinState
 
 LOGIN = "api_integration/auth0/auth0_login"
 VALIDATE = "api_integration/auth0/auth0_validate_session"
@@ -40,19 +40,15 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-async def auth0_login(run: PlaybookRun) -> None:
-    token = str(run.variables.get("auth0_token", ""))
-    if token.startswith("silent"):
-        return
-    if token.startswith("slow"):
-        await asyncio.sleep(float(run.variables.get("slow_secs", 1.0)))
+def login_outcome(state: StandinState, variables: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """What the login script decides for these variables: (callback status, data). A successful
+    login creates the session in the stand-in. Shared by the playbook and the sync login route."""
+    token = str(variables.get("auth0_token", ""))
     if token.startswith("reject"):
-        await run.callback("success", {"status": "unauthenticated", "message": "Auth0 token rejected"})
-        return
+        return "success", {"status": "unauthenticated", "message": "Auth0 token rejected"}
     if token.startswith("error"):
-        await run.callback("error", {"error": "auth0 userinfo call failed"})
-        return
-    hours = float(run.variables.get("session_duration_hours") or 8)
+        return "error", {"error": "auth0 userinfo call failed"}
+    hours = float(variables.get("session_duration_hours") or 8)
     if token.startswith("expired"):
         hours = -1
     session_token = "sess_" + secrets.token_urlsafe(24)
@@ -61,19 +57,24 @@ async def auth0_login(run: PlaybookRun) -> None:
         user["email"] = token.split(":", 1)[1]
         user["user_id"] = str(abs(hash(user["email"])) % 100000)
     expires_at = _iso(time.time() + hours * 3600)
-    run.state.sessions[session_token] = {"user": user, "expires_at": expires_at, "valid": True}
-    transport = "nats" if token.startswith("nats") else None
-    await run.callback(
-        "success",
-        {
-            "status": "authenticated",
-            "session_token": session_token,
-            "user": user,
-            "expires_at": expires_at,
-            "message": "Authentication successful",
-        },
-        transport=transport,
-    )
+    state.sessions[session_token] = {"user": user, "expires_at": expires_at, "valid": True}
+    return "success", {
+        "status": "authenticated",
+        "session_token": session_token,
+        "user": user,
+        "expires_at": expires_at,
+        "message": "Authentication successful",
+    }
+
+
+async def auth0_login(run: PlaybookRun) -> None:
+    token = str(run.variables.get("auth0_token", ""))
+    if token.startswith("silent"):
+        return
+    if token.startswith("slow"):
+        await asyncio.sleep(float(run.variables.get("slow_secs", 1.0)))
+    status, data = login_outcome(run.state, run.variables)
+    await run.callback(status, data, transport="nats" if token.startswith("nats") else None)
 
 
 async def validate_session(run: PlaybookRun) -> None:
@@ -84,18 +85,20 @@ async def validate_session(run: PlaybookRun) -> None:
     await run.callback("success", {"valid": True, "user": record["user"], "expires_at": record["expires_at"]})
 
 
+def access_outcome(state: StandinState, variables: dict[str, Any]) -> dict[str, Any]:
+    """What the check-access script decides: ``{allowed, user, message}`` (playbook and sync route)."""
+    path = str(variables.get("playbook_path"))
+    record = state.sessions.get(str(variables.get("session_token")))
+    allowed = record is not None and path not in state.denied_paths and "forbidden" not in path
+    return {
+        "allowed": allowed,
+        "user": record["user"] if record else None,
+        "message": "Access granted" if allowed else f"No execute permission on {path}",
+    }
+
+
 async def check_access(run: PlaybookRun) -> None:
-    path = str(run.variables.get("playbook_path"))
-    record = run.state.sessions.get(str(run.variables.get("session_token")))
-    allowed = record is not None and path not in run.state.denied_paths and "forbidden" not in path
-    await run.callback(
-        "success",
-        {
-            "allowed": allowed,
-            "user": record["user"] if record else None,
-            "message": "Access granted" if allowed else f"No execute permission on {path}",
-        },
-    )
+    await run.callback("success", access_outcome(run.state, run.variables))
 
 
 async def logout(run: PlaybookRun) -> None:

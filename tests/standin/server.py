@@ -49,6 +49,7 @@ class Execution:
     completion_inferred: bool = False  # NoETL could only infer the end (no terminal event)
     version: int = 1  # the catalog version that ran
     resource_kind: str | None = None  # what the execute call asked for (None: left out)
+    task: asyncio.Task[None] | None = None  # the running script (POST …/cancel stops it)
 
 
 PlaybookFn = Callable[["PlaybookRun"], Awaitable[None]]
@@ -248,6 +249,7 @@ class ExecuteHandler(_Handler):
             execution.version = body["version"]
         state.executions[execution.execution_id] = execution
         task = asyncio.ensure_future(_run(playbook, PlaybookRun(state, execution)))
+        execution.task = task
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
         self.reply({"execution_id": execution.execution_id, "status": "started", "commands_generated": 1})
@@ -541,8 +543,9 @@ def make_standin_app(state: StandinState, extra_routes: list[Any] | None = None)
 
 def start_standin(port: int, state: StandinState, address: str = "127.0.0.1") -> HTTPServer:
     """Listen on ``address:port`` in the running loop."""
+    from tests.standin.auth_api import AUTH_API_ROUTES
     from tests.standin.proxy_routes import PROXY_ROUTES
 
-    server = HTTPServer(make_standin_app(state, PROXY_ROUTES), max_body_size=1 << 40)
+    server = HTTPServer(make_standin_app(state, PROXY_ROUTES + AUTH_API_ROUTES), max_body_size=1 << 40)
     server.listen(port, address=address)
     return server
