@@ -91,6 +91,11 @@ async def test_a_slow_access_check_is_503_busy_and_cancelled(make_signed_in: Sig
     await wait_for(lambda: cancels(standin, second))
     assert all(standin.state.executions[eid].status == "CANCELLED" for eid in (first, second))
 
+    # A start through the proxy: the same 503 (retry later), not a 502 (broken upstream).
+    status, body, _ = await alice.call("POST", "/noetl/execute", {"path": "tests/noop"})
+    assert (status, body["error"]) == (503, "auth backend is busy")
+    assert started(standin, "tests/noop") == []
+
 
 @pytest.mark.gen_test
 async def test_a_cancel_noetl_refuses_is_counted_not_shown(

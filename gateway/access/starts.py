@@ -136,10 +136,11 @@ class PlaybookAccess:
         try:
             decision = await self.auth.check_access(token, playbook_path, "execute")
         except AuthError as exc:
-            # The access check itself failed (timeout, playbook error): an upstream problem.
+            # The access check itself failed (timeout, playbook error): an upstream problem; "busy"
+            # (the fail-fast budget) stays 503, so a client retries as it does after a busy login.
             if exc.status == 504:
                 raise UpstreamTimeout(exc.public) from None
-            raise UpstreamError(exc.public, exc.status) from None
+            raise UpstreamError(exc.public, exc.status, gateway_status=503 if exc.status == 503 else 502) from None
         if decision.get("allowed") is not True:
             message = str(decision.get("message") or "")
             raise AccessDenied(message or f"No execute permission on {playbook_path}", "playbook access")
