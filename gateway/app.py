@@ -16,6 +16,7 @@ from handlers import all_handlers
 from handlers.access_log import log_request
 from handlers.bodies import body_read_ceiling
 from handlers.fallback import NotFoundHandler
+from handlers.ingress import default_handlers as ingress_handlers
 from schema.engine import GraphQLEngine
 
 
@@ -32,7 +33,7 @@ def make_app(config: GatewayConfig, services: Services, **overrides: Any) -> App
         "serve_traceback": False,
         **overrides,
     }
-    return Application(all_handlers(), **settings)
+    return Application([*all_handlers(), *ingress_handlers], **settings)
 
 
 def make_server(app: Application, config: GatewayConfig) -> HTTPServer:

@@ -37,6 +37,8 @@ CORS_ALLOWED_HEADERS = (
     "X-Callback-Token, Last-Event-ID, Accept"
 )
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
 class BaseHandler(BoundedBodyHandler):
     """Common behaviour: typed services, CORS, request id, JSON errors, a bounded request body."""
 
