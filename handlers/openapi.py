@@ -21,6 +21,7 @@ from handlers.models import (
     ProgressRequest,
     ValidateRequest,
 )
+from handlers.openapi_ingress import IngressAccepted, IngressRefusal, ingress_operation
 
 
 class ErrorResponse(BaseModel):
@@ -89,6 +90,8 @@ _MODELS: list[type[BaseModel]] = [
     CallbackResponse,
     AsyncCallbackResponse,
     ReadyResponse,
+    IngressAccepted,
+    IngressRefusal,
     LoginRequest,
     ValidateRequest,
     CheckAccessRequest,
@@ -240,6 +243,7 @@ def build_openapi() -> dict[str, Any]:
     }
     for path, (summary, request, ok, errors, extra) in posts.items():
         paths[path] = {"post": _operation(summary, request, ok, errors, **extra)}
+    paths["/ingress/{listener}"] = {"post": ingress_operation(_ref(ErrorResponse))}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -3,6 +3,7 @@ execution, anything else starts nothing — the stand-in's own record of ``POST 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,9 @@ from tests.conftest import GatewayFactory, Standin
 from tests.support.gateway import GatewayInstance, call
 from tests.support.jwks import JwksServer, SigningKey
 from tests.support.webhooks import (
-    AUDIENCE,
     BEARER_TOKEN,
     LISTENER_SECRETS,
     PLAYBOOK,
-    SERVICE_ACCOUNT,
     STAMPED_SECRET,
     github_delivery,
     listener_file,
@@ -285,7 +284,7 @@ async def test_a_failed_start_is_retried_by_the_redelivery(
     body, headers = github_delivery({"ref": "refs/heads/main"})
     standin.state.execute_status = 500
     status, answer, _ = await post(client, gw, "github", body, headers)
-    assert status == 502, answer  # the source retries
+    assert (status, answer["reason"]) == (502, "dispatch_error"), answer  # the source retries
     assert metric(gw, 'noetl_ingress_rejected_total{reason="dispatch_error",subscription="github"}') == 1
     standin.state.execute_status = None
     status, answer, _ = await post(client, gw, "github", body, headers)
@@ -293,3 +292,17 @@ async def test_a_failed_start_is_retried_by_the_redelivery(
     status, again, _ = await post(client, gw, "github", body, headers)
     assert status == 202 and again["execution_id"] == answer["execution_id"] and again["duplicate"] is True
     assert len(standin.state.executions) == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_concurrent_copies_of_a_delivery_start_one_execution(
+    make_gateway: GatewayFactory, ingress_env: dict[str, str], standin: Standin, client: aiohttp.ClientSession
+) -> None:
+    first, second = await make_gateway(**ingress_env), await make_gateway(**ingress_env)
+    standin.state.execute_delay = 0.3  # NoETL is slow: the copies overlap while the first is starting
+    body, headers = github_delivery({"ref": "refs/heads/main"})
+    answers = await asyncio.gather(*(post(client, gw, "github", body, headers) for gw in (first, second, first)))
+    assert [status for status, _, _ in answers] == [202, 202, 202], answers
+    assert len({answer["execution_id"] for _, answer, _ in answers}) == 1
+    assert sorted(answer["duplicate"] for _, answer, _ in answers) == [False, True, True]
+    assert len(executes(standin)) == 1

@@ -134,9 +134,9 @@ class IngressService:
         except (UpstreamFailure, IngressRejected) as exc:
             if claim is not None:
                 await self.ledger.release(claim)
-            reason = exc.reason if isinstance(exc, IngressRejected) else "dispatch_error"
-            self._count_rejection(listener.name, reason, exc.status, peer, message.delivery_id)
-            raise
+            if isinstance(exc, UpstreamFailure):  # NoETL's status (502, 504): the source retries
+                exc = IngressRejected(exc.status, "dispatch_error", exc.public)
+            self.reject(listener.name, exc, peer, message.delivery_id)
         if claim is not None:
             await self.ledger.settle(claim, execution_id)
         self.metrics.ingress_dispatched.labels(listener.name).inc()

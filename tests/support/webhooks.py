@@ -30,7 +30,9 @@ def signature(secret: str, body: bytes, stamp: str | None = None) -> str:
     return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
-def github_delivery(payload: dict[str, Any], secret: str = GITHUB_SECRET, **headers: str) -> tuple[bytes, dict[str, str]]:
+def github_delivery(
+    payload: dict[str, Any], secret: str = GITHUB_SECRET, **headers: str
+) -> tuple[bytes, dict[str, str]]:
     """A GitHub push webhook: body and headers (``X-GitHub-Delivery`` fresh unless given)."""
     body = orjson.dumps(payload)
     sent = {
