@@ -35,7 +35,7 @@ def ingress_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     limited = {
         "verify": {"type": "bearer", "secret_env": "TEST_BEARER_TOKEN"},
         "dispatch": {"playbook": PLAYBOOK},
-        "rate_per_minute": 2,
+        "rate_per_minute": 3,
     }
     return {"GATEWAY_INGRESS_CONFIG": listener_file(tmp_path, limited=limited)}
 
@@ -133,11 +133,11 @@ async def test_a_listener_may_take_bodies_larger_than_the_json_routes(
 async def test_a_listener_over_its_rate_is_429_with_retry_after(
     gw: GatewayInstance, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
-    answers = [await call(client, "POST", f"{gw.url}/ingress/limited", headers=bearer(), raw=b"{}") for _ in range(3)]
-    assert [status for status, _, _ in answers] == [202, 202, 429]
-    status, body, headers = answers[2]
+    answers = [await call(client, "POST", f"{gw.url}/ingress/limited", headers=bearer(), raw=b"{}") for _ in range(4)]
+    assert [status for status, _, _ in answers] == [202, 202, 202, 429]
+    status, body, headers = answers[3]
     assert body["reason"] == "rate_limited" and int(headers["Retry-After"]) >= 1
-    assert len(standin.state.calls_to("/api/execute")) == 2
+    assert len(standin.state.calls_to("/api/execute")) == 3
     status, _, _ = await call(client, "POST", f"{gw.url}/ingress/alerts", headers=bearer(), raw=b"{}")
     assert status == 202  # another listener has its own budget
 

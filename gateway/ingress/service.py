@@ -65,7 +65,7 @@ class IngressService:
         self.oidc = oidc
         self.noetl = noetl
         self.metrics = metrics
-        self._limits: dict[str, RateLimiter] = {}
+        self._limits: dict[str, tuple[int, RateLimiter]] = {}  # listener -> (its rate, its bucket)
 
     @classmethod
     def create(
@@ -178,7 +178,11 @@ class IngressService:
         )
 
     def _limiter(self, listener: Listener) -> RateLimiter:
-        limiter = self._limits.get(listener.name)
-        if limiter is None or limiter.refill_per_sec * 60 != listener.rate_per_minute:
-            limiter = self._limits[listener.name] = RateLimiter(listener.rate_per_minute, max_keys=1)
-        return limiter
+        """The listener's token bucket; a new one when NoETL changed the listener's rate."""
+        found = self._limits.get(listener.name)
+        if found is None or found[0] != listener.rate_per_minute:
+            found = self._limits[listener.name] = (
+                listener.rate_per_minute,
+                RateLimiter(listener.rate_per_minute, max_keys=1),
+            )
+        return found[1]
