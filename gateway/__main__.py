@@ -17,6 +17,7 @@ from tornado.netutil import bind_sockets
 from gateway.access.policy_file import load_route_policy
 from gateway.app import make_app, make_server
 from gateway.config import ConfigError, GatewayConfig, env_names, load_config
+from gateway.ingress.listeners import load_listeners
 from gateway.logging import setup_logging
 from gateway.prefork import run_workers
 from gateway.services import Services
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(env)
         load_route_policy(config)  # a bad GATEWAY_ROUTE_POLICY stops start-up here, naming the line
+        load_listeners(config)  # so does a bad GATEWAY_INGRESS_CONFIG (or a listener secret that is not set)
     except ConfigError as exc:
         print(f"noetl-gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -35,6 +35,8 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "admin_route": ("user_id", "email", "ip", "method", "route", "rule"),
     "callback_refused": ("ip", "route", "reason"),
     "rate_limited": ("ip", "limit", "route"),
+    "ingress_refused": ("ip", "listener", "reason", "status", "delivery_id"),
+    "ingress_accepted": ("ip", "listener", "delivery_id", "playbook", "execution_id", "duplicate"),
     "config": ("settings",),
 }
 

@@ -148,6 +148,15 @@ class GatewayConfig(BaseModel):
     gateway_body_timeout_secs: float = Field(60.0, gt=0)
     gateway_proxy_body_timeout_secs: float = Field(3600.0, gt=0)
 
+    # Push ingress (POST /ingress/{listener}, docs/ingress.md)
+    gateway_ingress_config: str | None = None
+    noetl_internal_api_token: str | None = None
+    gateway_ingress_config_ttl_secs: float = Field(30.0, ge=0)
+    gateway_ingress_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    gateway_ingress_rate_per_minute: int = Field(600, ge=0)
+    nats_ingress_bucket: str = "ingress_deliveries"
+    gateway_ingress_idempotency_secs: int = Field(86400, gt=0)
+
     @field_validator("gateway_audit_log")
     @classmethod
     def _audit_destination(cls, value: str) -> str:

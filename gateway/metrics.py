@@ -64,6 +64,19 @@ class Metrics:
         )
         self.sse_events = counter("gateway_sse_events_total", "SSE events sent by method", "method")
         self.reference = ReferenceMetrics(r)
+        # Push ingress: the reference gateway's names and labels (subscription = the listener).
+        self.ingress_received = counter(
+            "noetl_ingress_received_total", "Push/webhook deliveries received, by listener", "subscription"
+        )
+        self.ingress_rejected = counter(
+            "noetl_ingress_rejected_total",
+            "Push/webhook deliveries refused (no execution started), by listener and reason",
+            "subscription",
+            "reason",
+        )
+        self.ingress_dispatched = counter(
+            "noetl_ingress_dispatched_total", "Verified deliveries that started one execution", "subscription"
+        )
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}
 

@@ -24,6 +24,8 @@ from gateway.auth.tokens import CallbackSigner, SpentCallbacks
 from gateway.config import GatewayConfig
 from gateway.executions.api_call import ApiCalls
 from gateway.executions.service import Executions
+from gateway.ingress.listeners import load_listeners
+from gateway.ingress.service import IngressService
 from gateway.live.hub import LiveHub
 from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
@@ -53,6 +55,7 @@ class Services:
     api_calls: ApiCalls
     spent_callbacks: SpentCallbacks
     audit: AuditLog
+    ingress: IngressService
     buckets: list[KvBucket] = field(default_factory=list)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     inflight: int = 0
@@ -90,6 +93,7 @@ class Services:
     @classmethod
     def create(cls, config: GatewayConfig) -> Services:
         """Build (not start) every service; must run inside the event loop."""
+        listeners = load_listeners(config)  # a bad GATEWAY_INGRESS_CONFIG stops here, before anything opens
         metrics = Metrics()
         metrics.reference.describe_build(__version__, config.gateway_auth_bypass)
         audit = AuditLog(config.gateway_audit_log, on_drop=metrics.audit_dropped.inc)
@@ -131,6 +135,11 @@ class Services:
             max_answer_bytes=config.gateway_proxy_request_max_answer_bytes,
             admin_roles=config.gateway_admin_roles,
         )
+        # Push ingress (docs/ingress.md): listeners from GATEWAY_INGRESS_CONFIG, delivery ids in NATS KV.
+        ingress_bucket = KvBucket(
+            link, config.nats_ingress_bucket, config.gateway_ingress_idempotency_secs, mirror=False
+        )
+        ingress = IngressService.create(config, listeners, ingress_bucket, noetl, http, metrics, audit)
         services = cls(
             config=config,
             metrics=metrics,
@@ -147,7 +156,8 @@ class Services:
             api_calls=api_calls,
             spent_callbacks=SpentCallbacks(spent_bucket),
             audit=audit,
-            buckets=[session_bucket, revoked_bucket, spent_bucket],
+            ingress=ingress,
+            buckets=[session_bucket, revoked_bucket, spent_bucket, ingress_bucket],
         )
         services.shutdown_hooks.append(live.shutdown)
         return services

@@ -21,6 +21,7 @@ from handlers.models import (
     ProgressRequest,
     ValidateRequest,
 )
+from handlers.openapi_ingress import IngressAccepted, IngressRefusal, ingress_operation
 
 
 class ErrorResponse(BaseModel):
@@ -112,6 +113,8 @@ _MODELS: list[type[BaseModel]] = [
     AsyncCallbackResponse,
     ReadyResponse,
     RuntimeContract,
+    IngressAccepted,
+    IngressRefusal,
     LoginRequest,
     ValidateRequest,
     CheckAccessRequest,
@@ -270,6 +273,7 @@ def build_openapi() -> dict[str, Any]:
     }
     for path, (summary, request, ok, errors, extra) in posts.items():
         paths[path] = {"post": _operation(summary, request, ok, errors, **extra)}
+    paths["/ingress/{listener}"] = {"post": ingress_operation(_ref(ErrorResponse))}
     return {
         "openapi": "3.1.0",
         "info": {

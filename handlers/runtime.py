@@ -29,7 +29,7 @@ from handlers.base import BaseHandler
 
 # The reference's contract version: our document keeps its shape (extra keys are additions).
 CONTRACT_VERSION = "2026-04-26"
-PUBLIC, SESSION, CALLBACK = "public", "session", "callback token"
+PUBLIC, SESSION, CALLBACK, LISTENER = "public", "session", "callback token", "listener verification"
 # Who may call each handler, by its ``route_name`` (tests/test_runtime_contract.py fails for a
 # route whose name is missing here). Callback routes need no session: "public" in the reference.
 ACCESS_BY_ROUTE_NAME: dict[str, str] = {
@@ -37,7 +37,8 @@ ACCESS_BY_ROUTE_NAME: dict[str, str] = {
     "metrics": PUBLIC,
     "openapi": PUBLIC,
     "runtime_contract": PUBLIC,
-    "sharding": PUBLIC,  # arithmetic only: no URL, only the shard count (docs/sharding.md)
+    "sharding": PUBLIC,
+    "ingress": LISTENER,  # no session: each listener verifies its sender (docs/ingress.md)  # arithmetic only: no URL, only the shard count (docs/sharding.md)
     "auth_login": PUBLIC,
     "auth_validate": PUBLIC,
     "auth_check_access": PUBLIC,

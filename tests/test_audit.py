@@ -162,3 +162,31 @@ async def test_logins_logouts_and_the_login_limit_are_each_audited_once(
     out = next(line for line in lines if line["event"] == "logout")
     assert out["email"] == "alice@example.com"
     assert token not in text_of(audit_file)
+
+
+@pytest.mark.gen_test
+async def test_push_deliveries_refused_and_accepted_are_audited(
+    make_gateway: GatewayFactory,
+    audit_file: Path,
+    client: aiohttp.ClientSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listeners = tmp_path / "listeners.yaml"
+    listeners.write_text(
+        "listeners:\n  hooks:\n    verify: {type: bearer, secret_env: AUDIT_HOOK_SECRET}\n"
+        "    dispatch: {playbook: tests/noop}\n"
+    )
+    monkeypatch.setenv("AUDIT_HOOK_SECRET", "hook-secret-value-0123456789")
+    gw = await audited_gateway(make_gateway, audit_file, GATEWAY_INGRESS_CONFIG=str(listeners))
+    url = f"{gw.url}/ingress/hooks"
+    assert (await call(client, "POST", url, {"a": 1}, headers=bearer("wrong-secret")))[0] == 401
+    assert (await call(client, "POST", url, {"a": 1}, headers=bearer("hook-secret-value-0123456789")))[0] == 202
+
+    lines = audit_lines(gw, audit_file)
+    assert events(lines)["ingress_refused"] == 1 and events(lines)["ingress_accepted"] == 1
+    refused = next(line for line in lines if line["event"] == "ingress_refused")
+    assert refused["listener"] == "hooks" and refused["status"] == 401 and refused["ip"] == "127.0.0.1"
+    accepted = next(line for line in lines if line["event"] == "ingress_accepted")
+    assert accepted["playbook"] == "tests/noop" and accepted["duplicate"] is False
+    assert "hook-secret-value" not in text_of(audit_file) and "wrong-secret" not in text_of(audit_file)

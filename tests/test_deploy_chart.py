@@ -26,7 +26,7 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 # Oldest Kubernetes minor we promise (GKE's oldest supported channel at the time of writing) and
 # the newest the validator knows.
 K8S_VERSIONS = ("1.29",)
-SECRET_VARIABLES = {"GATEWAY_CALLBACK_SECRET", "NATS_USERNAME", "NATS_PASSWORD"}
+SECRET_VARIABLES = {"GATEWAY_CALLBACK_SECRET", "NATS_USERNAME", "NATS_PASSWORD", "NOETL_INTERNAL_API_TOKEN"}
 ALIASES = set(ENV_ALIASES)  # GATEWAY_PORT, GATEWAY_AUTH0_*: the chart sets the variables they alias
 # Where the chart deliberately differs from the gateway's defaults (documented in the chart README).
 CHART_OVERRIDES = {"gateway_log_format", "gateway_audit_log", "noetl_base_url", "nats_url", "gateway_public_url"}

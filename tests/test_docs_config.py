@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 CHART = ROOT / "deploy" / "helm" / "noetl-gateway"
 CONFIGURATION = DOCS / "configuration.md"
-SECRET_VARIABLES = {"GATEWAY_CALLBACK_SECRET", "NATS_USERNAME", "NATS_PASSWORD"}
+SECRET_VARIABLES = {"GATEWAY_CALLBACK_SECRET", "NATS_USERNAME", "NATS_PASSWORD", "NOETL_INTERNAL_API_TOKEN"}
 SECRET_VALUES = {
     "GATEWAY_CALLBACK_SECRET": "callbackSecret",
     "NATS_USERNAME": "natsUsername",
     "NATS_PASSWORD": "natsPassword",
+    "NOETL_INTERNAL_API_TOKEN": "noetlInternalApiToken",
 }
 META_VARIABLES = {"GATEWAY_CONFIG"}  # read by load_config itself, not a model field
 OPERATOR_DOCS = ["deployment.md", "auth0.md", "sse-ingress.md", "metrics.md", "runbook.md", "configuration.md"]
@@ -150,7 +151,7 @@ def test_chart_readme_documents_every_value() -> None:
 def test_every_metric_is_documented_with_its_labels() -> None:
     rows: dict[str, str] = {}
     for line in (DOCS / "metrics.md").read_text().splitlines():
-        match = re.match(r"\| `((?:noetl_)?gateway_[a-z_]+)` \|", line)
+        match = re.match(r"\| `((?:gateway|noetl)_[a-z_]+)` \|", line)
         if match:
             rows[match.group(1)] = line
     exported = set()

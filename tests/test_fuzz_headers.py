@@ -51,6 +51,7 @@ ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/openapi.json", None),
     ("GET", "/sharding/preview?execution_id=42", None),
     ("GET", "/api/runtime/contract", None),
+    ("POST", "/ingress/no-such-listener", {"zen": "fuzz"}),
     ("POST", "/api/auth/login", {"auth0_token": "good-fuzz"}),
     ("POST", "/api/auth/validate", {"session_token": "TOKEN"}),
     ("POST", "/api/auth/check-access", {"session_token": "TOKEN", "playbook_path": "team/report"}),
@@ -239,6 +240,12 @@ def check(case: Case, status: int, ctype: bytes, body: bytes, raw: bytes, seen: 
         return
     if status == 400 and not body and not ctype:
         seen["tornado-400"] += 1  # the request line/headers did not parse: no handler ran
+        return
+    if case.path.startswith("/noetl/") and body.startswith(b"<html><title>400: Bad Request</title>"):
+        # The stand-in's own Tornado refused a malformed multipart body before its handlers ran
+        # (NoETL's Starlette never parses one it does not expect); the proxy relays NoETL's
+        # answers as they are, and that is what this one is.
+        seen["upstream-400"] += 1
         return
     assert ctype.split(b";")[0] == b"application/json", where
     decoded = orjson.loads(body)

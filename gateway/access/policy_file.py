@@ -18,12 +18,9 @@ nobody meant to.
 from __future__ import annotations
 
 import re
-import tomllib
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.access.routes import (
     ADMIN,
@@ -37,7 +34,8 @@ from gateway.access.routes import (
     RouteRule,
     check_pattern,
 )
-from gateway.config import ConfigError, GatewayConfig
+from gateway.config import GatewayConfig
+from gateway.spec_file import read_spec_file
 
 _ROLE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
@@ -108,62 +106,4 @@ def load_route_policy(config: GatewayConfig) -> RoutePolicy:
 
 def read_policy_file(path: str) -> PolicySpec:
     """Parse and validate; every error names the file and, where it can, the line."""
-    where = f"GATEWAY_ROUTE_POLICY: {path}"
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
-    is_toml = path.lower().endswith(".toml")
-    try:
-        data: Any = tomllib.loads(text) if is_toml else yaml.safe_load(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{where}: not valid YAML{line}: {problem}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: must hold a mapping with 'rules'")
-    try:
-        return PolicySpec.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = first["loc"]
-        number = _line_of(text, loc, is_toml)
-        at = f" line {number}" if number else ""
-        field = ".".join(str(part) for part in loc) or "file"
-        raise ConfigError(f"{where}:{at}: {field}: {first['msg']}") from None
-
-
-def _line_of(text: str, loc: tuple[int | str, ...], is_toml: bool) -> int | None:
-    """The 1-based line of the rule (or top-level key) an error points at, when it can be found."""
-    if not loc:
-        return None
-    if loc[0] == "rules" and len(loc) > 1 and isinstance(loc[1], int):
-        index = loc[1]
-        if is_toml:
-            headers = [n for n, line in enumerate(text.splitlines(), 1) if line.strip() == "[[rules]]"]
-            return headers[index] if index < len(headers) else None
-        return _yaml_rule_line(text, index)
-    key = str(loc[0])
-    for number, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*{re.escape(key)}\s*[:=]", line):
-            return number
-    return None
-
-
-def _yaml_rule_line(text: str, index: int) -> int | None:
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    if not isinstance(root, yaml.MappingNode):
-        return None
-    for key, value in root.value:
-        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
-            if index < len(value.value):
-                return int(value.value[index].start_mark.line) + 1
-    return None
+    return read_spec_file("GATEWAY_ROUTE_POLICY", path, PolicySpec, what="'rules'")

@@ -63,7 +63,7 @@ class StartedExecution:
     answer: dict[str, Any]
 
 
-def _execution_id_of(answer: dict[str, Any]) -> Any:
+def execution_id_of(answer: dict[str, Any]) -> Any:
     execution_id = answer.get("execution_id") or answer.get("executionId") or answer.get("id")
     if execution_id is None or isinstance(execution_id, bool | dict | list):
         raise UpstreamError("NoETL answered the execute call without an execution id", 502, answer)
@@ -155,7 +155,7 @@ class Executions:
                 answer = await send(self._live_variables(request_id))
             except orjson.JSONEncodeError:
                 raise BadExecutionInput("variables cannot be sent as JSON (nested too deeply?)") from None
-            execution_id = _execution_id_of(answer)
+            execution_id = execution_id_of(answer)
         except BaseException:
             if request_id is not None:
                 await self.live.release_request(session, request_id)

@@ -18,6 +18,7 @@ FAILING = "e2e/failing"
 DEAD_END = "e2e/dead_end"
 ECHO = "e2e/echo"
 RESTRICTED = "e2e/restricted/secret"
+INGRESS_GITHUB = "e2e/ingress_github"
 
 
 class _BlockDumper(yaml.SafeDumper):

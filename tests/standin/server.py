@@ -544,8 +544,11 @@ def make_standin_app(state: StandinState, extra_routes: list[Any] | None = None)
 def start_standin(port: int, state: StandinState, address: str = "127.0.0.1") -> HTTPServer:
     """Listen on ``address:port`` in the running loop."""
     from tests.standin.auth_api import AUTH_API_ROUTES
+    from tests.standin.ingress_routes import INGRESS_ROUTES
     from tests.standin.proxy_routes import PROXY_ROUTES
 
-    server = HTTPServer(make_standin_app(state, PROXY_ROUTES + AUTH_API_ROUTES), max_body_size=1 << 40)
+    server = HTTPServer(
+        make_standin_app(state, [*PROXY_ROUTES, *AUTH_API_ROUTES, *INGRESS_ROUTES]), max_body_size=1 << 40
+    )
     server.listen(port, address=address)
     return server

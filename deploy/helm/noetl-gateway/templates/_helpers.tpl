@@ -83,3 +83,8 @@ GATEWAY_SHUTDOWN_GRACE_SECS for in-flight requests, then up to 2 s closing conne
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be at least preStopSleepSeconds + GATEWAY_SHUTDOWN_GRACE_SECS + 12 = %d, or SSE streams and in-flight requests are killed before they drain" (int .Values.terminationGracePeriodSeconds) (int $needed)) }}
 {{- end }}
 {{- end }}
+
+{{/* Where the push-ingress listener file is mounted (pushIngress.listeners, docs/ingress.md). */}}
+{{- define "noetl-gateway.ingressListenersPath" -}}
+/etc/noetl-gateway/ingress/listeners.yaml
+{{- end }}

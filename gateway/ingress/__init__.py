@@ -1,0 +1,1 @@
+"""Push ingress: verified webhooks and Pub/Sub pushes that start playbooks (docs/ingress.md)."""
