@@ -58,6 +58,17 @@ class Metrics:
             "rule",
         )
         self.sse_events = counter("gateway_sse_events_total", "SSE events sent by method", "method")
+        # playbook/state frames (issue 15): made per source; NoETL status polls by outcome.
+        self.playbook_state_frames = counter(
+            "gateway_playbook_state_frames_total",
+            "playbook/state frames published to SSE clients, by source (callback, nats, polling)",
+            "source",
+        )
+        self.playbook_state_polls = counter(
+            "gateway_playbook_state_polls_total",
+            "NoETL execution status polls of the playbook/state fallback, by outcome (answered, error)",
+            "outcome",
+        )
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}
 
