@@ -47,6 +47,7 @@ class Execution:
     error: Any = None
     created_at: float = field(default_factory=time.time)
     completion_inferred: bool = False  # NoETL could only infer the end (no terminal event)
+    completed_steps: list[str] = field(default_factory=list)  # as /status lists them (tests/standin/lifecycle.py)
 
 
 PlaybookFn = Callable[["PlaybookRun"], Awaitable[None]]
@@ -327,6 +328,8 @@ class ExecutionStatusHandler(_Handler):
                 "completed": done,
                 "failed": execution.status == "FAILED",
                 "completion_inferred": done and execution.completion_inferred,
+                "current_step": execution.completed_steps[-1] if execution.completed_steps else None,
+                "completed_steps": list(execution.completed_steps),
             }
         )
 
