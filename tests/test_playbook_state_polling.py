@@ -23,11 +23,13 @@ def states(stream: SseStream) -> list[tuple[str, str | None, str]]:
 
 
 @pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("nats", ["nats", "no-nats"])
 async def test_steps_and_the_end_by_polling_for_the_waiting_client_only(
-    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession
+    make_gateway: GatewayFactory, standin: Standin, client: aiohttp.ClientSession, nats: str
 ) -> None:
-    gw = await make_gateway(GATEWAY_PLAYBOOK_STATE_POLL_SECS="0.05")
-    assert services_of(gw).live.playbook_state_source == "polling"  # the shared nats-server has no NOETL_EVENTS
+    gw = await make_gateway(GATEWAY_PLAYBOOK_STATE_POLL_SECS="0.05", **({} if nats == "nats" else {"NATS_URL": ""}))
+    # The shared nats-server has no NOETL_EVENTS stream (and without NATS there is none to read).
+    assert services_of(gw).live.playbook_state_source == "polling"
     standin.state.playbooks[STEPS_THEN_DONE] = steps_then_done  # ends without calling back: only NoETL knows
     gate = standin.state.gates[STEPS_THEN_DONE] = asyncio.Event()
     token = await login(client, gw)
