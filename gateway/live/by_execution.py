@@ -2,8 +2,9 @@
 
 A NoETL event names an execution, not a client. Key ``by-execution.<execution_id>`` in the requests
 bucket (``NATS_REQUEST_BUCKET``, so it expires with the requests, ``NATS_REQUEST_TTL_SECS``) holds
-``{"requests": [request_id, …]}``, written once by the replica that recorded the request when NoETL
-answered the execute call; any replica reads it. Entries are checked against the pending requests
+``{"requests": [request_id, …]}``, written once (a KV create) by the replica that recorded the request
+when NoETL answered the execute call, while NoETL's event mirror is read (``playbook_state.py``);
+any replica reads it. Entries are checked against the pending requests
 when read, so one left behind by a delivered request is harmless, and a frame goes only to a
 request that still waits: never to a client that did not ask for that execution.
 
@@ -39,6 +40,8 @@ class ExecutionIndex:
         if key is None:
             return
         async with self._locks[hash(key) % len(self._locks)]:
+            if await self._bucket.create(key, {"requests": [request_id]}):
+                return  # the usual case, one request per execution: one write, no read
             ids = [rid for rid in await self._ids(key) if rid != request_id][-(MAX_PER_EXECUTION - 1) :]
             ids.append(request_id)
             await self._bucket.put(key, {"requests": ids})

@@ -71,7 +71,7 @@ def synthetic_state(execution_id: str, status: str, error: Any) -> dict[str, Any
 
 
 def decode_event(data: bytes) -> Any:
-    """NoETL's JSON; an integer beyond 64 bits (orjson's limit) still decodes, as text-exact Python int."""
+    """NoETL's JSON (None if it is not JSON); an integer beyond orjson's 64 bits still decodes, exactly."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -63,9 +63,10 @@ class PlaybookStates:
         self.poller.start()
 
     async def watch(self, execution_id: str, request_id: str) -> None:
-        """A request waits on this execution: findable by its id on every replica, and polled here."""
+        """A request waits on this execution: polled here, and (while NoETL's mirror is read) findable
+        by its id on every replica. Without the mirror nobody looks it up: no KV write per execute."""
         self.poller.watch(execution_id, request_id)
-        if self._link.enabled:
+        if self.feed.active:
             await self.index.add(execution_id, request_id)
 
     async def _from_event(self, params: dict[str, Any], key: str) -> None:
