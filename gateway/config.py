@@ -133,6 +133,10 @@ class GatewayConfig(BaseModel):
     gateway_sse_client_buffer: int = Field(256, gt=0)
     gateway_sse_max_per_session: int = Field(16, gt=0)
 
+    # playbook/state (issue 15): polling NoETL when its event mirror is not in JetStream; 0 turns it off.
+    gateway_playbook_state_poll_secs: float = Field(2.0, ge=0)
+    gateway_playbook_state_poll_max: int = Field(50, gt=0)
+
     # Abuse limits
     gateway_login_rate_per_minute: int = Field(30, ge=0)
     gateway_max_pending_per_session: int = Field(100, gt=0)

@@ -77,6 +77,17 @@ class Metrics:
         self.ingress_dispatched = counter(
             "noetl_ingress_dispatched_total", "Verified deliveries that started one execution", "subscription"
         )
+        # playbook/state frames (issue 15): made per source; NoETL status polls by outcome.
+        self.playbook_state_frames = counter(
+            "gateway_playbook_state_frames_total",
+            "playbook/state frames published to SSE clients, by source (callback, nats, polling)",
+            "source",
+        )
+        self.playbook_state_polls = counter(
+            "gateway_playbook_state_polls_total",
+            "NoETL execution status polls of the playbook/state fallback, by outcome (answered, error)",
+            "outcome",
+        )
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}
 

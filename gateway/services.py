@@ -120,7 +120,7 @@ class Services:
             metrics,
             audit,
         )
-        live = LiveHub(config, link, metrics, sessions)
+        live = LiveHub(config, link, metrics, sessions, noetl)  # noetl: playbook/state polling
         # Kept as long as a token lives; mirrored, so checking a callback costs no round trip.
         spent_bucket = KvBucket(
             link, config.nats_spent_callback_bucket, config.gateway_callback_token_ttl_secs, mirror=True

@@ -47,6 +47,8 @@ class ReadyHandler(BaseHandler):
             "status": status,
             "nats": nats_state,
             "noetl": "reachable" if noetl_ok else "unreachable",
+            # Where playbook/state frames come from: NoETL's event mirror, polling, or off.
+            "playbook_state": self.services.live.playbook_state_source,
             "version": __version__,
         }
         if shards_ok:  # only with shard routing on: the answer is unchanged without it

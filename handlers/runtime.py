@@ -37,8 +37,8 @@ ACCESS_BY_ROUTE_NAME: dict[str, str] = {
     "metrics": PUBLIC,
     "openapi": PUBLIC,
     "runtime_contract": PUBLIC,
-    "sharding": PUBLIC,
-    "ingress": LISTENER,  # no session: each listener verifies its sender (docs/ingress.md)  # arithmetic only: no URL, only the shard count (docs/sharding.md)
+    "sharding": PUBLIC,  # arithmetic only: no URL, only the shard count (docs/sharding.md)
+    "ingress": LISTENER,  # no session: each listener verifies its sender (docs/ingress.md)
     "auth_login": PUBLIC,
     "auth_validate": PUBLIC,
     "auth_check_access": PUBLIC,

@@ -70,7 +70,7 @@ async def test_resume_on_another_replica_gets_the_queued_result_once(
         marker = await pending_request(b, token, client_id)
         assert (await post_progress(client, a, marker, headers=callback_headers(marker)))[0] == 200
         await second.wait_for(lambda e: e.event == "playbook/progress" and e.json["params"]["requestId"] == marker)
-        assert [e.event for e in second.events] == ["message", "playbook/result", "playbook/progress"]
+        assert [e.event for e in second.events] == ["message", "playbook/state", "playbook/result", "playbook/progress"]
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -95,6 +95,11 @@ async def test_stream_on_a_real_second_process(
             assert (status, answer) == (200, {"status": "delivered"})
             result = await stream.next_named("playbook/result")
             assert result.json["params"]["data"] == {"from": "b"}
-            assert [e.event for e in stream.events] == ["message", "playbook/progress", "playbook/result"]
+            assert [e.event for e in stream.events] == [
+                "message",
+                "playbook/progress",
+                "playbook/state",
+                "playbook/result",
+            ]
     finally:
         await asyncio.get_running_loop().run_in_executor(None, process.stop)

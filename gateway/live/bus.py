@@ -26,7 +26,7 @@ from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
 from gateway.config import GatewayConfig
-from gateway.live.events import KIND_RESULT, LiveEvent, Pos
+from gateway.live.events import KIND_RESULT, KIND_STATE, LiveEvent, Pos
 from gateway.nats.link import NatsLink
 
 log = logging.getLogger("gateway.live")
@@ -142,9 +142,20 @@ class EventBus:
     # -- publish / replay ------------------------------------------------------------------
 
     async def publish(
-        self, client_id: str, session: str, method: str, payload: bytes, kind: str | None, request_id: str | None
+        self,
+        client_id: str,
+        session: str,
+        method: str,
+        payload: bytes,
+        kind: str | None,
+        request_id: str | None,
+        *,
+        msg_id: str | None = None,
     ) -> LiveEvent:
-        """Store an event in the stream; raises when NATS cannot take it."""
+        """Store an event in the stream; raises when NATS cannot take it.
+
+        ``msg_id`` (Nats-Msg-Id) makes a re-publish within JetStream's duplicate window a no-op.
+        """
         js = self._link.js
         if js is None:
             raise ConnectionError("NATS is not connected")
@@ -153,10 +164,12 @@ class EventBus:
             headers[_H_KIND] = kind
         if request_id:
             headers[_H_REQUEST] = request_id
-            if kind == KIND_RESULT:
-                # One result per request: a re-publish (the outage outbox forwarding one whose first
-                # publish timed out but landed after all) is dropped by JetStream's duplicate window.
-                headers["Nats-Msg-Id"] = f"result:{request_id}"
+            if kind in (KIND_RESULT, KIND_STATE) and msg_id is None:
+                # One result (and one synthetic state frame) per request: a re-publish (the outage
+                # outbox forwarding one whose first publish timed out but landed after all) is dropped.
+                msg_id = f"{kind}:{request_id}"
+        if msg_id:
+            headers["Nats-Msg-Id"] = msg_id
         ack = await js.publish(self.subject(client_id), payload, timeout=2.0, stream=self.stream_name, headers=headers)
         return LiveEvent((int(ack.seq), 0), client_id, session, method, payload, kind, request_id)
 

@@ -22,6 +22,7 @@ from gateway.live.bus import EventBus
 from gateway.live.events import (
     KIND_PROGRESS,
     KIND_RESULT,
+    KIND_STATE,
     LiveEvent,
     Pos,
     format_pos,
@@ -29,8 +30,10 @@ from gateway.live.events import (
     progress_params,
     result_params,
 )
+from gateway.live.lifecycle import synthetic_state
 from gateway.live.state import LiveState
 from gateway.live.streams import StreamRegistry
+from gateway.metrics import Metrics
 from gateway.nats.link import NatsLink
 from gateway.tasks import Backoff, stop_tasks
 
@@ -42,13 +45,16 @@ MAX_OUTBOX = 10_000  # results made during an NATS outage for clients held elsew
 class Delivery:
     """The pending-request lifecycle, publishing, and the outage outbox."""
 
-    def __init__(self, link: NatsLink, state: LiveState, bus: EventBus, streams: StreamRegistry) -> None:
-        self._link, self._bus, self._streams = link, bus, streams
+    def __init__(
+        self, link: NatsLink, state: LiveState, bus: EventBus, streams: StreamRegistry, metrics: Metrics
+    ) -> None:
+        self._link, self._bus, self._streams, self._metrics = link, bus, streams, metrics
         self._requests, self._slots, self._journal = state.requests, state.slots, state.journal
         self._counter = itertools.count(1)
-        # Results made while NATS was away for a client this process does not hold: published
-        # when NATS is back, so they reach the client's replica (or wait in the stream for it).
-        self.outbox: dict[str, LiveEvent] = {}
+        # Results made while NATS was away for a client this process does not hold (each with the
+        # synthetic playbook/state before it): published when NATS is back, so they reach the
+        # client's replica (or wait in the stream for it).
+        self.outbox: dict[str, list[LiveEvent]] = {}
         self._outbox_task: asyncio.Task[None] | None = None
         link.add_state_listener(self._on_link_state)
 
@@ -82,14 +88,16 @@ class Delivery:
 
     async def record_pending(
         self, request_id: str, client_id: str, session: Session, execution_id: str, playbook_path: str
-    ) -> None:
-        """Complete the request ``prepare_request`` stored (CONTRACT §7 pending request).
+    ) -> bool:
+        """Complete the request ``prepare_request`` stored (CONTRACT §7 pending request); True if it waits.
 
         Unless its result was delivered meanwhile: then there is nothing left to wait for.
         """
         fields = {"execution_id": str(execution_id), "playbook_path": playbook_path}
         if await self._requests.complete(request_id, fields):
             await self._requests.add_to_index(client_id, request_id)
+            return True
+        return False
 
     async def find_request(self, request_id: str) -> dict[str, Any] | None:
         """The pending request a callback names, or None."""
@@ -106,11 +114,21 @@ class Delivery:
         data: Any,
         error: dict[str, Any] | None,
     ) -> bool:
-        """Send ``playbook/result``; True if the client is connected (else it waits for the client)."""
-        params = result_params(request_id, _execution_id(execution_id, record), status, data, error)
+        """Send ``playbook/state`` (synthetic, when the execution id is known), then ``playbook/result``;
+        True if the client is connected (else both wait for the client)."""
+        known_id = _execution_id(execution_id, record)
+        events: list[LiveEvent] = []
+        if known_id is not None:
+            # Before the result: a client waiting for the execution's end (the travel SPA) learns of it
+            # even when NoETL's own playbook.completed comes later, after the request is gone.
+            state = notification("playbook/state", synthetic_state(known_id, status, error))
+            events.append(await self._publish(record, "playbook/state", state, KIND_STATE, request_id))
+            self._metrics.playbook_state_frames.labels("callback").inc()
+        params = result_params(request_id, known_id, status, data, error)
         event = await self._publish(
             record, "playbook/result", notification("playbook/result", params), KIND_RESULT, request_id
         )
+        events.append(event)
         connected = await self._streams.is_connected(record)
         made_here = bool(event.pos[1]) and self._link.enabled  # the publish failed: NATS is away
         if made_here and connected and not self._streams.held_for(event.client_id, event.session):
@@ -118,20 +136,20 @@ class Delivery:
             # which never saw the event: forward it once NATS answers, if the request is still pending
             # then. No record write: the holder deletes the request when it delivers, and a write
             # replayed after that would bring a delivered request back.
-            self._keep_for_forwarding(request_id, event)
+            self._keep_for_forwarding(request_id, events)
             return False
         if not connected:
             # Kept until the client is back; marked so pendingRequests no longer lists it (unless
             # it was delivered meanwhile: a plain write would bring the request back).
             await self._requests.complete(request_id, {"result": format_pos(event.pos)})
             if made_here:
-                self._keep_for_forwarding(request_id, event)
+                self._keep_for_forwarding(request_id, events)
         return connected
 
-    def _keep_for_forwarding(self, request_id: str, event: LiveEvent) -> None:
+    def _keep_for_forwarding(self, request_id: str, events: list[LiveEvent]) -> None:
         """An in-process result JetStream has not seen: published when NATS is back (bounded)."""
         self.outbox.pop(request_id, None)
-        self.outbox[request_id] = event
+        self.outbox[request_id] = [event for event in events if event.pos[1]]
         while len(self.outbox) > MAX_OUTBOX:
             dropped = next(iter(self.outbox))
             del self.outbox[dropped]
@@ -155,14 +173,35 @@ class Delivery:
         )
         return await self._streams.is_connected(record)
 
+    async def deliver_state(
+        self, record: dict[str, Any], params: dict[str, Any], *, msg_id: str | None, strict: bool
+    ) -> None:
+        """A ``playbook/state`` frame of NoETL's (events or polling) for the request's client.
+
+        ``strict``: into the events stream or raise (the NoETL event is then redelivered); else like
+        every event, in process memory when NATS cannot take it.
+        """
+        payload = notification("playbook/state", params)
+        if strict:
+            client_id, session = str(record["client_id"]), str(record["session"])
+            await self._bus.publish(client_id, session, "playbook/state", payload, KIND_STATE, None, msg_id=msg_id)
+        else:
+            await self._publish(record, "playbook/state", payload, KIND_STATE, None, msg_id=msg_id)
+
     async def _publish(
-        self, record: dict[str, Any], method: str, payload: bytes, kind: str, request_id: str
+        self,
+        record: dict[str, Any],
+        method: str,
+        payload: bytes,
+        kind: str,
+        request_id: str | None,
+        msg_id: str | None = None,
     ) -> LiveEvent:
         client_id, session = str(record["client_id"]), str(record["session"])
         if self._link.connected:
             try:
                 # Delivered by the consumer (here too): stream order is delivery order.
-                return await self._bus.publish(client_id, session, method, payload, kind, request_id)
+                return await self._bus.publish(client_id, session, method, payload, kind, request_id, msg_id=msg_id)
             except Exception as exc:
                 log.warning(
                     "event for client %s not published (%s); delivering in-process", client_id[:8], type(exc).__name__
@@ -187,13 +226,14 @@ class Delivery:
         """Publish the results made during the outage that are still undelivered (NATS is back)."""
         forwarded, backoff = 0, Backoff()
         while self.outbox and self._link.connected:
-            request_id, event = next(iter(self.outbox.items()))
+            request_id, events = next(iter(self.outbox.items()))
             record = await self._requests.get(request_id)
             if record is not None:  # else delivered meanwhile (the holder deleted it), or expired
                 try:
-                    await self._bus.publish(
-                        event.client_id, event.session, event.method, event.payload, event.kind, request_id
-                    )
+                    for event in events:  # the state frame, then the result; a re-publish is deduplicated
+                        await self._bus.publish(
+                            event.client_id, event.session, event.method, event.payload, event.kind, request_id
+                        )
                 except Exception as exc:  # NATS settling after a reconnect: retry; away again: next connect
                     log.warning("forwarding results after the outage paused: %s", type(exc).__name__)
                     await backoff.pause()

@@ -24,6 +24,7 @@ ZERO: Pos = (0, 0)
 PROTOCOL_VERSION = "2024-11-05"
 KIND_RESULT = "result"
 KIND_PROGRESS = "progress"
+KIND_STATE = "state"  # playbook/state; with a request id: the synthetic one before a result
 
 # JSON-RPC error codes of CONTRACT §8.
 PLAYBOOK_FAILED = -32000
@@ -104,7 +105,8 @@ def init_message(client_id: str, pending: list[dict[str, Any]] | None) -> bytes:
         "protocolVersion": PROTOCOL_VERSION,
         "serverInfo": {"name": "noetl-gateway", "version": __version__},
         "clientId": client_id,
-        "capabilities": {"playbooks": True, "callbacks": True},
+        # subscriptions: GraphQL subscriptions are not served (yet); playbookState: playbook/state frames.
+        "capabilities": {"playbooks": True, "callbacks": True, "subscriptions": False, "playbookState": True},
     }
     if pending:
         result["pendingRequests"] = pending

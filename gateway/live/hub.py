@@ -9,7 +9,9 @@ wires the parts, each doing one job:
   for GraphQL, ``find_request`` for the callback endpoints), publishing results and progress
   (JetStream, consumed by every replica), and the outbox of results made during a NATS outage;
 * ``replay.replay`` — what a reconnecting client missed; ``writes.RecordWriter`` — the
-  write-behind of client records and delivered requests.
+  write-behind of client records and delivered requests;
+* ``playbook_state.PlaybookStates`` — ``playbook/state`` frames from NoETL (its event mirror, or
+  polling) for the clients waiting on an execution.
 
 Without NATS the same happens in process memory. Handlers only translate HTTP to these calls
 and write frames. Background tasks start in :meth:`LiveHub.start`, never in ``__init__``.
@@ -28,8 +30,10 @@ from gateway.config import GatewayConfig
 from gateway.live.bus import EventBus
 from gateway.live.delivery import Delivery
 from gateway.live.events import KIND_RESULT, ZERO, LiveEvent, format_pos, is_client_id, parse_pos
+from gateway.live.playbook_state import PlaybookStates
 from gateway.live.replay import replay
 from gateway.live.state import LiveState
+from gateway.live.state_poll import StatusSource
 from gateway.live.stream import LiveStream
 from gateway.live.streams import Opened, StreamRegistry
 from gateway.live.writes import RecordWriter
@@ -44,7 +48,14 @@ log = logging.getLogger("gateway.live")
 class LiveHub:
     """SSE streams of this process and the routing of events to them (see module doc)."""
 
-    def __init__(self, config: GatewayConfig, link: NatsLink, metrics: Metrics, sessions: SessionCache) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        link: NatsLink,
+        metrics: Metrics,
+        sessions: SessionCache,
+        noetl: StatusSource | None = None,
+    ) -> None:
         self.config = config
         self._link = link
         self._metrics = metrics
@@ -53,20 +64,34 @@ class LiveHub:
         self.slots, self.journal = state.slots, state.journal
         self.streams = StreamRegistry(config, link, metrics, sessions, self.clients)
         self.bus = EventBus(config, link, self.streams.dispatch)
-        self.delivery = Delivery(link, state, self.bus, self.streams)
+        self.delivery = Delivery(link, state, self.bus, self.streams, metrics)
         self.writes = RecordWriter(state, self.streams)
+        self.states = PlaybookStates(config, link, metrics, state.requests, self.delivery, noetl)
         # The pending-request lifecycle (executions' LiveResults) and the callbacks' delivery are
         # Delivery's own methods, handed out as they are.
         self.prepare_request = self.delivery.prepare_request
         self.release_request = self.delivery.release_request
-        self.record_pending = self.delivery.record_pending
         self.find_request = self.delivery.find_request
         self.deliver_result = self.delivery.deliver_result
         self.deliver_progress = self.delivery.deliver_progress
 
     def start(self) -> None:
-        """Start the background work (write-behind, housekeeping); call once, inside the loop."""
+        """Start the background work (write-behind, housekeeping, playbook/state); call once, inside the loop."""
         self.writes.start()
+        self.states.start()
+
+    async def record_pending(
+        self, request_id: str, client_id: str, session: Session, execution_id: str, playbook_path: str
+    ) -> None:
+        """Complete the pending request (``Delivery.record_pending``); while it waits, NoETL's frames
+        for its execution reach its client."""
+        if await self.delivery.record_pending(request_id, client_id, session, execution_id, playbook_path):
+            await self.states.watch(str(execution_id), request_id)
+
+    @property
+    def playbook_state_source(self) -> str:
+        """Where NoETL's playbook/state frames come from: ``nats``, ``polling`` or ``off``."""
+        return self.states.source
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -178,6 +203,7 @@ class LiveHub:
 
     async def close(self) -> None:
         """Cancel background work, then one last write-behind pass (bounded); close the buckets."""
+        await self.states.close()
         await self.delivery.close()
         await self.writes.close()
         await self.slots.close()

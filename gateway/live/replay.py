@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncGenerator
 
 from gateway.live.bus import EventBus, MemoryJournal
-from gateway.live.events import KIND_RESULT, LiveEvent
+from gateway.live.events import KIND_RESULT, KIND_STATE, LiveEvent
 from gateway.live.streams import Opened
 from gateway.nats.link import NatsLink
 
@@ -22,7 +22,7 @@ async def replay(
         return
     local = journal.after(opened.client_id, after)
     index = 0
-    results: set[str] = set()  # a result forwarded after an outage is in the journal and the stream
+    results: set[tuple[str, str]] = set()  # one forwarded after an outage is in the journal and the stream
     if link.connected:
         try:
             async for event in bus.replay(opened.client_id, after[0]):
@@ -39,13 +39,16 @@ async def replay(
             yield event
 
 
-def _wanted(opened: Opened, event: LiveEvent, results: set[str]) -> bool:
+def _wanted(opened: Opened, event: LiveEvent, results: set[tuple[str, str]]) -> bool:
     if event.session != opened.stream.session:
         return False
-    if opened.results_only and event.kind != KIND_RESULT:
+    # A result, or the synthetic playbook/state that precedes it (the only state frame with a request id).
+    of_result = event.kind in (KIND_RESULT, KIND_STATE) and bool(event.request_id)
+    if opened.results_only and not of_result:
         return False
-    if event.kind == KIND_RESULT and event.request_id:
-        if event.request_id in results:
+    if of_result and event.kind and event.request_id:
+        key = (event.kind, event.request_id)
+        if key in results:
             return False
-        results.add(event.request_id)
+        results.add(key)
     return opened.stream.replayed(event)

@@ -640,6 +640,8 @@ class Stack:
             "NOETL_HTTP_ENABLE_HTTP2": "false",
             "NOETL_WORKER_POOL_NAME": "worker-e2e",
             "NOETL_WORKER_POOL_RUNTIME": "local",
+            # Execution events mirrored to JetStream (stream NOETL_EVENTS): the gateway's playbook/state source.
+            "NOETL_EVENT_MIRROR_ENABLED": "true",
             "NOETL_DATA_DIR": str(self.paths.run / "data"),
             "LOG_LEVEL": "INFO",
         }

@@ -50,6 +50,7 @@ class Execution:
     version: int = 1  # the catalog version that ran
     resource_kind: str | None = None  # what the execute call asked for (None: left out)
     task: asyncio.Task[None] | None = None  # the running script (POST …/cancel stops it)
+    completed_steps: list[str] = field(default_factory=list)  # as /status lists them (tests/standin/lifecycle.py)
 
 
 PlaybookFn = Callable[["PlaybookRun"], Awaitable[None]]
@@ -376,6 +377,8 @@ class ExecutionStatusHandler(_Handler):
                 "completed": done,
                 "failed": execution.status == "FAILED",
                 "completion_inferred": done and execution.completion_inferred,
+                "current_step": execution.completed_steps[-1] if execution.completed_steps else None,
+                "completed_steps": list(execution.completed_steps),
             }
         )
 
