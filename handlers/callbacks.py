@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from http.client import responses
 from typing import Any
 
 from gateway.auth.tokens import is_callback_request_id
+from gateway.errors import PublicError
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.models import AsyncCallbackRequest, CallbackRequest, ProgressRequest
@@ -18,6 +20,17 @@ SPENT_TOKEN = "Callback token already used"
 class CallbackHandler(APIHandler):
     """Worker callbacks: the request id's shape, then the callback token (signed, for this id, not
     yet spent), all before the request id is looked up or becomes a NATS subject."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every refused callback is audited once, with the reason its caller reads; a callback for
+        a request nobody waits for any more is the reference's "undelivered" (its answer is lost)."""
+        if 400 <= status_code < 500:
+            exc = kwargs.get("exc_info", (None, None, None))[1]
+            reason = exc.public if isinstance(exc, PublicError) else responses.get(status_code, "refused")
+            self.services.audit.record("callback_refused", route=self.request.path, reason=reason)
+            if status_code == 404:
+                self.metrics.reference.callback_undelivered.inc()
+        super().write_error(status_code, **kwargs)
 
     def check_request_id(self, request_id: str) -> None:
         """400 unless the id is one the gateway could have issued (a uuid)."""
@@ -70,6 +83,7 @@ class AuthCallbackHandler(CallbackHandler):
             delivered = await self.services.callbacks.deliver(body.request_id, payload)
         finally:
             if not delivered:  # nobody took it: the playbook may try again
+                self.metrics.reference.callback_undelivered.inc()
                 await self.services.spent_callbacks.release(body.request_id)
         self.write_json(
             {

@@ -6,6 +6,7 @@ has been closed (which writes everything queued), so "exactly once" means once.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,29 @@ async def test_push_deliveries_refused_and_accepted_are_audited(
     accepted = next(line for line in lines if line["event"] == "ingress_accepted")
     assert accepted["playbook"] == "tests/noop" and accepted["duplicate"] is False
     assert "hook-secret-value" not in text_of(audit_file) and "wrong-secret" not in text_of(audit_file)
+
+
+@pytest.mark.gen_test
+async def test_refused_callbacks_are_audited_and_a_lost_one_counted_as_undelivered(
+    make_gateway: GatewayFactory, audit_file: Path, client: aiohttp.ClientSession
+) -> None:
+    gw = await audited_gateway(make_gateway, audit_file)
+    assert gw.services is not None
+    nobody = str(uuid.uuid4())  # a request id nobody waits for
+    url = f"{gw.url}/api/internal/callback/async"
+    result = {"request_id": nobody, "status": "COMPLETED", "data": {}}
+    forged = bearer(gw.services.signer.issue(str(uuid.uuid4())))  # signed, for another request
+    assert (await call(client, "POST", url, result, headers=forged))[0] == 403
+    signed = bearer(gw.services.signer.issue(nobody))
+    assert (await call(client, "POST", url, result, headers=signed))[0] == 404
+
+    undelivered = gw.services.metrics.registry.get_sample_value("noetl_gateway_callback_undelivered_total")
+    lines = audit_lines(gw, audit_file)
+    assert events(lines)["callback_refused"] == 2
+    reasons = [line["reason"] for line in lines if line["event"] == "callback_refused"]
+    assert reasons[1] == "Request not found" and all(
+        line["route"] == "/api/internal/callback/async" for line in lines[1:]
+    )
+    assert undelivered == 1
+    text = text_of(audit_file)
+    assert forged["Authorization"][7:] not in text and signed["Authorization"][7:] not in text

@@ -7,6 +7,7 @@ the events stream must hold each frame once, in NoETL's order, for the waiting c
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -161,3 +162,26 @@ async def test_no_frames_once_the_request_is_answered(
 
 async def _gone(gw: GatewayInstance, request_id: str) -> bool:
     return await services_of(gw).live.find_request(request_id) is None
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_after_a_nats_restart_the_feed_reads_again_and_the_reconnect_is_counted(
+    make_gateway: Any, own_nats: NatsServer
+) -> None:
+    async with noetl_mirror(own_nats.url):
+        pass
+    gw = await make_gateway(NATS_URL=own_nats.url)
+    feed = services_of(gw).live.states.feed
+    await wait_for(lambda: feed.active, timeout=10)
+    registry = services_of(gw).metrics.registry
+
+    def reconnects(reason: str) -> float:
+        value = registry.get_sample_value("noetl_gateway_event_feed_reconnect_total", {"reason": reason})
+        return value or 0.0
+
+    assert reconnects("ended") == 0
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, own_nats.stop)
+    await wait_for(lambda: not feed.active, timeout=10)
+    await loop.run_in_executor(None, own_nats.start)
+    await wait_for(lambda: feed.active and reconnects("ended") == 1, timeout=30)

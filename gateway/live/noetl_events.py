@@ -48,9 +48,12 @@ Route = Callable[[dict[str, Any], str], Awaitable[None]]
 class NoetlEventFeed:
     """This replica's ordered consumer on NoETL's event stream (see module doc)."""
 
-    def __init__(self, config: GatewayConfig, link: NatsLink, route: Route) -> None:
+    def __init__(
+        self, config: GatewayConfig, link: NatsLink, route: Route, reconnects: Callable[[str], None] | None = None
+    ) -> None:
         self._link = link
         self._route = route
+        self._reconnects = reconnects or (lambda reason: None)  # noetl_gateway_event_feed_reconnect_total
         self.prefix = config.nats_updates_subject_prefix.rstrip(".") + "."
         self.stream: str | None = None
         self.handled = 0  # the last stream sequence handled: where a new subscription starts
@@ -85,6 +88,8 @@ class NoetlEventFeed:
                     await self._ensure()
                 except Exception as exc:  # JetStream settling after a reconnect: try again soon
                     log.warning("NoETL's event stream not read (%s); retrying", type(exc).__name__)
+                    if self._sub is not None:
+                        self._reconnects("error")
                     await self._stop()
             try:
                 # asyncio.timeout, not wait_for: wait_for returns the event's result when a cancel
@@ -110,6 +115,8 @@ class NoetlEventFeed:
             return
         if self._sub is not None and not self._stale and stream == self.stream:
             return
+        if self._sub is not None:
+            self._reconnects("ended")  # NATS reconnected (or the stream moved): the subscription is made again
         await self._stop()
         last = int((await js.stream_info(stream)).state.last_seq or 0)
         if not self._started or stream != self.stream or self.handled > last:

@@ -38,7 +38,8 @@ class PlaybookStates:
     ) -> None:
         self._link, self._metrics, self._delivery = link, metrics, delivery
         self.index = ExecutionIndex(requests)
-        self.feed = NoetlEventFeed(config, link, self._from_event)
+        reconnects = metrics.reference.event_feed_reconnect
+        self.feed = NoetlEventFeed(config, link, self._from_event, lambda reason: reconnects.labels(reason).inc())
         self.poller = StatePoller(
             noetl,
             config.gateway_playbook_state_poll_secs,
