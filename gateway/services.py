@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -28,6 +29,10 @@ from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
 from gateway.nats.link import NatsLink
 from gateway.noetl.client import NoetlClient, make_http_session
+from gateway.tracing import activate, shutdown_tracing, tracing_from_environ
+
+if TYPE_CHECKING:
+    from gateway.tracing.sdk import Tracing
 
 log = logging.getLogger("gateway.services")
 
@@ -51,6 +56,7 @@ class Services:
     api_calls: ApiCalls
     spent_callbacks: SpentCallbacks
     buckets: list[KvBucket] = field(default_factory=list)
+    tracing: Tracing | None = None  # OTEL_* (gateway/tracing): None = off, the SDK never imported
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     inflight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -141,12 +147,14 @@ class Services:
             api_calls=api_calls,
             spent_callbacks=SpentCallbacks(spent_bucket),
             buckets=[session_bucket, revoked_bucket, spent_bucket],
+            tracing=tracing_from_environ(),
         )
         services.shutdown_hooks.append(live.shutdown)
         return services
 
     async def start(self, nats_wait_secs: float = 2.0) -> None:
         """Connect what can be connected now; the rest keeps trying in the background."""
+        activate(self.tracing)  # before any task starts: the NATS consumers inherit it
         self.live.start()
         if self.config.gateway_auth_bypass:
             log.warning(
@@ -168,3 +176,4 @@ class Services:
             await bucket.close()
         await self.nats.close()
         await self.http.close()
+        await shutdown_tracing(self.tracing)

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 
 from gateway.errors import UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, PublicError
+from gateway.tracing import playbook_variables, upstream_middlewares
 
 log = logging.getLogger("gateway.noetl")
 
@@ -61,6 +62,7 @@ def make_http_session(connect_timeout: float, limit: int = 200) -> aiohttp.Clien
         auto_decompress=False,
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
         skip_auto_headers=("User-Agent",),
+        middlewares=upstream_middlewares(),  # traceparent on every NoETL call (gateway/tracing)
     )
 
 
@@ -117,6 +119,7 @@ class NoetlClient:
 
     async def execute(self, path: str, variables: dict[str, Any] | None) -> dict[str, Any]:
         """Start a playbook; both ``payload`` and ``workload`` for old and new servers."""
+        variables = playbook_variables(variables)  # traceparent: its callbacks continue the trace
         body = {
             "path": path,
             "payload": variables or {},
