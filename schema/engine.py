@@ -106,7 +106,8 @@ class GraphQLEngine:
                 Outcome.METHOD_NOT_ALLOWED,
                 {"errors": [simple_error("Mutations are not allowed over GET; use POST.", METHOD_NOT_ALLOWED)]},
             )
-        with graphql_operation(chosen.value, operation_name, query):  # a span when tracing is on
+        named = operation_name or next(iter(prepared.operations), None)
+        with graphql_operation(chosen.value, named, query):  # a span when tracing is on
             result = execute(
                 self.schema,
                 prepared.document,
