@@ -121,13 +121,14 @@ class BaseHandler(BoundedBodyHandler):
             self.services.request_ended()
 
     def on_finish(self) -> None:
-        end_request(self._trace, self.get_status(), user_id_of(self.current_user))
+        if self._trace is not None:  # traced: status and user (never a token) end its span
+            end_request(self._trace, self.get_status(), user_id_of(self.current_user))
         self._uncount()
 
     def on_connection_close(self) -> None:
         # super() ends a streamed request body that will never complete (else the handler leaks).
         super().on_connection_close()
-        if not self._finished:
+        if not self._finished and self._trace is not None:
             end_request(self._trace, 499, user_id_of(self.current_user))  # nginx's: client closed request
         self._uncount()
 

@@ -32,12 +32,24 @@ def begin_request(
     """
     active.set(tracing)
     if tracing is None:
-        passthrough.set(caller_context(headers.get(TRACEPARENT), headers.get(TRACESTATE)))
+        parent = _header(headers, TRACEPARENT)
+        if parent is not None:  # a fresh request task starts without one: nothing to reset
+            passthrough.set(caller_context(parent, _header(headers, TRACESTATE)))
         return None
     method, route, attributes = describe()
     if route in UNTRACED_ROUTES:
         return None
     return tracing.server_span(method, route, headers, attributes)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """One header's value; Tornado's ``get_list`` answers a miss without raising (``get`` raises
+    and catches a KeyError: most requests carry no ``traceparent``)."""
+    get_list = getattr(headers, "get_list", None)
+    if get_list is None:
+        return headers.get(name)
+    values = get_list(name)
+    return ",".join(values) if values else None
 
 
 def end_request(span: Any, status: int, user_id: str | None) -> None:
