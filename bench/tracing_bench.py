@@ -89,6 +89,54 @@ def serve_untraced() -> None:
     raise SystemExit(main([]))
 
 
+def hook_cost(calls: int = 200_000) -> dict[str, float]:
+    """In-process µs a proxied GET spends in the tracing hooks when off (what the hooks add, nothing else):
+    the request's begin/end, the session-lookup decorator and the NoETL client middleware."""
+    import asyncio
+    import time
+
+    from tornado.httputil import HTTPHeaders
+
+    from gateway.tracing import begin_request, end_request, session_lookup, upstream_middlewares
+
+    class Cache:
+        async def plain(self, token: str) -> str:
+            return token
+
+        @session_lookup
+        async def traced(self, token: str) -> str:
+            return token
+
+    class Request:
+        def __init__(self) -> None:
+            self.headers: dict[str, str] = {}
+
+    async def send(request: Request) -> Request:
+        return request
+
+    def describe() -> tuple[str, str, dict[str, Any]]:
+        return "GET", "/noetl/{path}", {}
+
+    async def measure(headers: HTTPHeaders) -> float:
+        middleware, cache = upstream_middlewares()[0], Cache()
+        started = time.perf_counter()
+        for _ in range(calls):
+            span = begin_request(None, headers, describe)
+            await cache.traced("t")
+            await middleware(Request(), send)
+            end_request(span, 200, None)
+        hooked = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(calls):
+            await cache.plain("t")
+            await send(Request())
+        return (hooked - (time.perf_counter() - started)) / calls * 1e6
+
+    plain = HTTPHeaders({"Authorization": "Bearer x"})
+    traced = HTTPHeaders({"Authorization": "Bearer x", "traceparent": TRACEPARENT})
+    return {"no traceparent": asyncio.run(measure(plain)), "with traceparent": asyncio.run(measure(traced))}
+
+
 def nginx_upstream(procs: Processes, port: int) -> None:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     conf = procs.workdir / "upstream.conf"
@@ -179,6 +227,11 @@ def main() -> None:
             f"| {name} | {rps:,.0f} | {rps / base_rps:.3f} | {cpu:.0f} | {cpu / base_cpu:.3f} | {p99:.2f} | {errors} |"
         )
         results["targets"][name] = {"rounds": samples, "rps_ratio": rps / base_rps, "cpu_ratio": cpu / base_cpu}
+    results["hook_us_off"] = hooks = hook_cost(20_000 if args.smoke else 200_000)
+    print(
+        "tracing off, in-process µs per proxied GET spent in the hooks: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in hooks.items())
+    )
     if args.json:
         write_json(args.json, results)
 
