@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from gateway.tracing import log_ids
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 _SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
@@ -73,6 +75,9 @@ class TokenScrubber(logging.Filter):
             record.exc_text = scrub(record.exc_text)
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        ids = log_ids()  # None unless tracing is on and a span is current
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         return True
 
 
@@ -129,6 +134,10 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:  # tracing on and a span current: the line joins its trace
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", None)
         if record.exc_info:
             entry["exc"] = scrub(self.formatException(record.exc_info))
         if record.stack_info:

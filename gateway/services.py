@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -31,7 +32,11 @@ from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
 from gateway.nats.link import NatsLink
 from gateway.noetl.client import NoetlClient, make_http_session
+from gateway.tracing import activate, shutdown_tracing, tracing_from_environ
 from gateway.version import __version__
+
+if TYPE_CHECKING:
+    from gateway.tracing.sdk import Tracing
 
 log = logging.getLogger("gateway.services")
 
@@ -57,6 +62,7 @@ class Services:
     audit: AuditLog
     ingress: IngressService
     buckets: list[KvBucket] = field(default_factory=list)
+    tracing: Tracing | None = None  # OTEL_* (gateway/tracing): None = off, the SDK never imported
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     inflight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -158,6 +164,7 @@ class Services:
             audit=audit,
             ingress=ingress,
             buckets=[session_bucket, revoked_bucket, spent_bucket, ingress_bucket],
+            tracing=tracing_from_environ(),
         )
         services.shutdown_hooks.append(live.shutdown)
         return services
@@ -166,6 +173,7 @@ class Services:
         """Connect what can be connected now; the rest keeps trying in the background."""
         self.audit.start()
         self.audit.record_config(self.config.model_dump())
+        activate(self.tracing)  # before any task starts: the NATS consumers inherit it
         self.live.start()
         if self.config.gateway_auth_bypass:
             log.warning(
@@ -190,3 +198,4 @@ class Services:
         await self.nats.close()
         await self.http.close()
         self.audit.close()
+        await shutdown_tracing(self.tracing)

@@ -22,12 +22,14 @@ from gateway.logging import request_id_var, scrub
 from gateway.metrics import Metrics
 from gateway.noetl.client import UpstreamFailure
 from gateway.services import Services
+from gateway.tracing import begin_request, end_request
 from handlers.bodies import BoundedBodyHandler, pending_body
 from handlers.csrf import cookie_change_from_foreign_origin
 from handlers.errors import ApiError
 from handlers.json_body import decode_json_body
 from handlers.models import describe_validation_error
 from handlers.request_ids import request_id_for
+from handlers.request_tracing import span_start, user_id_of
 
 log = logging.getLogger("gateway.http")
 
@@ -45,6 +47,7 @@ class BaseHandler(BoundedBodyHandler):
 
     request_id: str = "-"
     route_name = "other"
+    _trace: Any = None  # the request's server span (gateway/tracing), None when not traced
 
     # -- services --------------------------------------------------------------------------
 
@@ -93,11 +96,16 @@ class BaseHandler(BoundedBodyHandler):
     async def prepare(self) -> None:
         """Request id first, so every log line of the request carries it; then the body's size."""
         self._assign_request_id()
+        self._trace = begin_request(self.services.tracing, self.request.headers, self._span_start)
         if self.services.audit.enabled:
             note_caller(ip=self.client_ip())
         self.services.request_started()
         self._counted = True
         self._expect_body()
+
+    def _span_start(self) -> tuple[str, str, dict[str, Any]]:
+        """The request span's name parts and first attributes (asked only when tracing is on)."""
+        return span_start(self, self.client_ip(), self.request_id)
 
     def _answer_error(self, error: BaseException) -> None:
         """Log and answer an error raised outside ``_execute()``'s own handling."""
@@ -116,11 +124,15 @@ class BaseHandler(BoundedBodyHandler):
             self.services.request_ended()
 
     def on_finish(self) -> None:
+        if self._trace is not None:  # traced: status and user (never a token) end its span
+            end_request(self._trace, self.get_status(), user_id_of(self.current_user))
         self._uncount()
 
     def on_connection_close(self) -> None:
         # super() ends a streamed request body that will never complete (else the handler leaks).
         super().on_connection_close()
+        if not self._finished and self._trace is not None:
+            end_request(self._trace, 499, user_id_of(self.current_user))  # nginx's: client closed request
         self._uncount()
 
     def options(self, *args: Any, **kwargs: Any) -> None:

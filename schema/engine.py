@@ -17,6 +17,7 @@ from graphql.pyutils import is_awaitable
 
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
+from gateway.tracing import graphql_operation
 from schema import build_gateway_schema
 from schema.context import RequestContext
 from schema.documents import DocumentCache, PreparedDocument
@@ -105,17 +106,19 @@ class GraphQLEngine:
                 Outcome.METHOD_NOT_ALLOWED,
                 {"errors": [simple_error("Mutations are not allowed over GET; use POST.", METHOD_NOT_ALLOWED)]},
             )
-        result = execute(
-            self.schema,
-            prepared.document,
-            context_value=context,
-            variable_values=variables,
-            operation_name=operation_name,
-            field_resolver=_field_from_dict,
-            is_awaitable=_is_awaitable,
-        )
-        if is_awaitable(result):
-            result = await result
+        named = operation_name or next(iter(prepared.operations), None)
+        with graphql_operation(chosen.value, named, query):  # a span when tracing is on
+            result = execute(
+                self.schema,
+                prepared.document,
+                context_value=context,
+                variable_values=variables,
+                operation_name=operation_name,
+                field_resolver=_field_from_dict,
+                is_awaitable=_is_awaitable,
+            )
+            if is_awaitable(result):
+                result = await result
         assert isinstance(result, ExecutionResult)
         return _outcome_of(result, context.request_id)
 

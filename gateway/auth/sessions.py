@@ -20,6 +20,7 @@ from gateway.auth.tokens import token_hash
 from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
 from gateway.timestamps import epoch_seconds
+from gateway.tracing import session_lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class SessionCache:
             return None
         return self._session_of(hashed, record)
 
+    @session_lookup  # a span with the outcome when tracing is on
     async def lookup(self, token: str) -> Session | None:
         """A valid cached session for the token, else None (revoked/expired/inactive evicted)."""
         hashed = token_hash(token)

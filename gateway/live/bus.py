@@ -28,6 +28,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from gateway.config import GatewayConfig
 from gateway.live.events import KIND_RESULT, KIND_STATE, LiveEvent, Pos
 from gateway.nats.link import NatsLink
+from gateway.tracing import nats_consumer, nats_publish
 
 log = logging.getLogger("gateway.live")
 
@@ -123,6 +124,7 @@ class EventBus:
             except Exception:
                 pass
 
+    @nats_consumer  # continues the publisher's trace (gateway/tracing)
     async def _on_message(self, msg: Any) -> None:
         try:
             seq = int(msg.metadata.sequence.stream)
@@ -170,7 +172,9 @@ class EventBus:
                 msg_id = f"{kind}:{request_id}"
         if msg_id:
             headers["Nats-Msg-Id"] = msg_id
-        ack = await js.publish(self.subject(client_id), payload, timeout=2.0, stream=self.stream_name, headers=headers)
+        subject = self.subject(client_id)
+        with nats_publish(self.prefix.rstrip("."), headers):  # trace context into the headers (gateway/tracing)
+            ack = await js.publish(subject, payload, timeout=2.0, stream=self.stream_name, headers=headers)
         return LiveEvent((int(ack.seq), 0), client_id, session, method, payload, kind, request_id)
 
     async def replay(self, client_id: str, after_seq: int) -> AsyncIterator[LiveEvent]:

@@ -30,6 +30,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from gateway.nats.link import NatsLink
 from gateway.nats.local_copy import Entries, LocalCopy, Obsolete
 from gateway.tasks import Backoff, stop_tasks
+from gateway.tracing import kv_operations
 
 log = logging.getLogger("gateway.kv")
 
@@ -38,6 +39,7 @@ _MAX_QUEUED_WRITES = 10_000
 _MAX_LOCAL_ENTRIES = 200_000
 
 
+@kv_operations("fetch", "put", "create", "delete")  # a span each inside a traced request
 class KvBucket:
     """JSON values by key, in NATS KV when connected, in memory otherwise."""
 

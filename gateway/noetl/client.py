@@ -18,6 +18,7 @@ import orjson
 from gateway.errors import UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, PublicError
 from gateway.noetl.paths import canonical_path
 from gateway.noetl.shards import Route, ShardRouter
+from gateway.tracing import playbook_variables, upstream_middlewares
 
 log = logging.getLogger("gateway.noetl")
 
@@ -65,6 +66,7 @@ def make_http_session(connect_timeout: float, limit: int = 200) -> aiohttp.Clien
         auto_decompress=False,
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
         skip_auto_headers=("User-Agent",),
+        middlewares=upstream_middlewares(),  # traceparent on every NoETL call (gateway/tracing)
     )
 
 
@@ -151,6 +153,7 @@ class NoetlClient:
 
         ``resource_kind`` None leaves the field out (NoETL then runs a playbook or an agent);
         ``version`` pins one version of ``path``."""
+        variables = playbook_variables(variables)  # traceparent: its callbacks continue the trace
         body: dict[str, Any] = {
             "path": path,
             "payload": variables or {},

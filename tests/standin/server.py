@@ -149,6 +149,8 @@ class PlaybookRun:
         headers = {"Content-Type": "application/json"}
         if token and self.variables.get("callback_token"):
             headers["Authorization"] = f"Bearer {self.variables['callback_token']}"
+        if self.variables.get("traceparent"):  # a playbook continuing the gateway's trace in its callback
+            headers["traceparent"] = str(self.variables["traceparent"])
         session = await self.state.http()
         url = f"{self.variables['gateway_url']}{path}"
         async with session.post(url, data=orjson.dumps(body), headers=headers) as resp:

@@ -24,6 +24,7 @@ class _Forward(RequestHandler):
         front: NoetlFront = self.settings["front"]
         method = self.request.method or "GET"
         headers = {k: v for k, v in self.request.headers.items() if k.lower() not in ("host", "content-length")}
+        front.seen.append((method, self.request.path, dict(self.request.headers)))
         async with front.http.request(
             method, f"{front.target}{self.request.uri}", data=self.request.body or None, headers=headers
         ) as resp:
@@ -39,12 +40,13 @@ class _Forward(RequestHandler):
 
 
 class NoetlFront:
-    """``url`` forwards everything to ``target``; set ``hold`` to delay execute answers."""
+    """``url`` forwards everything to ``target``; set ``hold`` to delay execute answers; ``seen`` records requests."""
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.port = free_port()
         self.hold: Hold | None = None
+        self.seen: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers) of each request
         self.http = aiohttp.ClientSession()
         self.server = HTTPServer(Application([(r"/.*", _Forward)], front=self))
         self.server.listen(self.port, address="127.0.0.1")

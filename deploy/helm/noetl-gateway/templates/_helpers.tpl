@@ -88,3 +88,35 @@ GATEWAY_SHUTDOWN_GRACE_SECS for in-flight requests, then up to 2 s closing conne
 {{- define "noetl-gateway.ingressListenersPath" -}}
 /etc/noetl-gateway/ingress/listeners.yaml
 {{- end }}
+
+{{/*
+OpenTelemetry: the standard OTEL_* variables when tracing.otlpEndpoint is set (docs/observability.md).
+*/}}
+{{- define "noetl-gateway.tracingEnv" -}}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+- name: OTEL_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .serviceName | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .samplerArg | toString | quote }}
+{{- $attributes := printf "k8s.pod.name=$(OTEL_POD_NAME),k8s.namespace.name=%s" $.Release.Namespace }}
+{{- if .resourceAttributes }}
+{{- $attributes = printf "%s,%s" .resourceAttributes $attributes }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ $attributes | quote }}
+{{- range $name, $value := .extra }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
