@@ -1,7 +1,7 @@
 """A JetStream KV bucket of JSON values that keeps working when NATS is away: the one place that knows how.
 
-Process memory (one bounded LocalCopy per bucket; an entry expires at its store time + the bucket's
-max age, which may produce no watch event) holds, by the bucket's mode:
+Process memory (one bounded LocalCopy per bucket; an entry expires the bucket's max age after it was
+stored, or read here when the bucket does not say, as expiry may produce no watch event) holds:
 
 * ``mirror``: every entry, fed by a KV watch, so a hit costs no network round trip and a delete on
   one replica is seen by all within milliseconds;
@@ -215,8 +215,8 @@ class KvBucket:
     async def create(self, key: str, value: Value) -> bool:
         """Store ``value`` only if ``key`` holds nothing yet; False if it does (atomic in NATS).
 
-        Without NATS (or when the bucket fails) this process's copy decides, and the write is
-        queued for the bucket like ``put``'s.
+        The copy is asked first (a mirror's answers without a round trip). Without NATS (or when
+        the bucket fails) this process's copy decides, and the write is queued like ``put``'s.
         """
         if self.get_local(key) is not None:
             return False
