@@ -25,7 +25,7 @@ from tests.standin import playbooks
 from tests.support.fault import collected, kill_nats, rss_kib, state_sizes, task_count
 from tests.support.gateway import GatewayInstance, call
 from tests.support.graphql_client import gql
-from tests.support.live import SECRET, hashed, services_of
+from tests.support.live import SECRET, hashed, raw_bucket, services_of
 from tests.support.nats_server import NatsServer
 from tests.support.signin import bearer, login
 from tests.support.sse_client import SseStream, init_of, open_stream
@@ -184,8 +184,8 @@ def leftovers(gw: GatewayInstance) -> dict[str, int]:
     live: Any = services_of(gw).live
     sizes = {
         "outbox": len(live.delivery.outbox),
-        "slots counted in process": len(live.slots._local),
-        "deferred slot releases": len(live.slots._deferred),
+        "slots counted in process": len(live.slots.bucket),
+        "deferred slot releases": live.slots.bucket.backlog,
         "queued request writes": len(live.requests.bucket._queued),
         "queued client writes": len(live.clients.bucket._queued),
         "write-behind": live.writes.backlog,
@@ -281,8 +281,7 @@ def baseline(gw: GatewayInstance) -> dict[str, int]:
 
 
 async def request_keys(gw: GatewayInstance) -> int:
-    kv = services_of(gw).live.requests.cas
-    assert kv is not None
+    kv = await raw_bucket(gw, services_of(gw).live.requests.bucket.name)
     return int((await kv.status()).values)
 
 

@@ -20,7 +20,15 @@ import pytest
 
 from tests.conftest import GatewayFactory, ReplicasFactory
 from tests.support.gateway import GatewayInstance
-from tests.support.live import callback_headers, hashed, pending_request, post_result, services_of, stream_on_a
+from tests.support.live import (
+    callback_headers,
+    hashed,
+    pending_request,
+    post_result,
+    raw_bucket,
+    services_of,
+    stream_on_a,
+)
 from tests.support.nats_server import NatsServer
 from tests.support.signin import login
 from tests.support.sse_client import init_of, open_stream, streaming
@@ -122,8 +130,7 @@ async def test_ready_again_while_writes_keep_coming(
         stop_writing.set()
         await asyncio.gather(*writers)
     # Every key ends with its last value in NATS, whether it was queued, replayed or written online.
-    kv = services_of(gw).live.requests.cas
-    assert kv is not None
+    kv = await raw_bucket(gw, bucket.name)
     await wait_for(lambda: not bucket._queued, timeout=5)
     for key, n in last.items():
         entry = await kv.get(key)

@@ -9,7 +9,9 @@ Only a session at its limit pays more: its entries are checked against the pendi
 themselves, so a release that was lost (a replica died) never locks a session out.
 
 While NATS is away the same accounting runs in process memory (per process, like every other
-piece of state then); releases made meanwhile are applied to the bucket when NATS is back.
+piece of state then, and from zero: the slots' view of the bucket remembers nothing from before),
+and is dropped when NATS returns; releases made meanwhile are deferred to the bucket
+(``KvBucket.defer``), applied with compare-and-set when NATS is back.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
-import orjson
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-
 from gateway.live.store import RequestStore
+from gateway.nats.kv import KvBucket, KvWriteFailed
 from gateway.nats.link import NatsLink
-from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.live")
 
@@ -32,7 +32,6 @@ SESSION_PREFIX = "by-session."
 _CAS_ATTEMPTS = 10
 _RESERVE_GRACE_SECS = 10.0  # a slot is taken just before its provisional request is written
 _MAX_LOCAL_SESSIONS = 10_000
-_MAX_DEFERRED = 100_000
 
 Held = dict[str, float]
 
@@ -44,12 +43,17 @@ class SessionSlots:
         self._requests = requests
         self.ttl = float(ttl_secs)
         self.limit = limit
-        self._local: dict[str, Held] = {}
+        # The requests' bucket, seen with nothing remembered: an outage's count starts empty.
+        self.bucket = KvBucket(
+            link,
+            requests.bucket.name,
+            ttl_secs,
+            mirror=False,
+            max_local=_MAX_LOCAL_SESSIONS,
+            obsolete=self._all_expired,
+        )
         # Read-modify-write per session: serialise within this process, CAS across processes.
         self._locks = [asyncio.Lock() for _ in range(64)]
-        self._deferred: dict[tuple[str, str], None] = {}  # releases made while NATS was away
-        self._deferred_task: asyncio.Task[None] | None = None
-        link.add_state_listener(self._on_link_state)
 
     async def reserve(self, session: str, request_id: str) -> bool:
         """Take a slot for ``request_id``; False when the session already has ``limit`` pending."""
@@ -70,16 +74,11 @@ class SessionSlots:
 
     async def release(self, session: str, request_id: str) -> None:
         """Give the slot back (result delivered, or the start failed)."""
-        local = self._local.get(session)
-        if local is not None:
-            local.pop(request_id, None)
-            if not local:
-                del self._local[session]
         async with self._lock(session):
             for _ in range(_CAS_ATTEMPTS):
                 held, revision = await self._load(session)
                 if revision is None:  # the bucket may hold the slot too: free it there once NATS is back
-                    self._defer(session, request_id)
+                    self.bucket.defer(SESSION_PREFIX + session, partial(_without, request_id))
                 if request_id not in held:
                     return
                 del held[request_id]
@@ -92,31 +91,9 @@ class SessionSlots:
         now = time.time()
         return sum(1 for at in held.values() if at + self.ttl > now)
 
-    def _defer(self, session: str, request_id: str) -> None:
-        self._deferred[(session, request_id)] = None
-        while len(self._deferred) > _MAX_DEFERRED:
-            del self._deferred[next(iter(self._deferred))]
-        if self._requests.cas is not None:  # the read failed across a reconnect: NATS is already back
-            self._start_deferred()
-
-    def _on_link_state(self, connected: bool) -> None:
-        if connected:
-            self._local.clear()  # the outage's own accounting ends with it: the bucket counts again
-            self._start_deferred()
-
-    def _start_deferred(self) -> None:
-        if self._deferred and (self._deferred_task is None or self._deferred_task.done()):
-            self._deferred_task = asyncio.create_task(self._release_deferred(), name="slots-deferred")
-
-    async def _release_deferred(self) -> None:
-        while self._deferred and self._requests.cas is not None:
-            session, request_id = next(iter(self._deferred))
-            del self._deferred[(session, request_id)]
-            await self.release(session, request_id)
-
     async def close(self) -> None:
-        """Stop releasing deferred slots (any left expire with the request TTL)."""
-        await stop_tasks(self._deferred_task)
+        """Stop replaying deferred releases (any left expire with the request TTL)."""
+        await self.bucket.close()
 
     # -- storage ---------------------------------------------------------------------------
 
@@ -125,54 +102,23 @@ class SessionSlots:
 
     async def _load(self, session: str) -> tuple[Held, int | None]:
         """The session's slots and the key's revision (0: no key; None: NATS away, process memory)."""
-        kv = self._requests.cas
-        if kv is not None:
-            try:
-                entry = await kv.get(SESSION_PREFIX + session)
-            except KeyNotFoundError:
-                return {}, 0
-            except Exception as exc:
-                log.warning("pending-request slots unreadable (%s); counting in process", type(exc).__name__)
-            else:
-                return _decode(entry.value), entry.revision
-        return dict(self._local.get(session, {})), None
+        current = await self.bucket.read(SESSION_PREFIX + session)
+        return _decode(current.value), current.revision
 
     async def _store(self, session: str, held: Held, revision: int | None) -> bool:
         """Write if nobody else did since ``_load``; False means: load again."""
-        kv = self._requests.cas
-        if revision is None and kv is not None:
-            return False  # NATS came back since the load: count in the bucket again
-        if revision is not None and kv is not None:
-            payload = orjson.dumps({"requests": held})
-            key = SESSION_PREFIX + session
-            try:
-                if revision == 0:
-                    await kv.create(key, payload)
-                else:
-                    await kv.update(key, payload, last=revision)
-                return True
-            except KeyWrongLastSequenceError:
-                return False
-            except Exception as exc:
-                # NATS is up but this write failed (a timeout while JetStream settles): the slot is not
-                # counted (fail-open). Refusing the start for a transient error would hurt a user, and a
-                # count kept in process would outlive the error (it is cleared only on a reconnect).
-                log.warning("pending-request slots not written (%s); this slot is not counted", type(exc).__name__)
-                return True
-        self._store_local(session, held)
-        return True
+        try:
+            return await self.bucket.swap(SESSION_PREFIX + session, {"requests": held}, revision)
+        except KvWriteFailed as exc:
+            # NATS is up but this write failed (a timeout while JetStream settles): the slot is not
+            # counted (fail-open). Refusing the start for a transient error would hurt a user, and a
+            # count kept in process would outlive the error (it is dropped only on a reconnect).
+            log.warning("pending-request slots not written (%s); this slot is not counted", exc)
+            return True
 
-    def _store_local(self, session: str, held: Held) -> None:
-        if not held:
-            self._local.pop(session, None)
-            return
-        if session not in self._local and len(self._local) >= _MAX_LOCAL_SESSIONS:
-            now = time.time()
-            for key in [k for k, v in self._local.items() if all(at + self.ttl <= now for at in v.values())]:
-                del self._local[key]
-            if len(self._local) >= _MAX_LOCAL_SESSIONS:
-                self._local.pop(next(iter(self._local)))
-        self._local[session] = held
+    def _all_expired(self, value: dict[str, Any], now: float) -> bool:
+        """A session whose slots have all expired carries no information (the first to go when full)."""
+        return all(at + self.ttl <= now for at in _decode(value).values())
 
     async def _still_pending(self, held: Held, now: float) -> Held:
         """Drop slots whose request no longer exists (delivered, expired, or its release was lost)."""
@@ -185,12 +131,17 @@ class SessionSlots:
         }
 
 
-def _decode(raw: bytes | None) -> Held:
-    try:
-        value: Any = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        return {}
-    requests = value.get("requests") if isinstance(value, dict) else None
+def _decode(value: dict[str, Any] | None) -> Held:
+    requests = value.get("requests") if value is not None else None
     if not isinstance(requests, dict):
         return {}
     return {str(rid): float(at) for rid, at in requests.items() if isinstance(at, int | float)}
+
+
+def _without(request_id: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A deferred release: the bucket's slots without ``request_id`` (None: it holds no such slot)."""
+    held = _decode(value)
+    if request_id not in held:
+        return None
+    del held[request_id]
+    return {"requests": held}

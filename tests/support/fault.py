@@ -44,12 +44,10 @@ def state_sizes(gw: GatewayInstance) -> dict[str, int]:
     sizes = {
         "callback waiters": services.callbacks.pending,
         "in-flight requests": services.inflight,
-        "request store (local)": len(live.requests._local),
         "request bucket (local)": len(live.requests.bucket),
-        "client store (local)": len(live.clients._local),
         "client bucket (local)": len(live.clients.bucket),
         "event journal": len(live.journal),
-        "slots (local)": len(live.slots._local),
+        "slots (local)": len(live.slots.bucket),
         "write-behind": live.writes.backlog,
     }
     return sizes

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from nats.js.kv import KeyValue
 
 from gateway.auth.tokens import CallbackSigner, token_hash
 from gateway.services import Services
@@ -33,6 +34,13 @@ async def pending_request(gw: GatewayInstance, token: str, client_id: str, path:
     request_id = await services.live.prepare_request(session, client_id)
     await services.live.record_pending(request_id, client_id, session, "9001", path)
     return request_id
+
+
+async def raw_bucket(gw: GatewayInstance, name: str) -> KeyValue:
+    """A KV bucket as nats-py sees it, over the gateway's own connection (bytes as stored, no fallback)."""
+    js = services_of(gw).nats.js
+    assert js is not None
+    return await js.key_value(name)
 
 
 def callback_headers(request_id: str) -> dict[str, str]:
