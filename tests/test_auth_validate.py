@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import aiohttp
 import orjson
@@ -13,17 +12,7 @@ from tests.conftest import Replicas, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
 from tests.support.nats_server import NatsServer, kv_bucket, live_keys
-from tests.support.signin import login
-
-
-def seed_session(standin: Standin, token: str, *, hours: float = 1.0, valid: bool = True) -> None:
-    """A session that exists in 'NoETL' but not yet in the gateway cache."""
-    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + hours * 3600))
-    standin.state.sessions[token] = {
-        "user": {"user_id": 7, "email": "carol@example.com", "display_name": "Carol", "roles": ["viewer"]},
-        "expires_at": expires,
-        "valid": valid,
-    }
+from tests.support.signin import login, seed_session
 
 
 async def validate(client: aiohttp.ClientSession, gw: GatewayInstance, token: str) -> tuple[int, dict]:

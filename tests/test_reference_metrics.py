@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,7 +12,10 @@ from gateway.reference_metrics import AUTHZ_OUTCOMES, LOGIN_OUTCOMES, SESSION_CH
 from gateway.version import __version__
 from tests.conftest import GatewayFactory, Standin
 from tests.support.gateway import GatewayInstance, call
-from tests.support.signin import bearer, login
+from tests.support.live import services_of
+from tests.support.nats_server import NatsServer
+from tests.support.signin import bearer, login, seed_session
+from tests.support.waiting import wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -105,3 +110,23 @@ async def test_logins_are_counted_by_outcome(make_gateway: GatewayFactory, clien
     assert seen[outcome("noetl_gateway_login_total", "succeeded")] == 1
     assert seen[outcome("noetl_gateway_login_total", "not_authenticated")] == 2
     assert seen[outcome("noetl_gateway_login_total", "callback_failed")] == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sessions_not_written_to_nats_are_counted_by_stage(
+    make_gateway: GatewayFactory, own_nats: NatsServer, standin: Standin, client: aiohttp.ClientSession
+) -> None:
+    seed_session(standin, "tok-validated-during-outage")
+    gw = await make_gateway(NATS_URL=own_nats.url)
+    await login(client, gw, "good-cached")  # NATS up: cached for every replica, nothing counted
+    await asyncio.get_running_loop().run_in_executor(None, own_nats.stop)
+    await wait_for(lambda: not services_of(gw).nats.connected, timeout=10)
+    await login(client, gw, "good-uncached")
+    status, body, _ = await call(
+        client, "POST", f"{gw.url}/api/auth/validate", {"session_token": "tok-validated-during-outage"}
+    )
+    assert status == 200 and body["valid"] is True, body
+    seen = await samples(client, gw)
+    stage = "noetl_gateway_session_cache_failed_total"
+    assert seen[outcome(stage, "after_login", "stage")] == 1
+    assert seen[outcome(stage, "after_api_validate", "stage")] == 1

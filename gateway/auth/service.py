@@ -105,6 +105,7 @@ class AuthService:
         self._config = config
         self.sessions = sessions
         self.playbooks = AuthPlaybooks(config, noetl, callbacks, signer, metrics)
+        self._cache_failed = metrics.reference.session_cache_failed
         self.sync = SyncAuthApi(noetl, config.auth_session_db_credential)
         self.callback_sources = CallbackSources(config.gateway_callback_auth, config.gateway_callback_trusted_networks)
         self._access_cache: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
@@ -157,7 +158,8 @@ class AuthService:
             {"user": user.to_json(), "expires_at": data.get("expires_at")}, token_hash(session_token)
         )
         assert session is not None
-        await self.sessions.store(session)
+        if not await self.sessions.store(session):
+            self._cache_failed.labels("after_login").inc()
         log.info("login succeeded for user %s (session %s)", user.user_id, short_hash(session_token))
         return {
             "status": "authenticated",
@@ -218,7 +220,8 @@ class AuthService:
             return None
         if self.sessions.is_revoked(hashed):
             return None
-        await self.sessions.store(session)
+        if not await self.sessions.store(session):
+            self._cache_failed.labels("after_api_validate").inc()
         return session
 
     # -- access ----------------------------------------------------------------------------

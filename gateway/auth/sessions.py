@@ -199,9 +199,10 @@ class SessionCache:
             self._decoded[hashed] = (record, session)
         return session
 
-    async def store(self, session: Session) -> None:
-        """Cache a session validated by NoETL."""
-        await self.sessions.put(session.token_hash, cache_record(session))
+    async def store(self, session: Session) -> bool:
+        """Cache a session validated by NoETL; False when only this process has it (NATS away or
+        the write failed: it is queued, and other replicas validate the session again meanwhile)."""
+        return await self.sessions.put(session.token_hash, cache_record(session))
 
     async def evict(self, hashed: str) -> None:
         """Forget a session (invalid on validate, expired)."""

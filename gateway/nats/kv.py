@@ -197,8 +197,10 @@ class KvBucket:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def put(self, key: str, value: Value) -> None:
-        """Store a value; locally at once, in the bucket now or after reconnect."""
+    async def put(self, key: str, value: Value) -> bool:
+        """Store a value; locally at once, in the bucket now or after reconnect. True when it is in
+        the bucket now (other replicas see it) or there is no NATS to wait for (process memory is
+        the store), False when it waits in this process for NATS."""
         if self._keeps or self._online is None:
             self._copy.remember(key, value)
         kv = self._online
@@ -208,11 +210,12 @@ class KvBucket:
                 await kv.put(key, orjson.dumps(value))
                 if not self._keeps:
                     self._copy.pop(key)
-                return
+                return True
             except Exception as exc:
                 log.warning("KV %s put failed (%s); queued for replay", self.name, type(exc).__name__)
                 self._copy.remember(key, value)
         self._queue(key, value)
+        return not self._link.enabled
 
     async def create(self, key: str, value: Value) -> bool:
         """Store ``value`` only if ``key`` holds nothing yet; False if it does (atomic in NATS).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -73,3 +74,13 @@ def signed_in_as(auth0_token: str) -> Any:
         return signed_in
 
     return fixture
+
+
+def seed_session(standin: Any, token: str, *, hours: float = 1.0, valid: bool = True) -> None:
+    """A session that exists in 'NoETL' but not yet in the gateway cache."""
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + hours * 3600))
+    standin.state.sessions[token] = {
+        "user": {"user_id": 7, "email": "carol@example.com", "display_name": "Carol", "roles": ["viewer"]},
+        "expires_at": expires,
+        "valid": valid,
+    }
