@@ -79,6 +79,38 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         }
     ),
+    "monitoring.coreos.com/v1/PrometheusRule": _custom_resource(
+        {
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": _closed(
+                                    {
+                                        "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                                        "expr": {"type": "string", "minLength": 1},
+                                        "for": _DURATION,
+                                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    }
+                                ),
+                            },
+                        },
+                    },
+                }
+            },
+        }
+    ),
     "cloud.google.com/v1/BackendConfig": _custom_resource(
         {
             "properties": {
@@ -190,6 +222,7 @@ def all_features() -> dict[str, Any]:
     return {
         "ingress": {"enabled": True, "tls": [{"secretName": "gw-tls", "hosts": ["gateway.example.com"]}]},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
         "gke": {"backendConfig": {"enabled": True}},
         "autoscaling": {"targetMemoryUtilizationPercentage": 80},
     }
@@ -229,6 +262,7 @@ def test_all_features_render_every_kind() -> None:
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "PrometheusRule",
         "BackendConfig",
     }
 
