@@ -195,12 +195,8 @@ class KvBucket:
                 return value
         return (await self.read(key)).value
 
-    # -- writes ----------------------------------------------------------------------------
-
     async def put(self, key: str, value: Value) -> bool:
-        """Store a value; locally at once, in the bucket now or after reconnect. True when it is in
-        the bucket now (other replicas see it) or there is no NATS to wait for (process memory is
-        the store), False when it waits in this process for NATS."""
+        """Store a value: locally at once, in the bucket now or after reconnect. False: it waits here for NATS."""
         if self._keeps or self._online is None:
             self._copy.remember(key, value)
         kv = self._online
