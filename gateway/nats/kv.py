@@ -24,11 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from gateway.nats.link import NatsLink
 from gateway.nats.local_copy import Entries, LocalCopy, Obsolete
+from gateway.nats.replicas import ensure_bucket
 from gateway.tasks import Backoff, stop_tasks
 
 log = logging.getLogger("gateway.kv")
@@ -71,11 +72,7 @@ class KvBucket:
 
     async def _setup(self, link: NatsLink) -> None:
         assert link.js is not None
-        try:
-            kv = await link.js.key_value(self.name)
-        except BucketNotFoundError:
-            kv = await link.js.create_key_value(bucket=self.name, history=self._history, ttl=self.ttl)
-            log.info("created KV bucket %s (max age %ss)", self.name, int(self.ttl))
+        kv = await ensure_bucket(link, self.name, history=self._history, ttl=self.ttl)  # NATS_REPLICAS copies
         self._kv = kv
         await self._replay_queued(kv)
         if self.mirrored:

@@ -40,11 +40,18 @@ class NatsLink:
         self._closing = False
         self.ever_connected = asyncio.Event()
         self.last_error: str | None = None
+        # Buckets/streams NATS would not give NATS_REPLICAS replicas: name -> why (gateway/nats/replicas.py).
+        self.replica_shortfalls: dict[str, str] = {}
 
     @property
     def enabled(self) -> bool:
         """False when NATS_URL is empty: the operator chose the in-process mode."""
         return self._config.nats_enabled
+
+    @property
+    def replicas(self) -> int:
+        """``NATS_REPLICAS``: how many copies every bucket and stream should have."""
+        return self._config.nats_replicas
 
     @property
     def connected(self) -> bool:
