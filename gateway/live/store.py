@@ -31,6 +31,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway.auth.tokens import is_callback_request_id
+from gateway.errors import RequestStateUnavailable
 from gateway.live.events import is_client_id
 from gateway.nats.kv import KvBucket
 from gateway.nats.link import NatsLink
@@ -121,10 +122,15 @@ class RequestStore:
         """The bucket itself, for compare-and-set writes, while NATS is up."""
         return self._kv if self._link.connected else None
 
-    async def _read(self, key: str) -> dict[str, Any] | None:
+    async def _read(self, key: str, *, sure: bool = False) -> dict[str, Any] | None:
+        """``sure``: None only for a request known not to exist; ``RequestStateUnavailable`` when the
+        shared store cannot tell now (NATS away or failing over: another replica may have stored it)."""
         kv = self.cas
         if kv is None:
-            return self._local.get(key) or await self.bucket.get(key)
+            value = self._local.get(key) or await self.bucket.get(key)
+            if value is None and sure and self._link.enabled:
+                raise RequestStateUnavailable()
+            return value
         queued = self.bucket.get_local(key)  # written while NATS was away, not replayed yet
         if queued is not None:
             return queued
@@ -137,14 +143,17 @@ class RequestStore:
             # A failed read is not a miss (NATS went away mid-read): a callback answered 404 here
             # would lose its result. What this process wrote is the best answer.
             log.warning("KV %s get failed (%s); using this process's copy", self.bucket.name, type(exc).__name__)
-            return self._local.get(key)
+            local = self._local.get(key)
+            if local is None and sure:
+                raise RequestStateUnavailable() from exc
+            return local
         return value if isinstance(value, dict) else None
 
-    async def get(self, request_id: str) -> dict[str, Any] | None:
+    async def get(self, request_id: str, *, sure: bool = False) -> dict[str, Any] | None:
         """A pending request, or None (unknown, expired, delivered, or not a request id)."""
         if not is_callback_request_id(request_id):  # ours, or it names nothing
             return None
-        record = await self._read(request_id)
+        record = await self._read(request_id, sure=sure)
         if not isinstance(record, dict) or not record.get("client_id") or not record.get("session"):
             return None
         return record

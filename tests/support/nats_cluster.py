@@ -204,9 +204,7 @@ class NatsCluster:
         return None, []
 
     def describe(self) -> str:
-        states = [
-            f"{node.name}:{'frozen' if node.frozen else 'up' if node.running else 'down'}" for node in self.nodes
-        ]
+        states = [f"{node.name}:{'frozen' if node.frozen else 'up' if node.running else 'down'}" for node in self.nodes]
         return f"{' '.join(states)}, meta-leader {self.meta_leader()}"
 
     def close(self) -> None:
