@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-runtime
 
-.PHONY: run test lint typecheck install clean e2e demo bench
+.PHONY: run test lint typecheck install clean e2e demo bench drills
 
 # Runtime only (what `make run` needs) ...
 $(RUN_STAMP): pyproject.toml
@@ -33,6 +33,12 @@ test: $(STAMP)
 	$(BIN)/ruff check gateway handlers schema tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+## Cluster drills (tests/test_cluster_drills.py): a 3-node NATS JetStream cluster and several gateway
+## replicas under load while a NATS node is killed or hangs, and while the gateways restart one by one;
+## ~2-3 min on 2 cores, so not part of `make test` (pytest marker `drill`). Each prints its report.
+drills: $(STAMP)
+	$(BIN)/python -m pytest -m drill -s tests/test_cluster_drills.py
 
 ## End to end against a real NoETL stack (noetl==4.26.0 in a Python 3.12 venv, Postgres, NATS),
 ## cached in .e2e-cache/ (first run installs, ~2 min; later runs start in seconds). See docs/e2e.md.

@@ -78,3 +78,12 @@ class TooManyPending(ExecutionRefused):
         super().__init__(
             f"Too many pending requests for this session (limit {limit}); wait for their results and retry"
         )
+
+
+class RequestStateUnavailable(PublicError):
+    """A callback's pending request cannot be looked up now: NATS is away or failing over, and the
+    request may be stored by another replica. 503, so the worker retries (HTTP's "try again later")
+    instead of dropping a result on a 404 (docs/deployment.md, "Clustered NATS")."""
+
+    def __init__(self) -> None:
+        super().__init__(503, UPSTREAM_UNAVAILABLE, "Pending requests are unavailable for a moment; retry the callback")

@@ -12,6 +12,7 @@ from tornado.ioloop import IOLoop
 
 from tests.standin.server import StandinState, start_standin
 from tests.support.gateway import GatewayInstance, GatewayProcess
+from tests.support.nats_cluster import NatsCluster
 from tests.support.nats_server import NatsServer, free_port, nats_server_binary, require_binary
 from tests.support.signin import SignedIn, login
 from tests.support.silent_login import SilentLogin, start_silent_login
@@ -186,3 +187,14 @@ def client(io_loop: IOLoop) -> Iterator[aiohttp.ClientSession]:
     session = io_loop.run_sync(create)
     yield session
     io_loop.run_sync(session.close)
+
+
+@pytest.fixture
+def nats_cluster(nats_binary: str) -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster of the test's own (tests/support/nats_cluster.py), for the cluster drills."""
+    cluster = NatsCluster(nats_binary)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()

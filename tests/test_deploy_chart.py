@@ -461,3 +461,23 @@ def test_a_config_change_rolls_the_pods() -> None:
 
     assert checksum({}) == checksum({})
     assert checksum({}) != checksum({"config": {"GATEWAY_LOG_LEVEL": "DEBUG"}})
+
+
+# -- clustered NATS (docs/deployment.md "Clustered NATS") --------------------------------------------
+
+
+def test_cluster_values_give_every_bucket_three_replicas_on_every_node() -> None:
+    objects = render(yaml.safe_load((CHART / "ci" / "cluster-values.yaml").read_text()))
+    config = load_config(pod_env(objects))
+    assert config.nats_replicas == 3
+    assert len(config.nats_servers) == 3
+    assert one(objects, "HorizontalPodAutoscaler")["spec"]["minReplicas"] == 3
+
+
+def test_nats_cluster_values_ask_for_three_jetstream_nodes_on_volumes() -> None:
+    """Values for the official NATS chart (a release of its own; not renderable offline: checked by shape)."""
+    values = yaml.safe_load((ROOT / "deploy" / "helm" / "nats-cluster" / "values.yaml").read_text())
+    assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    jetstream = values["config"]["jetstream"]
+    assert jetstream["enabled"] is True and jetstream["fileStore"]["enabled"] is True
+    assert jetstream["fileStore"]["pvc"]["enabled"] is True

@@ -109,3 +109,20 @@ def test_kind_overlay_configuration_is_accepted_by_the_gateway() -> None:
     assert config.gateway_log_format == "text"
     assert all(obj["metadata"].get("namespace") == "noetl" for obj in objects if obj["kind"] != "Namespace")
     assert container(objects)["image"] == "noetl-gateway:dev"
+
+
+def test_nats_cluster_overlay_is_valid_and_uses_three_replicated_nodes() -> None:
+    """deploy/nats-cluster: the base plus three JetStream nodes on PVCs, the gateway pointed at all three."""
+    objects = kustomize(ROOT / "deploy" / "nats-cluster")
+    validate_objects(objects)
+    nats = next(obj for obj in objects if obj["kind"] == "StatefulSet")
+    assert nats["spec"]["replicas"] == 3
+    assert nats["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    gateway_config = next(
+        obj for obj in objects if obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("noetl-gateway")
+    )
+    config = load_config(gateway_config["data"])
+    assert config.nats_replicas == 3
+    assert config.nats_servers == [f"nats://nats-{i}.nats-headless:4222" for i in range(3)]
+    conf = next(obj for obj in objects if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "nats-config")
+    assert all(f"nats-{i}.nats-headless:6222" in conf["data"]["nats.conf"] for i in range(3))

@@ -23,11 +23,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from nats.js import api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from gateway.config import GatewayConfig
 from gateway.live.events import KIND_RESULT, KIND_STATE, LiveEvent, Pos
 from gateway.nats.link import NatsLink
+from gateway.nats.replicas import ensure_stream
 from gateway.tracing import nats_consumer, nats_publish
 
 log = logging.getLogger("gateway.live")
@@ -90,11 +91,7 @@ class EventBus:
             storage=api.StorageType.FILE,
             allow_direct=True,
         )
-        try:
-            info = await js.add_stream(config)
-        except BadRequestError:  # exists with other settings (e.g. another retention): adopt ours
-            info = await js.update_stream(config)
-            log.info("updated stream %s (max age %ss)", self.stream_name, int(self.retention))
+        info = await ensure_stream(link, config)  # added, or updated to these settings and NATS_REPLICAS copies
         last = int(info.state.last_seq or 0)
         if not self._started:
             self.consumed = last  # a new process delivers what is published from now on

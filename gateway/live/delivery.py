@@ -100,8 +100,8 @@ class Delivery:
         return False
 
     async def find_request(self, request_id: str) -> dict[str, Any] | None:
-        """The pending request a callback names, or None."""
-        return await self._requests.get(request_id)
+        """The pending request a callback names, or None (``RequestStateUnavailable``: NATS cannot tell now)."""
+        return await self._requests.get(request_id, sure=True)
 
     # -- results and progress --------------------------------------------------------------
 

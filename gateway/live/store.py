@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from gateway.auth.tokens import is_callback_request_id
+from gateway.errors import RequestStateUnavailable
 from gateway.live.events import is_client_id
 from gateway.nats.kv import KvBucket, KvWriteFailed, Versioned
 from gateway.nats.link import NatsLink
@@ -64,15 +65,19 @@ class RequestStore:
     """Pending requests by id, plus a per-client index for ``pendingRequests``."""
 
     def __init__(self, link: NatsLink, bucket: str, ttl_secs: float) -> None:
+        self._link = link
         self.bucket = KvBucket(link, bucket, ttl_secs, mirror=False, remember=True, max_local=_MAX_LOCAL)
         # Index updates are read-modify-write: serialise them per client within this process.
         self._index_locks = [asyncio.Lock() for _ in range(64)]
 
-    async def get(self, request_id: str) -> dict[str, Any] | None:
+    async def get(self, request_id: str, *, sure: bool = False) -> dict[str, Any] | None:
         """A pending request, or None (unknown, expired, delivered, or not a request id)."""
         if not is_callback_request_id(request_id):  # ours, or it names nothing
             return None
-        return _request(await self.bucket.read(request_id))
+        read = await self.bucket.read(request_id)
+        if sure and read.value is None and read.revision is None and self._link.enabled:
+            raise RequestStateUnavailable()  # NATS cannot tell now: another replica may have stored it
+        return _request(read)
 
     async def put(self, request_id: str, record: dict[str, Any]) -> None:
         """Store or update a pending request."""

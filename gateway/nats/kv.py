@@ -26,12 +26,13 @@ from __future__ import annotations
 import logging
 
 import orjson
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from gateway.nats.link import NatsLink
 from gateway.nats.local_copy import LocalCopy, Obsolete
 from gateway.nats.mirror import ChangeListener, Mirror
+from gateway.nats.replicas import ensure_bucket
 from gateway.nats.versioned import Edit, KvWriteFailed, Value, Versioned, apply_edits, decode
 from gateway.nats.write_queue import WriteQueue
 from gateway.tracing import kv_operations
@@ -78,11 +79,7 @@ class KvBucket:
 
     async def _setup(self, link: NatsLink) -> None:
         assert link.js is not None
-        try:
-            kv = await link.js.key_value(self.name)
-        except BucketNotFoundError:
-            kv = await link.js.create_key_value(bucket=self.name, history=self._history, ttl=self.ttl)
-            log.info("created KV bucket %s (max age %ss)", self.name, int(self.ttl))
+        kv = await ensure_bucket(link, self.name, history=self._history, ttl=self.ttl)  # NATS_REPLICAS copies
         self._kv = kv
         await self._replay_writes(kv)
         if self.mirrored:

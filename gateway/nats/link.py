@@ -40,11 +40,18 @@ class NatsLink:
         self._closing = False
         self.ever_connected = asyncio.Event()
         self.last_error: str | None = None
+        # Buckets/streams NATS would not give NATS_REPLICAS replicas: name -> why (gateway/nats/replicas.py).
+        self.replica_shortfalls: dict[str, str] = {}
 
     @property
     def enabled(self) -> bool:
         """False when NATS_URL is empty: the operator chose the in-process mode."""
         return self._config.nats_enabled
+
+    @property
+    def replicas(self) -> int:
+        """``NATS_REPLICAS``: how many copies every bucket and stream should have."""
+        return self._config.nats_replicas
 
     @property
     def connected(self) -> bool:
@@ -84,7 +91,9 @@ class NatsLink:
                     "allow_reconnect": True,
                     "max_reconnect_attempts": -1,
                     "reconnect_time_wait": 0.5,
-                    "ping_interval": 5,
+                    # A hung node (partitioned, frozen) keeps the socket open: unanswered pings are what
+                    # notice it. 2 s x 2 moves to another node of a cluster within ~4-6 s.
+                    "ping_interval": 2,
                     "max_outstanding_pings": 2,
                     "disconnected_cb": self._on_disconnected,
                     "reconnected_cb": self._on_reconnected,
@@ -146,7 +155,19 @@ class NatsLink:
         log.info("NATS reconnected; re-running setup")
         if self._setup_task is not None and not self._setup_task.done():
             self._setup_task.cancel()
+        if self.ever_connected.is_set() and self._cluster:
+            # Failover to another node of a cluster: the buckets and the stream are where they were
+            # (replicated), so reads and writes go to NATS at once, each falling back on its own if
+            # JetStream is still electing. Waiting for the set-up instead (watches and the consumer
+            # restart only once a meta-leader is elected, seconds) would put this replica in-process
+            # meanwhile: its writes queued where no other replica sees them.
+            self._set_ready(True)
         self._setup_task = asyncio.create_task(self._run_setup(), name="nats-setup")
+
+    @property
+    def _cluster(self) -> bool:
+        """More than one server known (configured or learnt from the cluster)."""
+        return self.nc is not None and len(self.nc.servers) > 1
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = type(exc).__name__

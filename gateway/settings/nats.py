@@ -27,6 +27,8 @@ class NatsSettings(SettingsGroup):
     nats_events_stream: str = "GATEWAY_EVENTS"
     nats_events_subject_prefix: str = "gateway.events"
     gateway_event_retention_secs: int = Field(900, gt=0)
+    # Clustered NATS (docs/deployment.md "Clustered NATS"): replicas of every bucket and the events stream.
+    nats_replicas: int = Field(1, ge=1, le=5)
 
     @property
     def nats_servers(self) -> list[str]:
