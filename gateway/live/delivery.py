@@ -79,7 +79,7 @@ class Delivery:
             "playbook_path": None,
             "created_at": int(time.time()),
         }
-        await self._requests.put(request_id, record)
+        await self._requests.put_shared(request_id, record)
         return request_id
 
     async def release_request(self, session: Session, request_id: str) -> None:

@@ -41,6 +41,7 @@ class SessionSlots:
 
     def __init__(self, requests: RequestStore, link: NatsLink, ttl_secs: float, limit: int) -> None:
         self._requests = requests
+        self._link = link
         self.ttl = float(ttl_secs)
         self.limit = limit
         # The requests' bucket, seen with nothing remembered: an outage's count starts empty.
@@ -60,6 +61,11 @@ class SessionSlots:
         async with self._lock(session):
             for _ in range(_CAS_ATTEMPTS):
                 held, revision = await self._load(session)
+                if revision is None and self._link.connected:
+                    # The read failed although NATS looks up (a node hung or failing over): like a
+                    # failed write, the slot is not counted (fail-open) rather than retried into a stall.
+                    log.warning("pending-request slots unreadable while NATS is up; this slot is not counted")
+                    return True
                 now = time.time()
                 held = {rid: at for rid, at in held.items() if at + self.ttl > now}
                 if len(held) >= self.limit:

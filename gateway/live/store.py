@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from gateway.auth.tokens import is_callback_request_id
@@ -29,11 +30,13 @@ from gateway.errors import RequestStateUnavailable
 from gateway.live.events import is_client_id
 from gateway.nats.kv import KvBucket, KvWriteFailed, Versioned
 from gateway.nats.link import NatsLink
+from gateway.tasks import Backoff
 
 log = logging.getLogger("gateway.live")
 
 INDEX_PREFIX = "by-client."
 MAX_INDEX = 100  # request ids remembered per client (the newest; older ones expire anyway)
+SHARED_WRITE_SECS = 8.0  # longer than the link takes to leave a hung node (2 pings of 2 s)
 _MAX_LOCAL = 100_000  # records remembered per store for an outage
 
 
@@ -82,6 +85,24 @@ class RequestStore:
     async def put(self, request_id: str, record: dict[str, Any]) -> None:
         """Store or update a pending request."""
         await self.bucket.put(request_id, record)
+
+    async def put_shared(self, request_id: str, record: dict[str, Any]) -> None:
+        """Store a new pending request where every replica sees it before its playbook starts.
+
+        A write that fails while NATS looks connected (a node hung: the link notices within
+        seconds), or while a cluster fails over to another node, is tried again for a few seconds
+        rather than left queued here: a worker's callback may reach another replica, which would
+        answer a definitive 404 and lose the result. With one NATS server gone, this process keeps
+        the request (CONTRACT §1) at once, as before.
+        """
+        deadline = time.monotonic() + SHARED_WRITE_SECS
+        backoff = Backoff()
+        while not await self.bucket.put(request_id, record):
+            failing_over = self._link.connected or self._link.clustered
+            if not failing_over or time.monotonic() >= deadline:
+                log.warning("pending request %s kept in this process only (NATS not writable)", request_id[:8])
+                return
+            await backoff.pause()
 
     async def complete(self, request_id: str, fields: dict[str, Any]) -> bool:
         """Add ``fields`` to a provisional request; False (nothing written) if it is gone meanwhile.

@@ -155,7 +155,7 @@ class NatsLink:
         log.info("NATS reconnected; re-running setup")
         if self._setup_task is not None and not self._setup_task.done():
             self._setup_task.cancel()
-        if self.ever_connected.is_set() and self._cluster:
+        if self.ever_connected.is_set() and self.clustered:
             # Failover to another node of a cluster: the buckets and the stream are where they were
             # (replicated), so reads and writes go to NATS at once, each falling back on its own if
             # JetStream is still electing. Waiting for the set-up instead (watches and the consumer
@@ -165,8 +165,9 @@ class NatsLink:
         self._setup_task = asyncio.create_task(self._run_setup(), name="nats-setup")
 
     @property
-    def _cluster(self) -> bool:
-        """More than one server known (configured or learnt from the cluster)."""
+    def clustered(self) -> bool:
+        """More than one server known (configured or learnt from the cluster): losing one is a
+        failover of seconds, not an outage."""
         return self.nc is not None and len(self.nc.servers) > 1
 
     async def _on_error(self, exc: Exception) -> None:
