@@ -90,6 +90,11 @@ class GatewayConfig(BaseModel):
     gateway_graphql_max_tokens: int = Field(10_000, gt=0)
     gateway_graphql_document_cache_size: int = Field(512, ge=0)
 
+    # GraphQL persisted queries (docs/graphql.md "Persisted queries")
+    nats_persisted_query_bucket: str = "persisted_queries"
+    gateway_persisted_query_ttl_secs: int = Field(86400, gt=0)
+    gateway_graphql_safelist: str | None = None
+
     # CORS
     cors_allowed_origins: list[str] = Field(
         default_factory=lambda: ["http://localhost:8080", "http://localhost:8090", "http://localhost:3000"]

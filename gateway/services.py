@@ -53,6 +53,8 @@ class Services:
     api_calls: ApiCalls
     spent_callbacks: SpentCallbacks
     audit: AuditLog
+    # hash → GraphQL document, shared by every replica (schema/persisted.py reads and writes it)
+    persisted_queries: KvBucket
     buckets: list[KvBucket] = field(default_factory=list)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     inflight: int = 0
@@ -124,6 +126,14 @@ class Services:
         executions = Executions(
             noetl, access, live, signer, public_url=config.public_url, admin_roles=config.gateway_admin_roles
         )
+        # Not mirrored: each process keeps the documents it uses in its document cache instead.
+        persisted_bucket = KvBucket(
+            link,
+            config.nats_persisted_query_bucket,
+            config.gateway_persisted_query_ttl_secs,
+            mirror=False,
+            max_local=1024,
+        )
         api_calls = ApiCalls(
             noetl,
             access,
@@ -147,7 +157,8 @@ class Services:
             api_calls=api_calls,
             spent_callbacks=SpentCallbacks(spent_bucket),
             audit=audit,
-            buckets=[session_bucket, revoked_bucket, spent_bucket],
+            persisted_queries=persisted_bucket,
+            buckets=[session_bucket, revoked_bucket, spent_bucket, persisted_bucket],
         )
         services.shutdown_hooks.append(live.shutdown)
         return services
