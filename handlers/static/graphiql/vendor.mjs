@@ -2,7 +2,7 @@
 //
 // Installs package.json + package-lock.json with `npm ci` in a temporary folder (no node_modules
 // ever lands in the Python package), copies the browser builds next to this script, and writes
-// LICENSES.txt: the licence of every installed package, since graphiql.min.js bundles its whole
+// LICENSES.txt: the licence of every installed package, since graphiql.min.js bundles its
 // dependency tree. The copied files are committed, so neither CI nor `pip install` needs npm.
 import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -60,7 +60,8 @@ try {
   const keys = [...sections.keys()].sort();
   const header =
     "Licences of the npm packages vendored into handlers/static/graphiql/ (installed from package-lock.json).\n" +
-    "graphiql.min.js bundles its dependency tree; react, react-dom and graphql-ws are copied as published.\n";
+    "graphiql.min.js is GraphiQL's own build, bundling its dependencies (versions inside may differ slightly from\n" +
+    "the lock's; the licences are these); react, react-dom and graphql-ws are copied as published.\n";
   writeFileSync(join(here, "LICENSES.txt"), [header, ...keys.map((key) => sections.get(key))].join("\n" + "=".repeat(78) + "\n\n"));
   console.log(`vendored ${FILES.length} files and the licences of ${keys.length} packages into ${here}`);
 } finally {
