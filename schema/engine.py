@@ -29,7 +29,7 @@ from schema.errors import (
 )
 from schema.limits import QueryLimits
 from schema.outcome import GraphQLOutcome, Outcome
-from schema.persisted import PersistedQueries, SharedDocuments, Source
+from schema.persisted import PersistedQueries, SharedDocuments, Source, Unregistered
 from schema.safelist import load_safelist
 
 __all__ = ["GraphQLEngine", "GraphQLOutcome", "Outcome"]
@@ -78,13 +78,12 @@ class GraphQLEngine:
         extensions: dict[str, Any] | None = None,
     ) -> GraphQLOutcome:
         """Execute one request; never raises for anything a client sent."""
-        shared = None
         if query is not None and extensions is None and self.persisted.safelist is None:
-            source = Source(query)  # the common case, without a coroutine
+            source = Source(query)  # the common case
         else:
-            if extensions is not None:
-                shared = SharedDocuments(context.services)
-            resolved = await self.persisted.source(query, extensions, shared)
+            resolved = self.persisted.resolve(query, extensions)
+            if isinstance(resolved, Unregistered):
+                resolved = await self.persisted.from_shared(resolved.digest, SharedDocuments(context.services))
             if isinstance(resolved, GraphQLOutcome):
                 return resolved
             source = resolved
@@ -99,8 +98,8 @@ class GraphQLEngine:
                 Outcome.METHOD_NOT_ALLOWED,
                 {"errors": [simple_error("Mutations are not allowed over GET; use POST.", METHOD_NOT_ALLOWED)]},
             )
-        if source.digest is not None:
-            await self.persisted.remember(source, shared)
+        if source.digest is not None and self.persisted.remember(source):
+            await SharedDocuments(context.services).share(source.digest, source.query)
         result = execute(
             self.schema,
             prepared.document,

@@ -47,6 +47,13 @@ class Source:
     share: bool = False  # registered by this request: write it to the shared bucket too
 
 
+@dataclass(frozen=True, slots=True)
+class Unregistered:
+    """A hash-only request this process does not know: ask the shared bucket (``PersistedQueries.from_shared``)."""
+
+    digest: str
+
+
 class SharedDocuments:
     """hash → document text in the NATS KV bucket (``NATS_PERSISTED_QUERY_BUCKET``), for every replica."""
 
@@ -82,10 +89,11 @@ class PersistedQueries:
             for name in ("hit", "shared_hit", "miss", "registered", "safelisted", "refused", "invalid")
         }
 
-    async def source(
-        self, query: str | None, extensions: dict[str, Any] | None, shared: SharedDocuments | None
-    ) -> Source | GraphQLOutcome:
-        """The document to run, or the error that answers the request instead."""
+    def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> Source | Unregistered | GraphQLOutcome:
+        """The document to run, the error that answers instead, or a hash to look up in the bucket.
+
+        Synchronous: a hit (the common case) costs no coroutine and no round trip.
+        """
         requested = self._requested_hash(extensions)
         if isinstance(requested, GraphQLOutcome):
             return requested
@@ -104,25 +112,28 @@ class PersistedQueries:
         if text is not None:
             self._count["hit"].inc()
             return Source(text, requested)
-        text = await shared.find(requested) if shared is not None else None
+        return Unregistered(requested)
+
+    async def from_shared(self, digest: str, shared: SharedDocuments | None) -> Source | GraphQLOutcome:
+        """A hash no document here has: the text another replica registered, or PersistedQueryNotFound."""
+        text = await shared.find(digest) if shared is not None else None
         if text is not None:
             self._count["shared_hit"].inc()
-            return Source(text, requested)
+            return Source(text, digest)
         self._count["miss"].inc()
         return GraphQLOutcome(
             Outcome.PERSISTED_QUERY_NOT_FOUND,
             {"errors": [simple_error(NOT_FOUND_MESSAGE, PERSISTED_QUERY_NOT_FOUND)]},
         )
 
-    async def remember(self, source: Source, shared: SharedDocuments | None) -> None:
-        """After validation: index the document by its hash here, and share what this request registered."""
+    def remember(self, source: Source) -> bool:
+        """After validation: index the document by its hash here; True when the bucket must learn it too."""
         if source.digest is None or self.safelist is not None:
-            return
+            return False
         self.documents.remember_hash(source.digest, source.query)
         if source.share:
             self._count["registered"].inc()
-            if shared is not None:
-                await shared.share(source.digest, source.query)
+        return source.share
 
     def _requested_hash(self, extensions: dict[str, Any] | None) -> str | GraphQLOutcome | None:
         persisted = extensions.get("persistedQuery") if extensions else None
