@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-runtime
 
-.PHONY: run test lint typecheck install clean e2e demo bench drills
+.PHONY: run test lint typecheck install clean e2e demo bench drills graphiql
 
 # Runtime only (what `make run` needs) ...
 $(RUN_STAMP): pyproject.toml
@@ -69,6 +69,11 @@ bench: $(STAMP) $(VENV)/.bench-installed
 $(VENV)/.bench-installed: pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
+
+## Refresh the vendored GraphiQL files (handlers/static/graphiql/) from its pinned package.json +
+## package-lock.json: npm ci in a temporary folder, then copy. The result is committed (no npm at install).
+graphiql:
+	node handlers/static/graphiql/vendor.mjs
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway handlers schema tests

@@ -22,6 +22,7 @@ from gateway.logging import setup_logging
 from gateway.prefork import run_workers
 from gateway.services import Services
 from gateway.version import __version__
+from schema.safelist import load_safelist
 
 log = logging.getLogger("gateway.main")
 
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(env)
         load_route_policy(config)  # a bad GATEWAY_ROUTE_POLICY stops start-up here, naming the line
         load_listeners(config)  # so does a bad GATEWAY_INGRESS_CONFIG (or a listener secret that is not set)
+        if config.gateway_graphql_safelist:  # a bad manifest stops start-up here, naming the file
+            load_safelist(config.gateway_graphql_safelist)
     except ConfigError as exc:
         print(f"noetl-gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -45,6 +45,9 @@ class Metrics:
         self.graphql_documents = counter(
             "gateway_graphql_document_cache_total", "GraphQL document cache lookups", "outcome"
         )
+        self.graphql_persisted = counter(
+            "gateway_graphql_persisted_queries_total", "GraphQL persisted-query lookups by hash or id", "outcome"
+        )
         self.proxy_bytes = counter(
             "gateway_proxy_bytes_total",
             "Body bytes relayed by the /noetl proxy (upload: client to NoETL, download: back)",

@@ -61,6 +61,8 @@ class Services:
     spent_callbacks: SpentCallbacks
     audit: AuditLog
     ingress: IngressService
+    # hash → GraphQL document, shared by every replica (schema/persisted.py reads and writes it)
+    persisted_queries: KvBucket
     buckets: list[KvBucket] = field(default_factory=list)
     tracing: Tracing | None = None  # OTEL_* (gateway/tracing): None = off, the SDK never imported
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -134,6 +136,14 @@ class Services:
         executions = Executions(
             noetl, access, live, signer, public_url=config.public_url, admin_roles=config.gateway_admin_roles
         )
+        # Not mirrored: each process keeps the documents it uses in its document cache instead.
+        persisted_bucket = KvBucket(
+            link,
+            config.nats_persisted_query_bucket,
+            config.gateway_persisted_query_ttl_secs,
+            mirror=False,
+            max_local=1024,
+        )
         api_calls = ApiCalls(
             noetl,
             access,
@@ -163,7 +173,8 @@ class Services:
             spent_callbacks=SpentCallbacks(spent_bucket),
             audit=audit,
             ingress=ingress,
-            buckets=[session_bucket, revoked_bucket, spent_bucket, ingress_bucket],
+            persisted_queries=persisted_bucket,
+            buckets=[session_bucket, revoked_bucket, spent_bucket, ingress_bucket, persisted_bucket],
             tracing=tracing_from_environ(),
         )
         services.shutdown_hooks.append(live.shutdown)

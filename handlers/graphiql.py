@@ -1,36 +1,30 @@
-"""The GraphiQL page served at ``GET /graphql`` (``Accept: text/html``).
+"""The GraphiQL page served at ``GET /graphql`` (``Accept: text/html``) and its files.
 
-GraphiQL (3.5 MB of JavaScript) is loaded from unpkg at pinned versions with Subresource
-Integrity, so a tampered CDN file is refused by the browser. Without internet access the
-page falls back to a small built-in editor (query, variables, token, run) that needs no
-external file. The page holds no data; every operation it sends is authenticated like
-any other (the ``session_token`` cookie, or an ``Authorization`` header set in
-GraphiQL's headers tab).
+Everything the page loads comes from this gateway: GraphiQL, React, ReactDOM and the
+``graphql-ws`` client are vendored from npm into ``handlers/static/graphiql/`` (pinned in the
+``package.json`` + ``package-lock.json`` there; ``make graphiql`` refreshes them) and served
+under ``/graphql/assets/``. So the page works offline, behind a corporate proxy and under a
+strict Content-Security-Policy that allows only ``'self'`` (plus ``data:`` for the fonts and
+icons embedded in GraphiQL's own stylesheet). The page holds no data; every operation it sends is
+authenticated like any other (the ``session_token`` cookie, or an ``Authorization`` header set
+in GraphiQL's headers tab).
 """
 
 from __future__ import annotations
 
-import secrets
+import functools
+import hashlib
+from http.client import responses
+from pathlib import Path
+from typing import Any
 
-CDN = "https://unpkg.com"
-ASSETS = {
-    "react": (
-        f"{CDN}/react@18.3.1/umd/react.production.min.js",
-        "sha384-DGyLxAyjq0f9SPpVevD6IgztCFlnMF6oW/XQGmfe+IsZ8TqEiDrcHkMLKI6fiB/Z",
-    ),
-    "react-dom": (
-        f"{CDN}/react-dom@18.3.1/umd/react-dom.production.min.js",
-        "sha384-gTGxhz21lVGYNMcdJOyq01Edg0jhn/c22nsx0kyqP0TxaV5WVdsSH1fSDUf5YJj1",
-    ),
-    "graphiql": (
-        f"{CDN}/graphiql@3.8.3/graphiql.min.js",
-        "sha384-HbRVEFG0JGJZeAHCJ9Xm2+tpknBQ7QZmNlO/DgZtkZ0aJSypT96YYGRNod99l9Ie",
-    ),
-    "graphiql-css": (
-        f"{CDN}/graphiql@3.8.3/graphiql.min.css",
-        "sha384-Mq3vbRBY71jfjQAt/DcjxUIYY33ksal4cgdRt9U/hNPvHBCaT2JfJ/PTRiPKf0aM",
-    ),
-}
+import orjson
+from tornado.web import HTTPError, StaticFileHandler
+
+ASSET_DIR = Path(__file__).resolve().parent / "static" / "graphiql"
+SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "graphiql.min.js", "graphql-ws.min.js", "start.js")
+STYLES = ("graphiql.min.css", "page.css")
+SERVED = frozenset((*SCRIPTS, *STYLES))
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -39,113 +33,76 @@ _PAGE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
 <title>noetl-gateway GraphiQL</title>
-<link rel="stylesheet" href="{css_url}" integrity="{css_sri}" crossorigin="anonymous">
-<style nonce="{nonce}">
-  html, body, #graphiql {{ height: 100%; margin: 0; }}
-  #fallback {{ font-family: system-ui, sans-serif; padding: 1rem; max-width: 60rem; }}
-  #fallback textarea, #fallback input {{ width: 100%; font-family: monospace; box-sizing: border-box; }}
-  #fallback pre {{ background: #f4f4f4; padding: .5rem; white-space: pre-wrap; }}
-</style>
+{styles}
 </head>
 <body>
-<div id="graphiql"></div>
-<script src="{react_url}" integrity="{react_sri}" crossorigin="anonymous"></script>
-<script src="{react_dom_url}" integrity="{react_dom_sri}" crossorigin="anonymous"></script>
-<script src="{graphiql_url}" integrity="{graphiql_sri}" crossorigin="anonymous"></script>
-<script nonce="{nonce}">
-(function () {{
-  var endpoint = window.location.pathname;
-  function fallback() {{
-    var root = document.getElementById("graphiql");
-    root.id = "fallback";
-    var title = document.createElement("h1");
-    title.textContent = "noetl-gateway GraphQL";
-    var note = document.createElement("p");
-    note.textContent = "GraphiQL could not be loaded from {cdn} (offline?). " +
-      "This minimal editor posts to " + endpoint + ".";
-    function field(label, tag, rows, value) {{
-      var wrap = document.createElement("p");
-      var caption = document.createElement("label");
-      caption.textContent = label;
-      var input = document.createElement(tag);
-      if (rows) {{ input.rows = rows; }}
-      input.value = value;
-      wrap.appendChild(caption); wrap.appendChild(document.createElement("br")); wrap.appendChild(input);
-      root.appendChild(wrap);
-      return input;
-    }}
-    root.appendChild(title); root.appendChild(note);
-    var query = field("Query", "textarea", 10, "{{ health version me {{ email roles }} }}");
-    var variables = field("Variables (JSON object)", "textarea", 4, "{{}}");
-    var token = field("Session token (empty: use the session_token cookie)", "input", 0, "");
-    var run = document.createElement("button");
-    run.textContent = "Run";
-    var output = document.createElement("pre");
-    root.appendChild(run); root.appendChild(output);
-    run.addEventListener("click", function () {{
-      var vars;
-      try {{ vars = variables.value.trim() ? JSON.parse(variables.value) : null; }}
-      catch (e) {{ output.textContent = "Variables are not valid JSON: " + e.message; return; }}
-      var headers = {{ "Content-Type": "application/json", "Accept": "application/json" }};
-      if (token.value.trim()) {{ headers["Authorization"] = "Bearer " + token.value.trim(); }}
-      fetch(endpoint, {{ method: "POST", headers: headers, credentials: "same-origin",
-                        body: JSON.stringify({{ query: query.value, variables: vars }}) }})
-        .then(function (r) {{ return r.text(); }})
-        .then(function (text) {{
-          try {{ output.textContent = JSON.stringify(JSON.parse(text), null, 2); }}
-          catch (e) {{ output.textContent = text; }}
-        }})
-        .catch(function (e) {{ output.textContent = "Request failed: " + e; }});
-    }});
-  }}
-  function start() {{
-    if (!(window.React && window.ReactDOM && window.GraphiQL)) {{ fallback(); return; }}
-    var fetcher = window.GraphiQL.createFetcher({{ url: endpoint }});
-    var root = window.ReactDOM.createRoot(document.getElementById("graphiql"));
-    var props = {{ fetcher: fetcher, defaultEditorToolsVisibility: true }};
-    root.render(window.React.createElement(window.GraphiQL, props));
-  }}
-  if (document.readyState === "complete") {{ start(); }} else {{ window.addEventListener("load", start); }}
-}})();
-</script>
+<div id="graphiql">Loading GraphiQL&hellip;</div>
+<noscript>GraphiQL needs JavaScript. Without it, send operations with any HTTP client
+(POST JSON to this URL).</noscript>
+{scripts}
 </body>
 </html>
 """
 
 
-def new_nonce() -> str:
-    """A fresh CSP nonce for one page."""
-    return secrets.token_urlsafe(18)
+@functools.cache
+def asset_versions() -> dict[str, str]:
+    """Content hash of each served file: the ``?v=`` that lets browsers keep it for a year."""
+    return {name: hashlib.sha256((ASSET_DIR / name).read_bytes()).hexdigest()[:16] for name in sorted(SERVED)}
 
 
-def render_page(nonce: str) -> str:
-    """The HTML page; ``nonce`` must match the Content-Security-Policy header."""
-    return _PAGE.format(
-        nonce=nonce,
-        cdn=CDN,
-        css_url=ASSETS["graphiql-css"][0],
-        css_sri=ASSETS["graphiql-css"][1],
-        react_url=ASSETS["react"][0],
-        react_sri=ASSETS["react"][1],
-        react_dom_url=ASSETS["react-dom"][0],
-        react_dom_sri=ASSETS["react-dom"][1],
-        graphiql_url=ASSETS["graphiql"][0],
-        graphiql_sri=ASSETS["graphiql"][1],
-    )
+def assets_prefix(page_path: str) -> str:
+    """Where the files are, relative to the page: works behind an ingress that strips a path prefix."""
+    return "assets/" if page_path.endswith("/") else "graphql/assets/"
 
 
-def content_security_policy(nonce: str) -> str:
-    """Scripts only from the pinned CDN files and this page's nonce; requests only to us."""
+def render_page(page_path: str) -> str:
+    """The HTML page: no inline script or style, so the CSP needs no nonce."""
+    prefix = assets_prefix(page_path)
+    versions = asset_versions()
+    styles = "\n".join(f'<link rel="stylesheet" href="{prefix}{name}?v={versions[name]}">' for name in STYLES)
+    scripts = "\n".join(f'<script src="{prefix}{name}?v={versions[name]}"></script>' for name in SCRIPTS)
+    return _PAGE.format(styles=styles, scripts=scripts)
+
+
+def content_security_policy() -> str:
+    """Only this origin: scripts, styles, requests (HTTP and the graphql-ws WebSocket); no framing."""
     return "; ".join(
         (
             "default-src 'none'",
-            f"script-src 'nonce-{nonce}' {CDN}",
-            f"style-src 'self' 'unsafe-inline' {CDN}",
-            f"font-src 'self' data: {CDN}",
-            f"img-src 'self' data: {CDN}",
+            "script-src 'self'",
+            "style-src 'self'",
+            "font-src 'self' data:",
+            "img-src 'self' data:",
             "connect-src 'self'",
             "base-uri 'none'",
             "form-action 'none'",
             "frame-ancestors 'none'",
         )
     )
+
+
+class GraphiQLAssetHandler(StaticFileHandler):
+    """The vendored files (and nothing else of that folder); cached for a year when versioned."""
+
+    route_name = "graphiql"
+
+    def set_default_headers(self) -> None:
+        """No MIME sniffing: a script is only ever run as the type it was served with."""
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cross-Origin-Resource-Policy", "same-origin")
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        """Serve only the files the page uses (not package.json, the lock file, licences, scripts)."""
+        if self.path not in SERVED:
+            raise HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
+
+    def get_cache_time(self, path: str, modified: Any, mime_type: str) -> int:
+        """A year for ``?v=<content hash>`` (a new file gets a new URL); otherwise revalidate."""
+        return self.CACHE_MAX_AGE if self.get_query_argument("v", "") == asset_versions().get(path) else 0
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """JSON like every other error of the gateway."""
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps({"error": responses.get(status_code, "Error")}))

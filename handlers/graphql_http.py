@@ -4,6 +4,9 @@ Follows the GraphQL-over-HTTP spec: ``application/graphql-response+json`` when t
 accepts it (then requests that fail to parse or validate get 4xx), ``application/json``
 otherwise (200 with ``errors``), including when there is no ``Accept`` header or only
 wildcards.
+
+A request may carry no ``query`` when ``extensions.persistedQuery`` names one by hash (APQ);
+``extensions`` comes from the POST body or, over GET, from the ``extensions`` parameter (JSON).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ APPLICATION_JSON = "application/json"
 
 @dataclass(frozen=True, slots=True)
 class GraphQLRequest:
-    """The three GraphQL-over-HTTP parameters."""
+    """The GraphQL-over-HTTP parameters (``query`` is None when a persisted query is named by hash)."""
 
-    query: str
+    query: str | None
     variables: dict[str, Any] | None
     operation_name: str | None
+    extensions: dict[str, Any] | None = None
 
 
 def _media_ranges(accept: str) -> list[tuple[str, float]]:
@@ -91,16 +95,20 @@ def wants_html(accept: str | None) -> bool:
     return html >= json_quality
 
 
-def _check_fields(query: Any, variables: Any, operation_name: Any, where: str) -> GraphQLRequest:
+def _check_fields(query: Any, variables: Any, operation_name: Any, extensions: Any, where: str) -> GraphQLRequest:
+    if extensions is not None and not isinstance(extensions, dict):
+        raise RequestProblem(400, f"Invalid {where} 'extensions': must be a JSON object")
     if query is None or (isinstance(query, str) and not query.strip()):
-        raise RequestProblem(400, f"Missing required {where} 'query'")
-    if not isinstance(query, str):
+        if not (extensions and "persistedQuery" in extensions):
+            raise RequestProblem(400, f"Missing required {where} 'query'")
+        query = None
+    elif not isinstance(query, str):
         raise RequestProblem(400, f"Invalid {where} 'query': must be a string")
     if variables is not None and not isinstance(variables, dict):
         raise RequestProblem(400, f"Invalid {where} 'variables': must be a JSON object")
     if operation_name is not None and not isinstance(operation_name, str):
         raise RequestProblem(400, f"Invalid {where} 'operationName': must be a string")
-    return GraphQLRequest(query, variables, operation_name or None)
+    return GraphQLRequest(query, variables, operation_name or None, extensions)
 
 
 def request_from_json(raw: bytes, content_type: str | None) -> GraphQLRequest:
@@ -110,14 +118,13 @@ def request_from_json(raw: bytes, content_type: str | None) -> GraphQLRequest:
         raise RequestProblem(400, "Batched GraphQL requests are not supported; send one object per request")
     if not isinstance(body, dict):
         raise RequestProblem(400, "Request body must be a JSON object with a 'query'")
-    extensions = body.get("extensions")
-    if extensions is not None and not isinstance(extensions, dict):
-        raise RequestProblem(400, "Invalid field 'extensions': must be a JSON object")
-    return _check_fields(body.get("query"), body.get("variables"), body.get("operationName"), "field")
+    return _check_fields(
+        body.get("query"), body.get("variables"), body.get("operationName"), body.get("extensions"), "field"
+    )
 
 
 def request_from_params(params: dict[str, list[bytes]]) -> GraphQLRequest:
-    """GET query parameters: ``query``, ``variables`` (JSON text), ``operationName``."""
+    """GET query parameters: ``query``, ``variables`` and ``extensions`` (JSON text), ``operationName``."""
 
     def one(name: str) -> str | None:
         values = params.get(name)
@@ -127,11 +134,15 @@ def request_from_params(params: dict[str, list[bytes]]) -> GraphQLRequest:
             raise RequestProblem(400, f"Query parameter '{name}' given more than once")
         return values[0].decode("utf-8", "replace")
 
-    variables: Any = None
-    text = one("variables")
-    if text:
+    def json_object(name: str) -> Any:
+        text = one(name)
+        if not text:
+            return None
         try:
-            variables = orjson.loads(text)
+            return orjson.loads(text)
         except orjson.JSONDecodeError:
-            raise RequestProblem(400, "Invalid query parameter 'variables': must be a JSON object") from None
-    return _check_fields(one("query"), variables, one("operationName"), "query parameter")
+            raise RequestProblem(400, f"Invalid query parameter '{name}': must be a JSON object") from None
+
+    return _check_fields(
+        one("query"), json_object("variables"), one("operationName"), json_object("extensions"), "query parameter"
+    )

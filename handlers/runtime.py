@@ -37,6 +37,7 @@ ACCESS_BY_ROUTE_NAME: dict[str, str] = {
     "metrics": PUBLIC,
     "openapi": PUBLIC,
     "runtime_contract": PUBLIC,
+    "graphiql": PUBLIC,  # the GraphiQL page's vendored files (no data)
     "sharding": PUBLIC,  # arithmetic only: no URL, only the shard count (docs/sharding.md)
     "ingress": LISTENER,  # no session: each listener verifies its sender (docs/ingress.md)
     "auth_login": PUBLIC,

@@ -5,10 +5,14 @@ Invalid documents are cached too (as their formatted errors, without the AST), s
 client repeating a bad query does not pay for it again. The cache is bounded by entry
 count and by total query text (a parsed AST with locations is ~45× its text), so its
 worst-case memory stays small whatever clients send.
+
+Entries a client reached by hash (automatic persisted queries, schema/persisted.py) are also
+indexed by that SHA-256, and leave the index when they leave the cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +37,11 @@ BYTES_PER_ENTRY = 2048  # average query text budgeted per cache entry
 VALIDATION_RULES = (*specified_rules, MaxIntrospectionDepthRule)
 
 
+def document_hash(query: str) -> str:
+    """The APQ hash of a document: lowercase hex SHA-256 of its UTF-8 text (as Apollo computes it)."""
+    return hashlib.sha256(query.encode("utf-8")).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedDocument:
     """A query ready to execute, or the request errors that stop it."""
@@ -52,11 +61,23 @@ class DocumentCache:
         self.max_chars = max_entries * BYTES_PER_ENTRY
         self._entries: OrderedDict[str, PreparedDocument] = OrderedDict()
         self._chars = 0
+        self._by_hash: dict[str, str] = {}  # APQ hash → query text of a cached entry
+        self._hash_of: dict[str, str] = {}  # and back, to unindex an evicted entry
         self._hit = outcomes.labels("hit")
         self._miss = outcomes.labels("miss")
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def query_for_hash(self, digest: str) -> str | None:
+        """The cached text a client registered under this hash, if still cached."""
+        return self._by_hash.get(digest)
+
+    def remember_hash(self, digest: str, query: str) -> None:
+        """Index a cached entry by its hash (no-op for a text the cache did not keep)."""
+        if query in self._entries and query not in self._hash_of:
+            self._by_hash[digest] = query
+            self._hash_of[query] = digest
 
     def prepare(self, query: str) -> PreparedDocument:
         """The cached result for this text, or parse + check limits + validate (and cache)."""
@@ -123,3 +144,6 @@ class DocumentCache:
         while len(self._entries) > self.max_entries or self._chars > self.max_chars:
             old_query, _ = self._entries.popitem(last=False)
             self._chars -= len(old_query)
+            digest = self._hash_of.pop(old_query, None)
+            if digest is not None:
+                del self._by_hash[digest]

@@ -1,15 +1,14 @@
 """GraphQL execution on graphql-core: schema built once, documents cached, errors made safe.
 
 HTTP-agnostic: the handler turns a :class:`GraphQLOutcome` into a status and a body
-(``handlers/graphql.py``, GraphQL over HTTP).
+(``handlers/graphql.py``, GraphQL over HTTP). Which document runs — the text sent, a persisted
+query's hash, or the safelist's — is decided by schema/persisted.py first.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from graphql import ExecutionResult, GraphQLResolveInfo, GraphQLSchema, OperationType, default_field_resolver, execute
@@ -30,6 +29,11 @@ from schema.errors import (
     simple_error,
 )
 from schema.limits import QueryLimits
+from schema.outcome import GraphQLOutcome, Outcome
+from schema.persisted import PersistedQueries, SharedDocuments, Source, Unregistered
+from schema.safelist import load_safelist
+
+__all__ = ["GraphQLEngine", "GraphQLOutcome", "Outcome"]
 
 log = logging.getLogger("gateway.graphql")
 
@@ -48,29 +52,6 @@ def _field_from_dict(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
     return default_field_resolver(source, info, **args)
 
 
-class Outcome(enum.Enum):
-    """How the request ended, which decides the HTTP status."""
-
-    EXECUTED = "executed"  # data present (maybe with field errors)
-    REQUEST_ERROR = "request_error"  # parse/validation/limits/variables: nothing executed
-    BAD_REQUEST = "bad_request"  # the operation to run cannot be chosen
-    METHOD_NOT_ALLOWED = "method_not_allowed"  # a mutation over GET
-
-
-@dataclass(frozen=True, slots=True)
-class GraphQLOutcome:
-    """The response body plus the outcome."""
-
-    outcome: Outcome
-    body: dict[str, Any]
-
-    @property
-    def message(self) -> str:
-        """The first error's message (for HTTP-level error bodies)."""
-        errors = self.body.get("errors") or [{}]
-        return str(errors[0].get("message") or "")
-
-
 class GraphQLEngine:
     """The gateway's one schema and document cache; ``run`` executes one request."""
 
@@ -80,6 +61,8 @@ class GraphQLEngine:
         self.documents = DocumentCache(
             self.schema, self.limits, config.gateway_graphql_document_cache_size, metrics.graphql_documents
         )
+        safelist = load_safelist(config.gateway_graphql_safelist) if config.gateway_graphql_safelist else None
+        self.persisted = PersistedQueries(self.documents, safelist, metrics.graphql_persisted)
 
     def prepare(self, query: str) -> PreparedDocument:
         """Parse + limits + validation, cached by query text."""
@@ -87,15 +70,25 @@ class GraphQLEngine:
 
     async def run(
         self,
-        query: str,
+        query: str | None,
         variables: dict[str, Any] | None,
         operation_name: str | None,
         context: RequestContext,
         *,
         allow_mutations: bool = True,
+        extensions: dict[str, Any] | None = None,
     ) -> GraphQLOutcome:
         """Execute one request; never raises for anything a client sent."""
-        prepared = self.documents.prepare(query)
+        if query is not None and extensions is None and self.persisted.safelist is None:
+            source = Source(query)  # the common case
+        else:
+            resolved = self.persisted.resolve(query, extensions)
+            if isinstance(resolved, Unregistered):
+                resolved = await self.persisted.from_shared(resolved.digest, SharedDocuments(context.services))
+            if isinstance(resolved, GraphQLOutcome):
+                return resolved
+            source = resolved
+        prepared = self.documents.prepare(source.query)
         if prepared.document is None:
             return GraphQLOutcome(Outcome.REQUEST_ERROR, {"errors": prepared.errors})
         chosen = _choose_operation(prepared, operation_name)
@@ -106,8 +99,10 @@ class GraphQLEngine:
                 Outcome.METHOD_NOT_ALLOWED,
                 {"errors": [simple_error("Mutations are not allowed over GET; use POST.", METHOD_NOT_ALLOWED)]},
             )
+        if source.digest is not None and self.persisted.remember(source):
+            await SharedDocuments(context.services).share(source.digest, source.query)
         named = operation_name or next(iter(prepared.operations), None)
-        with graphql_operation(chosen.value, named, query):  # a span when tracing is on
+        with graphql_operation(chosen.value, named, source.query):  # a span when tracing is on
             result = execute(
                 self.schema,
                 prepared.document,

@@ -123,6 +123,7 @@ async def test_listed_public_routes_answer_without_a_session(
     for route in body["routes"]["public"]:
         method, path = route.split(" ", 1)
         if method == "GET":
+            path = path.replace("{*path}", "start.js")  # the GraphiQL files: one that exists
             status, _, _ = await call(client, "GET", f"{gateway.url}{path}")
             # 503: /health/ready may say NoETL is away; 400: a required parameter (/sharding/preview)
             assert status in (200, 400, 503), route

@@ -18,6 +18,10 @@ class GraphqlSettings(SettingsGroup):
     gateway_graphql_max_aliases: int = Field(30, ge=0)
     gateway_graphql_max_tokens: int = Field(10_000, gt=0)
     gateway_graphql_document_cache_size: int = Field(512, ge=0)
+    # Persisted queries (docs/graphql.md "Persisted queries"): the shared APQ store, the safelist.
+    nats_persisted_query_bucket: str = "persisted_queries"
+    gateway_persisted_query_ttl_secs: int = Field(86400, gt=0)
+    gateway_graphql_safelist: str | None = None
 
 
 class CorsSettings(SettingsGroup):
