@@ -152,6 +152,13 @@ class GatewayConfig(BaseModel):
     gateway_body_timeout_secs: float = Field(60.0, gt=0)
     gateway_proxy_body_timeout_secs: float = Field(3600.0, gt=0)
 
+    # GraphQL subscriptions (graphql-ws on /graphql, graphql-sse on /graphql/stream; docs/graphql.md)
+    gateway_max_subscriptions_per_session: int = Field(64, gt=0)
+    gateway_max_subscriptions_per_connection: int = Field(32, gt=0)
+    gateway_ws_max_message_bytes: int = Field(1024 * 1024, gt=0)
+    gateway_ws_ping_interval_secs: float = Field(20.0, ge=0)
+    gateway_ws_init_timeout_secs: float = Field(3.0, gt=0)
+
     # Push ingress (POST /ingress/{listener}, docs/ingress.md)
     gateway_ingress_config: str | None = None
     noetl_internal_api_token: str | None = None

@@ -78,3 +78,23 @@ class TooManyPending(ExecutionRefused):
         super().__init__(
             f"Too many pending requests for this session (limit {limit}); wait for their results and retry"
         )
+
+
+# -- GraphQL subscriptions (gateway/live/watch.py) ------------------------------------------
+
+
+class SubscriptionRefused(ExecutionRefused):
+    """A subscription that cannot start: nothing of this session to watch under that id."""
+
+    code = "NOT_FOUND"
+    status = 404
+
+
+class TooManySubscriptions(ExecutionRefused):
+    """The session (in this process) or the connection already has its limit of open subscriptions."""
+
+    code = RATE_LIMITED
+    status = 429
+
+    def __init__(self, limit: int, per: str = "session") -> None:
+        super().__init__(f"Too many open subscriptions for this {per} (limit {limit})")

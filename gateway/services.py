@@ -31,6 +31,7 @@ from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
 from gateway.nats.link import NatsLink
 from gateway.noetl.client import NoetlClient, make_http_session
+from gateway.subscriptions.service import Subscriptions
 from gateway.version import __version__
 
 log = logging.getLogger("gateway.services")
@@ -56,6 +57,7 @@ class Services:
     spent_callbacks: SpentCallbacks
     audit: AuditLog
     ingress: IngressService
+    subscriptions: Subscriptions
     buckets: list[KvBucket] = field(default_factory=list)
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     inflight: int = 0
@@ -157,9 +159,12 @@ class Services:
             spent_callbacks=SpentCallbacks(spent_bucket),
             audit=audit,
             ingress=ingress,
+            # GraphQL subscriptions (graphql-ws, graphql-sse): watches over the live events and NoETL's lifecycle.
+            subscriptions=Subscriptions(config, sessions, live, access, executions, noetl),
             buckets=[session_bucket, revoked_bucket, spent_bucket, ingress_bucket],
         )
         services.shutdown_hooks.append(live.shutdown)
+        services.shutdown_hooks.append(services.subscriptions.shutdown)
         return services
 
     async def start(self, nats_wait_secs: float = 2.0) -> None:
@@ -167,6 +172,7 @@ class Services:
         self.audit.start()
         self.audit.record_config(self.config.model_dump())
         self.live.start()
+        self.subscriptions.start()
         if self.config.gateway_auth_bypass:
             log.warning(
                 "GATEWAY_AUTH_BYPASS is ON: any non-empty token is accepted as dev@localhost. "
@@ -183,6 +189,7 @@ class Services:
 
     async def close(self) -> None:
         """Stop background work, drain NATS, close the HTTP pool."""
+        await self.subscriptions.close()
         await self.live.close()
         await self.auth.close()
         for bucket in self.buckets:
