@@ -56,8 +56,7 @@ class GraphQLStreamHandler(APIHandler):
         await self.require_session()
         request = self._read(lambda: request_from_params(self.request.query_arguments))
         if operation_type(self.engine, request.query, request.operation_name) is OperationType.MUTATION:
-            self.set_header("Allow", "POST")
-            raise ApiError(405, "Mutations are not allowed over GET; use POST.")
+            raise ApiError(405, "Mutations are not allowed over GET; use POST.", headers={"Allow": "POST"})
         await self._serve(request)
 
     async def post(self) -> None:
@@ -86,6 +85,7 @@ class GraphQLStreamHandler(APIHandler):
             elif isinstance(started, Single):
                 await self._event("next", started.body)
             else:
+                await self.flush()  # the headers now: the client knows the subscription is accepted
                 if not await self._stream(started):
                     return
             await self._event("complete", None)
