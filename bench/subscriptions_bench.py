@@ -178,7 +178,9 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)  # noqa: ASYNC220
         try:
             wait_http(f"{url}/health")
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as http:
+            unbounded = aiohttp.TCPConnector(limit=0)  # aiohttp's default pool stops at 100 connections
+            timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+            async with aiohttp.ClientSession(connector=unbounded, timeout=timeout) as http:
                 await asyncio.sleep(1.0)  # let start-up allocations settle before the first reading
                 rss0 = rss_kib(proc.pid)
                 subscribers = await open_subscribers(url, count)
