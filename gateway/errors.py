@@ -87,3 +87,23 @@ class RequestStateUnavailable(PublicError):
 
     def __init__(self) -> None:
         super().__init__(503, UPSTREAM_UNAVAILABLE, "Pending requests are unavailable for a moment; retry the callback")
+
+
+# -- GraphQL subscriptions (gateway/live/watch.py) ------------------------------------------
+
+
+class SubscriptionRefused(ExecutionRefused):
+    """A subscription that cannot start: nothing of this session to watch under that id."""
+
+    code = "NOT_FOUND"
+    status = 404
+
+
+class TooManySubscriptions(ExecutionRefused):
+    """The session (in this process) or the connection already has its limit of open subscriptions."""
+
+    code = RATE_LIMITED
+    status = 429
+
+    def __init__(self, limit: int, per: str = "session") -> None:
+        super().__init__(f"Too many open subscriptions for this {per} (limit {limit})")

@@ -57,6 +57,9 @@ class Metrics:
         self.proxy_bytes_up = self.proxy_bytes.labels("upload")
         self.proxy_bytes_down = self.proxy_bytes.labels("download")
         self.sse_clients = Gauge("gateway_sse_clients", "Open SSE streams", registry=r)
+        self.graphql_subscriptions = Gauge(
+            "gateway_graphql_subscriptions", "Open GraphQL subscriptions (graphql-ws and graphql-sse)", registry=r
+        )
         self.policy_denials = counter(
             "gateway_policy_denials_total",
             "Calls refused by the authorization policy, by rule (route policy rule or 'playbook access')",

@@ -32,6 +32,7 @@ from gateway.metrics import Metrics
 from gateway.nats.kv import KvBucket
 from gateway.nats.link import NatsLink
 from gateway.noetl.client import NoetlClient, make_http_session
+from gateway.subscriptions.service import Subscriptions
 from gateway.tracing import activate, shutdown_tracing, tracing_from_environ
 from gateway.version import __version__
 
@@ -63,6 +64,7 @@ class Services:
     ingress: IngressService
     # hash → GraphQL document, shared by every replica (schema/persisted.py reads and writes it)
     persisted_queries: KvBucket
+    subscriptions: Subscriptions
     buckets: list[KvBucket] = field(default_factory=list)
     tracing: Tracing | None = None  # OTEL_* (gateway/tracing): None = off, the SDK never imported
     shutdown_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -174,10 +176,13 @@ class Services:
             audit=audit,
             ingress=ingress,
             persisted_queries=persisted_bucket,
+            # GraphQL subscriptions (graphql-ws, graphql-sse): watches over the live events and NoETL's lifecycle.
+            subscriptions=Subscriptions(config, sessions, live, access, executions, noetl, metrics),
             buckets=[session_bucket, revoked_bucket, spent_bucket, ingress_bucket, persisted_bucket],
             tracing=tracing_from_environ(),
         )
         services.shutdown_hooks.append(live.shutdown)
+        services.shutdown_hooks.append(services.subscriptions.shutdown)
         return services
 
     async def start(self, nats_wait_secs: float = 2.0) -> None:
@@ -186,6 +191,7 @@ class Services:
         self.audit.record_config(self.config.model_dump())
         activate(self.tracing)  # before any task starts: the NATS consumers inherit it
         self.live.start()
+        self.subscriptions.start()
         if self.config.gateway_auth_bypass:
             log.warning(
                 "GATEWAY_AUTH_BYPASS is ON: any non-empty token is accepted as dev@localhost. "
@@ -202,6 +208,7 @@ class Services:
 
     async def close(self) -> None:
         """Stop background work, drain NATS, close the HTTP pool."""
+        await self.subscriptions.close()
         await self.live.close()
         await self.auth.close()
         for bucket in self.buckets:

@@ -21,6 +21,7 @@ from handlers.models import (
     ProgressRequest,
     ValidateRequest,
 )
+from handlers.openapi_graphql import graphql_stream_operations
 from handlers.openapi_ingress import IngressAccepted, IngressRefusal, ingress_operation
 
 
@@ -274,12 +275,14 @@ def build_openapi() -> dict[str, Any]:
     for path, (summary, request, ok, errors, extra) in posts.items():
         paths[path] = {"post": _operation(summary, request, ok, errors, **extra)}
     paths["/ingress/{listener}"] = {"post": ingress_operation(_ref(ErrorResponse))}
+    paths["/graphql/stream"] = graphql_stream_operations(_ref(ErrorResponse), session)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "noetl-gateway",
             "version": __version__,
-            "description": "REST endpoints of the NoETL API gateway. GraphQL is at /graphql, SSE at /events, "
+            "description": "REST endpoints of the NoETL API gateway. GraphQL is at /graphql (also graphql-ws, "
+            "a WebSocket on the same path), graphql-sse at /graphql/stream, SSE at /events, "
             "and /noetl/* proxies to NoETL's /api/*.",
         },
         "paths": paths,

@@ -48,6 +48,8 @@ ACCESS_BY_ROUTE_NAME: dict[str, str] = {
     "callback_async": CALLBACK,
     "progress": CALLBACK,
     "graphql": SESSION,
+    "graphql_ws": SESSION,  # the WebSocket upgrade of /graphql (same path, same GET: listed once)
+    "graphql_stream": SESSION,
     "events": SESSION,
     "proxy": SESSION,
 }
@@ -104,7 +106,7 @@ def _route_lists(app: Application) -> dict[str, list[str]]:
         methods = handler_methods(handler)
         shown = ["ANY"] if len(methods) == len(_METHODS) else [m for m in methods if m != "HEAD"]
         group = "protected" if access == SESSION else "public"
-        lists[group].extend(f"{method} {template}" for method in shown)
+        lists[group].extend(f"{method} {template}" for method in shown if f"{method} {template}" not in lists[group])
     return lists
 
 

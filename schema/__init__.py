@@ -8,6 +8,7 @@ from graphql import GraphQLObjectType, GraphQLScalarType, GraphQLSchema, assert_
 
 from schema.resolvers import RESOLVERS
 from schema.scalars import attach_json_scalar
+from schema.subscriptions import SOURCES
 
 
 def load_sdl() -> str:
@@ -33,5 +34,10 @@ def build_gateway_schema(sdl: str | None = None) -> GraphQLSchema:
         missing = sorted(set(object_type.fields) - set(resolvers))
         if missing:
             raise RuntimeError(f"{type_name} fields without a resolver: {', '.join(missing)}")
+    subscription = schema.subscription_type
+    for field_name, source in SOURCES.items():
+        if subscription is None or field_name not in subscription.fields:
+            raise RuntimeError(f"source stream for unknown field Subscription.{field_name}")
+        subscription.fields[field_name].subscribe = source
     assert_valid_schema(schema)
     return schema

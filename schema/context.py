@@ -19,3 +19,5 @@ class RequestContext:
     session: Session
     token: str
     request_id: str
+    # The live client id of a graphql-ws connection: executePlaybook's default clientId over it.
+    live_client_id: str | None = None

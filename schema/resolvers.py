@@ -15,6 +15,7 @@ from graphql import GraphQLResolveInfo
 from gateway.executions.service import StartedExecution
 from gateway.version import __version__
 from schema.context import RequestContext
+from schema.subscriptions import resolve_event
 
 
 def _context(info: GraphQLResolveInfo) -> RequestContext:
@@ -68,7 +69,8 @@ async def resolve_execute_playbook(
     # ExecutableResourceKind values are their names (PLAYBOOK, or the reference's "playbook");
     # an explicit null means the default.
     kind = (resourceKind or "PLAYBOOK").lower()
-    started = await executions.start(context.session, context.token, name, variables, clientId, resource_kind=kind)
+    client_id = clientId if clientId is not None else context.live_client_id  # over graphql-ws: the socket's
+    started = await executions.start(context.session, context.token, name, variables, client_id, resource_kind=kind)
     return _execution(started)
 
 
@@ -81,7 +83,8 @@ async def resolve_rerun_execution(
 ) -> dict[str, Any]:
     """Run an execution again (gateway.executions.rerun)."""
     context = _context(info)
-    started = await context.services.executions.rerun(context.session, context.token, executionId, variables, clientId)
+    client_id = clientId if clientId is not None else context.live_client_id
+    started = await context.services.executions.rerun(context.session, context.token, executionId, variables, client_id)
     return _execution(started)
 
 
@@ -117,5 +120,10 @@ RESOLVERS: dict[str, dict[str, Resolver]] = {
         "executePlaybook": resolve_execute_playbook,
         "rerunExecution": resolve_rerun_execution,
         "proxyRequest": resolve_proxy_request,
+    },
+    # Each field's source stream is schema/subscriptions.py's SOURCES (attached by schema.build).
+    "Subscription": {
+        "playbookEvents": resolve_event,
+        "executionUpdates": resolve_event,
     },
 }

@@ -13,6 +13,7 @@ from tests.conftest import GatewayFactory
 from tests.support.live import services_of
 from tests.support.nats_cluster import NatsCluster
 from tests.support.nats_server import NatsServer
+from tests.support.waiting import wait_for
 
 # Every bucket the gateway keeps: each setting that names one (a new bucket is covered by itself).
 BUCKETS = tuple(str(getattr(GatewayConfig(), name)) for name in GatewayConfig.model_fields if name.endswith("_bucket"))
@@ -33,7 +34,7 @@ async def test_a_gateway_creates_every_bucket_and_the_stream_with_three_replicas
     make_gateway: GatewayFactory, nats_cluster: NatsCluster
 ) -> None:
     gw = await make_gateway(NATS_URL=nats_cluster.url, NATS_REPLICAS="3")
-    assert services_of(gw).nats.connected
+    await wait_for(lambda: services_of(gw).nats.connected, timeout=30)  # set-up of every bucket: slow when loaded
     assert await replica_counts(nats_cluster.url) == dict.fromkeys(STREAMS, 3)
     assert not services_of(gw).nats.replica_shortfalls
     leader, peers = nats_cluster.stream_replicas("KV_sessions")
@@ -57,7 +58,7 @@ async def test_existing_single_replica_buckets_and_stream_are_scaled_up(
     assert set((await replica_counts(nats_cluster.url)).values()) == {1}
 
     gw = await make_gateway(NATS_URL=nats_cluster.url, NATS_REPLICAS="3")
-    assert services_of(gw).nats.connected
+    await wait_for(lambda: services_of(gw).nats.connected, timeout=30)  # set-up of every bucket: slow when loaded
     assert await replica_counts(nats_cluster.url) == dict.fromkeys(STREAMS, 3)
     assert await services_of(gw).sessions.sessions.fetch("kept") == {"kept": True}  # the data moved with it
 
@@ -70,7 +71,7 @@ async def test_a_single_server_refusing_three_replicas_is_reported_not_silent(
     caplog.set_level(logging.ERROR, logger="gateway.nats")
     gw = await make_gateway(NATS_URL=own_nats.url, NATS_REPLICAS="3")
     link = services_of(gw).nats
-    assert link.connected
+    await wait_for(lambda: link.connected, timeout=30)
     assert set(link.replica_shortfalls) == {*(f"KV bucket {b}" for b in BUCKETS), "stream GATEWAY_EVENTS"}
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("KV bucket sessions has 1 replica(s) but NATS_REPLICAS=3" in line for line in errors), errors

@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import pytest
 from tests.conftest import Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance
-from tests.support.missing import fail_in_ci_else_skip
+from tests.support.node_packages import node_with_packages
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SCRIPT = NODE_DIR / "travel_spa.mjs"
@@ -31,23 +29,7 @@ SCRIPT = NODE_DIR / "travel_spa.mjs"
 @pytest.fixture(scope="session")
 def node_spa() -> str:
     """The node binary, with tests/node's packages installed (``npm ci``, once, when missing or stale)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        fail_in_ci_else_skip("node and npm are needed for the JavaScript client test (apt-get install nodejs npm)")
-    installed = NODE_DIR / "node_modules" / ".package-lock.json"
-    lock = NODE_DIR / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            fail_in_ci_else_skip(f"npm ci in tests/node failed: {done.stderr.strip()[-500:]}")
-    return node
+    return node_with_packages(NODE_DIR)
 
 
 async def line_of(process: asyncio.subprocess.Process, timeout: float) -> dict[str, Any]:

@@ -124,7 +124,7 @@ async def test_init_advertises_playbook_state_and_ready_names_its_source(
         assert init_of(stream)["capabilities"] == {
             "playbooks": True,
             "callbacks": True,
-            "subscriptions": False,  # no GraphQL subscriptions yet
+            "subscriptions": True,  # GraphQL subscriptions: graphql-ws and graphql-sse
             "playbookState": True,
         }
     # The shared test nats-server has no NOETL_EVENTS stream: NoETL's mirror is off, so polling.

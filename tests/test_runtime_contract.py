@@ -111,7 +111,14 @@ async def test_every_route_served_is_listed_with_its_methods(
         assert route in body["routes"]["public"], route
     for route in ("POST /api/auth/login", "POST /api/internal/callback", "POST /api/internal/callback/async"):
         assert route in body["routes"]["public"], route  # no session: the callbacks have their own token
-    assert sorted(body["routes"]["protected"]) == ["ANY /noetl/{*path}", "GET /events", "GET /graphql", "POST /graphql"]
+    assert sorted(body["routes"]["protected"]) == [
+        "ANY /noetl/{*path}",
+        "GET /events",
+        "GET /graphql",  # also the graphql-ws upgrade (same path and method: listed once)
+        "GET /graphql/stream",
+        "POST /graphql",
+        "POST /graphql/stream",
+    ]
 
 
 @pytest.mark.gen_test

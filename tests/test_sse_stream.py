@@ -39,7 +39,7 @@ async def test_init_message_headers_and_id(gateway: GatewayInstance, client: aio
                 "protocolVersion": "2024-11-05",
                 "serverInfo": {"name": "noetl-gateway", "version": __version__},
                 "clientId": client_id,
-                "capabilities": {"playbooks": True, "callbacks": True, "subscriptions": False, "playbookState": True},
+                "capabilities": {"playbooks": True, "callbacks": True, "subscriptions": True, "playbookState": True},
             },
         }
         # The client is registered to this session in NATS KV (CONTRACT §7).

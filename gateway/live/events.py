@@ -105,8 +105,9 @@ def init_message(client_id: str, pending: list[dict[str, Any]] | None) -> bytes:
         "protocolVersion": PROTOCOL_VERSION,
         "serverInfo": {"name": "noetl-gateway", "version": __version__},
         "clientId": client_id,
-        # subscriptions: GraphQL subscriptions are not served (yet); playbookState: playbook/state frames.
-        "capabilities": {"playbooks": True, "callbacks": True, "subscriptions": False, "playbookState": True},
+        # subscriptions: GraphQL subscriptions (graphql-ws on /graphql, graphql-sse on /graphql/stream);
+        # playbookState: playbook/state frames.
+        "capabilities": {"playbooks": True, "callbacks": True, "subscriptions": True, "playbookState": True},
     }
     if pending:
         result["pendingRequests"] = pending

@@ -63,6 +63,8 @@ class NoetlEventFeed:
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._said_missing = False
+        # GraphQL executionUpdates (gateway/live/execution_watch.py): every frame read here, in order.
+        self.on_frame: Callable[[dict[str, Any]], None] | None = None
         link.add_state_listener(self._on_link_state)
 
     @property
@@ -151,6 +153,8 @@ class NoetlEventFeed:
         params = state_from_noetl(event, execution_id_of_subject(subject, self.prefix))
         if params is None:
             return
+        if self.on_frame is not None:
+            self.on_frame(params)
         key = execution_id_text(event.get("event_id")) or f"seq{seq}"
         backoff = Backoff()
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):

@@ -150,20 +150,30 @@ class StatePoller:
 
     def _frames(self, execution_id: str, watched: Watched, answer: dict[str, Any]) -> list[dict[str, Any]]:
         """New steps first, then the end (which ends the polling of this execution)."""
-        now = now_rfc3339()
-        frames = []
-        steps = answer.get("completed_steps")
-        for step in steps if isinstance(steps, list) else []:
-            if isinstance(step, str) and step and step not in watched.steps and len(watched.steps) < MAX_STEPS:
-                watched.steps.add(step)
-                frames.append(state_params(execution_id, STEP_EXIT, step, "COMPLETED", now))
-        end = FAILED if answer.get("failed") is True else COMPLETED if answer.get("completed") is True else None
-        if end is not None:
-            status = "failed" if end == FAILED else "completed"
-            frames.append(state_params(execution_id, end, None, status, rfc3339(answer.get("end_time")) or now))
+        frames, ended = frames_of_status(execution_id, watched.steps, answer)
+        if ended:
             self.watched.pop(execution_id, None)
         return frames
 
     async def close(self) -> None:
         """Stop polling."""
         await stop_tasks(self._task)
+
+
+def frames_of_status(
+    execution_id: str, steps_told: set[str], answer: dict[str, Any]
+) -> tuple[list[dict[str, Any]], bool]:
+    """The frames a ``/status`` answer implies that were not told yet (``steps_told`` is updated):
+    new steps first, then the end; and whether the execution ended. Also read by executionUpdates."""
+    now = now_rfc3339()
+    frames = []
+    steps = answer.get("completed_steps")
+    for step in steps if isinstance(steps, list) else []:
+        if isinstance(step, str) and step and step not in steps_told and len(steps_told) < MAX_STEPS:
+            steps_told.add(step)
+            frames.append(state_params(execution_id, STEP_EXIT, step, "COMPLETED", now))
+    end = FAILED if answer.get("failed") is True else COMPLETED if answer.get("completed") is True else None
+    if end is not None:
+        status = "failed" if end == FAILED else "completed"
+        frames.append(state_params(execution_id, end, None, status, rfc3339(answer.get("end_time")) or now))
+    return frames, end is not None

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,8 @@ class StreamRegistry:
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         sessions.revoked.add_listener(self._on_revoked)
+        # GraphQL subscriptions (gateway/live/watch.py) see every event handed out here too.
+        self.tap: Callable[[LiveEvent], None] | None = None
 
     # -- what is open here -----------------------------------------------------------------
 
@@ -162,9 +164,11 @@ class StreamRegistry:
         return last
 
     def dispatch(self, event: LiveEvent) -> None:
-        """Offer an event to the client's streams held here."""
+        """Offer an event to the client's streams held here (and to the subscriptions' tap)."""
         for stream in self._streams.get(event.client_id, ()):
             stream.offer(event)
+        if self.tap is not None:
+            self.tap(event)
 
     # -- ending ----------------------------------------------------------------------------
 

@@ -22,6 +22,12 @@ class GraphqlSettings(SettingsGroup):
     nats_persisted_query_bucket: str = "persisted_queries"
     gateway_persisted_query_ttl_secs: int = Field(86400, gt=0)
     gateway_graphql_safelist: str | None = None
+    # GraphQL subscriptions (graphql-ws on /graphql, graphql-sse on /graphql/stream; docs/graphql.md)
+    gateway_max_subscriptions_per_session: int = Field(64, gt=0)
+    gateway_max_subscriptions_per_connection: int = Field(32, gt=0)
+    gateway_ws_max_message_bytes: int = Field(1024 * 1024, gt=0)
+    gateway_ws_ping_interval_secs: float = Field(20.0, ge=0)
+    gateway_ws_init_timeout_secs: float = Field(3.0, gt=0)
 
 
 class CorsSettings(SettingsGroup):

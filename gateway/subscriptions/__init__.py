@@ -1,0 +1,1 @@
+"""GraphQL subscriptions' source streams: what a subscription may watch and in which shape (no GraphQL here)."""

@@ -1,0 +1,151 @@
+"""``services.subscriptions``: the source streams of GraphQL subscriptions, with their limits and access rules.
+
+* ``playbook_events`` — a request of the caller's session (``requestId``, or ``executionId`` of one):
+  its progress, state and result from the live events (``watch.py``), ending after the result.
+  An execution with no request of this session to follow (started without a ``clientId``) is
+  followed through NoETL instead, if the caller may view it: its state frames
+  (``execution_watch.py``), then NoETL's own result.
+* ``execution_updates`` — the ``playbook/state`` frames of any execution the caller may view (the
+  route policy's rule for ``GET executions/{id}``, as for ``execution(id)``).
+
+Each stream holds one of the session's subscription slots (``subscribers.py``) until it is closed.
+No GraphQL here: the schema's resolvers (``schema/subscriptions.py``) hand these streams to
+graphql-core's ``subscribe()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from typing import Any
+
+from gateway.access.guard import AccessGuard
+from gateway.auth.sessions import Session, SessionCache
+from gateway.config import GatewayConfig
+from gateway.errors import BadExecutionInput
+from gateway.executions.describe import check_execution_id
+from gateway.executions.service import Executions
+from gateway.live.execution_watch import ExecutionWatches
+from gateway.live.hub import LiveHub
+from gateway.live.lifecycle import PLAYBOOK_END
+from gateway.live.state_poll import StatusSource
+from gateway.live.stream import SHUTDOWN
+from gateway.live.subscribers import Slot, Subscribers
+from gateway.live.watch import RequestWatch, RequestWatches
+from gateway.metrics import Metrics
+from gateway.subscriptions import fields as playbook_events
+
+Fields = dict[str, Any]
+
+
+class EventStream:
+    """An async iterator of ``PlaybookEvent`` fields that gives its slot back when it ends or is closed."""
+
+    def __init__(self, events: AsyncGenerator[Fields, None], slot: Slot) -> None:
+        self._events = events
+        self._slot = slot
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Fields:
+        try:
+            return await self._events.__anext__()
+        except BaseException:
+            self._slot.release()
+            raise
+
+    async def aclose(self) -> None:
+        """Stop watching (the transport's unsubscribe, or the connection closed)."""
+        self._slot.release()
+        await self._events.aclose()
+
+
+class Subscriptions:
+    """Subscriptions' source streams (see module doc)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        sessions: SessionCache,
+        hub: LiveHub,
+        access: AccessGuard,
+        executions: Executions,
+        noetl: StatusSource,
+        metrics: Metrics,
+    ) -> None:
+        self._access = access
+        self._executions = executions
+        self.subscribers = Subscribers(
+            sessions,
+            hub.writes,
+            config.gateway_max_subscriptions_per_session,
+            hub.streams.refresh_secs,
+            metrics.graphql_subscriptions,
+        )
+        self.requests = RequestWatches(hub)
+        self.executions = ExecutionWatches(hub.states.feed, noetl, config.gateway_playbook_state_poll_secs)
+
+    def start(self) -> None:
+        """Start keeping the connections' client records alive; call once, inside the loop."""
+        self.subscribers.start()
+
+    async def playbook_events(
+        self,
+        session: Session,
+        roles: Iterable[str],
+        request_id: str | None,
+        execution_id: str | None,
+        own_client: str | None = None,
+    ) -> AsyncIterator[Fields]:
+        """Progress, state and the result of one request (or execution) of the caller (module doc)."""
+        if request_id is None and execution_id is None:
+            raise BadExecutionInput("playbookEvents needs requestId or executionId")
+        if execution_id is not None:
+            execution_id = check_execution_id(execution_id)
+        watch = await self.requests.find(session, request_id, execution_id, own_client)
+        if watch is None:
+            assert execution_id is not None
+            self._check_view(execution_id, roles)
+            slot = self.subscribers.admit(session.token_hash)
+            return EventStream(self._through_noetl(execution_id, tuple(roles)), slot)
+        slot = self.subscribers.admit(session.token_hash)
+        return EventStream(self._of_request(watch), slot)
+
+    async def execution_updates(
+        self, session: Session, roles: Iterable[str], execution_id: str
+    ) -> AsyncIterator[Fields]:
+        """``playbook/state`` frames of an execution the caller may view; ends after its end."""
+        execution_id = check_execution_id(execution_id)
+        self._check_view(execution_id, roles)
+        slot = self.subscribers.admit(session.token_hash)
+        return EventStream(self._states(execution_id), slot)
+
+    def _check_view(self, execution_id: str, roles: Iterable[str]) -> None:
+        """The route policy's decision for reading the execution (AccessDenied otherwise)."""
+        self._access.check_route("GET", f"executions/{execution_id}", roles)
+
+    async def _of_request(self, watch: RequestWatch) -> AsyncGenerator[Fields, None]:
+        async for event in self.requests.events(watch):
+            fields = playbook_events.from_live_event(event, watch.request_id)
+            if fields is not None:
+                yield fields
+
+    async def _states(self, execution_id: str) -> AsyncGenerator[Fields, None]:
+        async for frame in self.executions.frames(execution_id):
+            yield playbook_events.from_state(frame, None)
+
+    async def _through_noetl(self, execution_id: str, roles: tuple[str, ...]) -> AsyncGenerator[Fields, None]:
+        async for frame in self.executions.frames(execution_id):
+            yield playbook_events.from_state(frame, None)
+            if frame.get("event_type") in PLAYBOOK_END:
+                described = await self._executions.get(execution_id, roles)
+                yield playbook_events.from_execution(execution_id, described)
+
+    async def shutdown(self) -> None:
+        """Shutdown hook: connections close ("going away"), request watches end; clients resubscribe."""
+        self.subscribers.end_all(SHUTDOWN)
+        self.requests.end_all(SHUTDOWN)
+
+    async def close(self) -> None:
+        """Stop background work (before the hub's own close: its write-behind takes our last records)."""
+        await self.subscribers.close()

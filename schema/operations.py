@@ -1,0 +1,125 @@
+"""One operation for the streaming transports (graphql-ws, graphql-sse): a single result or a stream.
+
+Queries and mutations run through :meth:`GraphQLEngine.run`, the entry point of ``POST /graphql``
+(same document cache, limits, errors); a subscription is prepared the same way (the cached,
+validated document) and run by graphql-core's own ``subscribe()``. Transport-agnostic: the
+handlers turn the three outcomes into their messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import ExecutionResult, OperationType, subscribe
+from graphql.pyutils import is_awaitable
+
+from gateway.errors import PublicError
+from schema.context import RequestContext
+from schema.engine import GraphQLEngine, Outcome
+from schema.errors import BAD_REQUEST, BAD_USER_INPUT, INTERNAL, format_execution_error, simple_error
+
+log = logging.getLogger("gateway.graphql")
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Nothing ran: request errors (parse, validation, limits, variables, no such operation, refusals)."""
+
+    errors: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Single:
+    """A query or mutation: its one response body."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A subscription: response bodies, one per source event (close it with ``aclose``)."""
+
+    results: AsyncIterator[ExecutionResult]
+    request_id: str
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return body_of(await self.results.__anext__(), self.request_id)
+
+    async def aclose(self) -> None:
+        """Stop the subscription (its source stream is closed, its slot given back)."""
+        close = getattr(self.results, "aclose", None)
+        if close is not None:
+            await close()
+
+
+Started = Refused | Single | Stream
+
+
+def operation_type(engine: GraphQLEngine, query: str, operation_name: str | None) -> OperationType | Refused:
+    """Which operation the document runs, or why it cannot run (the document is cached for the run)."""
+    prepared = engine.prepare(query)
+    if prepared.document is None:
+        return Refused(prepared.errors)
+    operations = prepared.operations
+    if operation_name is not None:
+        chosen = operations.get(operation_name)
+        if chosen is None:
+            return Refused([simple_error(f"Unknown operation named '{operation_name[:100]}'.", BAD_REQUEST)])
+        return chosen
+    if len(operations) != 1:
+        message = "Must provide operationName if the query contains several operations."
+        return Refused([simple_error(message, BAD_REQUEST)])
+    return next(iter(operations.values()))
+
+
+async def start_operation(
+    engine: GraphQLEngine,
+    query: str,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+    context: RequestContext,
+) -> Started:
+    """Run a query/mutation to its result, or start a subscription's response stream."""
+    kind = operation_type(engine, query, operation_name)
+    if isinstance(kind, Refused):
+        return kind
+    if kind is not OperationType.SUBSCRIPTION:
+        outcome = await engine.run(query, variables, operation_name, context, allow_mutations=True)
+        if outcome.outcome in (Outcome.REQUEST_ERROR, Outcome.BAD_REQUEST):
+            return Refused(list(outcome.body["errors"]))
+        return Single(outcome.body)
+    document = engine.prepare(query).document
+    assert document is not None
+    started: Any = subscribe(
+        engine.schema, document, context_value=context, variable_values=variables, operation_name=operation_name
+    )
+    if is_awaitable(started):
+        started = await started
+    if isinstance(started, ExecutionResult):
+        # No stream: variables that do not coerce, or the source refused (not found, access, limits).
+        return Refused(
+            [format_execution_error(error, BAD_USER_INPUT, context.request_id) for error in started.errors or ()]
+        )
+    return Stream(started, context.request_id)
+
+
+def body_of(result: ExecutionResult, request_id: str) -> dict[str, Any]:
+    """A response body of the stream: data, and errors made public (as POST /graphql does)."""
+    if not result.errors:
+        return {"data": result.data}
+    errors = [format_execution_error(error, INTERNAL, request_id) for error in result.errors]
+    return {"data": result.data, "errors": errors}
+
+
+def error_body(error: BaseException, request_id: str) -> dict[str, Any]:
+    """The last body of a stream that failed while running (its source ended badly)."""
+    if isinstance(error, PublicError):
+        return {"errors": [simple_error(error.public, error.code)]}
+    log.error("subscription failed (request %s)", request_id, exc_info=(type(error), error, error.__traceback__))
+    return {"errors": [simple_error("Internal server error", INTERNAL)]}
