@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from http.client import responses
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -16,13 +16,11 @@ from gateway.audit import note_caller
 from gateway.auth.service import AuthService, ValidationBudgetExceeded
 from gateway.auth.sessions import Session
 from gateway.auth.tokens import is_wellformed_session_token
-from gateway.config import GatewayConfig
 from gateway.errors import PublicError
 from gateway.logging import request_id_var, scrub
-from gateway.metrics import Metrics
 from gateway.noetl.client import UpstreamFailure
-from gateway.services import Services
 from gateway.tracing import begin_request, end_request
+from handlers.app_services import AppServices
 from handlers.bodies import BoundedBodyHandler, pending_body
 from handlers.csrf import cookie_change_from_foreign_origin
 from handlers.errors import ApiError
@@ -42,26 +40,12 @@ CORS_ALLOWED_HEADERS = (
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
-class BaseHandler(BoundedBodyHandler):
+class BaseHandler(AppServices, BoundedBodyHandler):
     """Common behaviour: typed services, CORS, request id, JSON errors, a bounded request body."""
 
     request_id: str = "-"
     route_name = "other"
     _trace: Any = None  # the request's server span (gateway/tracing), None when not traced
-
-    # -- services --------------------------------------------------------------------------
-
-    @property
-    def services(self) -> Services:
-        return cast(Services, self.settings["services"])
-
-    @property
-    def config(self) -> GatewayConfig:
-        return self.services.config
-
-    @property
-    def metrics(self) -> Metrics:
-        return self.services.metrics
 
     @property
     def auth(self) -> AuthService:

@@ -28,12 +28,11 @@ from tornado.routing import PathMatches
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from gateway.auth.sessions import Session
-from gateway.config import GatewayConfig
 from gateway.errors import TooManySubscriptions
 from gateway.live.subscribers import EXPIRED, REVOKED, Attachment
 from gateway.logging import request_id_var
-from gateway.services import Services
 from handlers import graphql_ws_protocol as wire
+from handlers.app_services import AppServices
 from handlers.graphql_ws_auth import SessionCheck, check_handshake, client_ip, find_handshake_token
 from handlers.graphql_ws_protocol import ProtocolViolation
 from schema.context import RequestContext
@@ -53,7 +52,7 @@ class WebSocketUpgrade(PathMatches):
         return super().match(request)
 
 
-class GraphQLWebSocketHandler(WebSocketHandler):
+class GraphQLWebSocketHandler(AppServices, WebSocketHandler):
     """One graphql-ws connection (see module doc)."""
 
     route_name = "graphql_ws"
@@ -67,14 +66,6 @@ class GraphQLWebSocketHandler(WebSocketHandler):
         self._init_timer: asyncio.TimerHandle | None = None
         self._attachment: Attachment | None = None
         self._operations: dict[str, asyncio.Task[None]] = {}
-
-    @property
-    def services(self) -> Services:
-        return cast(Services, self.settings["services"])
-
-    @property
-    def config(self) -> GatewayConfig:
-        return self.services.config
 
     @property
     def engine(self) -> GraphQLEngine:

@@ -15,6 +15,7 @@ import aiohttp
 import jwt
 import orjson
 
+from gateway.auth.jwks import rsa_signing_keys
 from gateway.errors import PublicError, code_for_status
 
 log = logging.getLogger("gateway.auth0")
@@ -112,14 +113,7 @@ class Auth0Verifier:
             # A failed fetch must not block retries for a whole minute.
             self._last_rotation = float("-inf")
             raise Auth0Error(503, "Cannot fetch the Auth0 signing keys right now") from None
-        keys: dict[str, Any] = {}
-        for entry in document.get("keys", []) if isinstance(document, dict) else []:
-            if entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
-                continue
-            try:
-                keys[str(entry.get("kid") or "")] = jwt.PyJWK.from_dict(entry, algorithm="RS256").key
-            except jwt.PyJWKError:
-                continue
+        keys = rsa_signing_keys(document)
         self._keys = keys
         self._loaded = True
         log.info("loaded %d Auth0 signing keys", len(keys))

@@ -20,6 +20,7 @@ import aiohttp
 import jwt
 import orjson
 
+from gateway.auth.jwks import rsa_signing_keys
 from gateway.ingress.listeners import Listener
 from gateway.ingress.rejections import IngressRejected, forbidden, unauthorized
 
@@ -89,14 +90,7 @@ class JwksKeys:
                 return
             self._unavailable_until = time.monotonic() + FAILED_FETCH_PAUSE_SECS
             raise self._unavailable() from None
-        keys: dict[str, Any] = {}
-        for entry in document.get("keys", []) if isinstance(document, dict) else []:
-            if not isinstance(entry, dict) or entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
-                continue
-            try:
-                keys[str(entry.get("kid") or "")] = jwt.PyJWK.from_dict(entry, algorithm="RS256").key
-            except jwt.PyJWKError:
-                continue
+        keys = rsa_signing_keys(document)
         self._keys = keys
         self._loaded_at = time.monotonic()
         log.info("ingress: loaded %d push signing keys", len(keys))

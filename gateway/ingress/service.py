@@ -123,16 +123,7 @@ class IngressService:
             except IngressRejected as exc:
                 self.reject(listener.name, exc, peer, message.delivery_id)
             if isinstance(claimed, str):
-                self.audit.record(
-                    "ingress_accepted",
-                    ip=peer,
-                    listener=listener.name,
-                    delivery_id=message.delivery_id,
-                    playbook=listener.playbook,
-                    execution_id=claimed,
-                    duplicate=True,
-                )
-                return Accepted(claimed, message.delivery_id, duplicate=True)
+                return self._accepted(listener, message.delivery_id, claimed, peer, duplicate=True)
             claim = claimed
         try:
             execution_id = await self._start(listener, build_workload(listener, message, received_at))
@@ -145,16 +136,22 @@ class IngressService:
         if claim is not None:
             await self.ledger.settle(claim, execution_id)
         self.metrics.ingress_dispatched.labels(listener.name).inc()
+        return self._accepted(listener, message.delivery_id, execution_id, peer, duplicate=False)
+
+    def _accepted(
+        self, listener: Listener, delivery_id: str | None, execution_id: str, peer: str, *, duplicate: bool
+    ) -> Accepted:
+        """Audit the answer a delivery gets: its execution (a redelivery's is the first one's)."""
         self.audit.record(
             "ingress_accepted",
             ip=peer,
             listener=listener.name,
-            delivery_id=message.delivery_id,
+            delivery_id=delivery_id,
             playbook=listener.playbook,
             execution_id=execution_id,
-            duplicate=False,
+            duplicate=duplicate,
         )
-        return Accepted(execution_id, message.delivery_id, duplicate=False)
+        return Accepted(execution_id, delivery_id, duplicate=duplicate)
 
     async def _start(self, listener: Listener, workload: dict[str, object]) -> str:
         try:

@@ -29,6 +29,7 @@ from gateway.config import GatewayConfig
 from gateway.live.events import KIND_RESULT, KIND_STATE, LiveEvent, Pos
 from gateway.nats.link import NatsLink
 from gateway.nats.replicas import ensure_stream
+from gateway.nats.sequence import newer_sequence
 from gateway.tracing import nats_consumer, nats_publish
 
 log = logging.getLogger("gateway.live")
@@ -123,11 +124,8 @@ class EventBus:
 
     @nats_consumer  # continues the publisher's trace (gateway/tracing)
     async def _on_message(self, msg: Any) -> None:
-        try:
-            seq = int(msg.metadata.sequence.stream)
-        except Exception:
-            return
-        if seq <= self.consumed:
+        seq = newer_sequence(msg, self.consumed)
+        if seq is None:
             return
         self.consumed = seq
         event = _event_from(msg.subject, self.prefix, seq, msg.headers, msg.data)

@@ -34,6 +34,7 @@ from nats.js.errors import NotFoundError
 from gateway.config import GatewayConfig
 from gateway.live.lifecycle import decode_event, execution_id_of_subject, execution_id_text, state_from_noetl
 from gateway.nats.link import NatsLink
+from gateway.nats.sequence import newer_sequence
 from gateway.tasks import Backoff, stop_tasks
 
 log = logging.getLogger("gateway.live")
@@ -138,11 +139,8 @@ class NoetlEventFeed:
         self.stream, self._said_missing = stream, False
 
     async def _on_message(self, message: Any) -> None:
-        try:
-            seq = int(message.metadata.sequence.stream)
-        except Exception:
-            return
-        if seq <= self.handled:
+        seq = newer_sequence(message, self.handled)
+        if seq is None:
             return
         self.handled = seq
         await self.handle(message.subject, message.data, seq)

@@ -20,11 +20,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.live.by_execution import ExecutionIndex, Pending
 from gateway.live.lifecycle import COMPLETED, FAILED, STEP_EXIT, now_rfc3339, rfc3339, state_params
 from gateway.metrics import Metrics
+from gateway.noetl.client import NoetlClient
 from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.live")
@@ -38,19 +39,7 @@ MAX_STEPS = 1000  # step names remembered per execution (each step.exit frame is
 Emit = Callable[[Pending, dict[str, Any]], Awaitable[None]]
 
 
-class StatusSource(Protocol):
-    """What polling needs of the NoETL client (gateway/noetl/client.py's ``NoetlClient``)."""
-
-    async def request_json(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        timeout: float | None = None,
-        headers: dict[str, str] | None = None,
-        max_bytes: int | None = None,
-    ) -> tuple[int, Any]: ...
+StatusSource = NoetlClient  # what polling asks: GET /api/executions/{id}/status
 
 
 @dataclass
