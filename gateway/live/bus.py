@@ -29,7 +29,7 @@ from gateway.config import GatewayConfig
 from gateway.live.events import KIND_RESULT, KIND_STATE, LiveEvent, Pos
 from gateway.nats.link import NatsLink
 from gateway.nats.replicas import ensure_stream
-from gateway.nats.sequence import newer_sequence
+from gateway.nats.sequence import newer_sequence, unsubscribe_quietly
 from gateway.tracing import nats_consumer, nats_publish
 
 log = logging.getLogger("gateway.live")
@@ -116,11 +116,7 @@ class EventBus:
 
     async def _stop_consumer(self) -> None:
         sub, self._sub = self._sub, None
-        if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
+        await unsubscribe_quietly(sub)
 
     @nats_consumer  # continues the publisher's trace (gateway/tracing)
     async def _on_message(self, msg: Any) -> None:

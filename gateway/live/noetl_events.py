@@ -34,7 +34,7 @@ from nats.js.errors import NotFoundError
 from gateway.config import GatewayConfig
 from gateway.live.lifecycle import decode_event, execution_id_of_subject, execution_id_text, state_from_noetl
 from gateway.nats.link import NatsLink
-from gateway.nats.sequence import newer_sequence
+from gateway.nats.sequence import newer_sequence, unsubscribe_quietly
 from gateway.tasks import Backoff, stop_tasks
 
 log = logging.getLogger("gateway.live")
@@ -167,11 +167,7 @@ class NoetlEventFeed:
 
     async def _stop(self) -> None:
         sub, self._sub = self._sub, None
-        if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
+        await unsubscribe_quietly(sub)
 
     async def close(self) -> None:
         """Stop reading."""

@@ -1,4 +1,5 @@
-"""Which JetStream message is new: its stream sequence, once, in order."""
+"""JetStream consumers' small rules: which message is new (its stream sequence, once, in order),
+and ending a subscription whose connection may be gone."""
 
 from __future__ import annotations
 
@@ -13,3 +14,13 @@ def newer_sequence(message: Any, last: int) -> int | None:
     except Exception:
         return None
     return seq if seq > last else None
+
+
+async def unsubscribe_quietly(subscription: Any) -> None:
+    """End a subscription that may already be gone with its connection (nothing to report then)."""
+    if subscription is None:
+        return
+    try:
+        await subscription.unsubscribe()
+    except Exception:
+        pass
