@@ -116,6 +116,27 @@ def test_execute_shows_live_progress_then_the_result(page: Page, ui_stack: UiSta
         shutil.copyfile(shot, DOCS_SCREENSHOT)
 
 
+def test_subscribe_mode_follows_a_run_over_graphql_ws_from_another_origin(page: Page, ui_stack: UiStack) -> None:
+    """The npm graphql-ws client's browser bundle (the vendored one), on the UI's own origin:
+    the WebSocket handshake passes the Origin check, and the run's progress and result arrive
+    through playbookEvents (the page ignores the event stream's copies in this mode)."""
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    login(page, ui_stack, mode="subscription")
+    assert page.evaluate("window.noetlUI.subscribe") is True
+    ui_stack.standin.close_gate(PROGRESS_RESULT)
+    try:
+        run = run_playbook(page, PROGRESS_RESULT)
+        expect(run.locator(".steps")).to_have_text("start: working")
+        expect(run.locator(".badge")).to_have_text("RUNNING")
+    finally:
+        ui_stack.standin.open_gate(PROGRESS_RESULT)
+    expect(run.locator(".badge")).to_have_text("COMPLETED")
+    expect(run.locator("pre.result")).to_contain_text('"answer": 42')
+    expect(page.locator("#execute-error")).to_have_text("")
+    assert sockets == [ui_stack.gateway_url.replace("http", "ws", 1) + "/graphql"]
+
+
 def test_executions_panel_lists_through_the_proxy(page: Page, ui_stack: UiStack) -> None:
     login(page, ui_stack, "good:carol@example.com")
     run = run_playbook(page, PROGRESS_RESULT)

@@ -9,8 +9,9 @@ from playwright.sync_api import Locator, Page, expect
 from tests.browser.stack import UiStack
 
 
-def open_ui(page: Page, stack: UiStack) -> None:
-    page.goto(stack.page_url())
+def open_ui(page: Page, stack: UiStack, mode: str = "") -> None:
+    """``mode="subscription"``: runs are followed through the GraphQL subscription over graphql-ws."""
+    page.goto(stack.page_url() + (f"&live={mode}" if mode else ""))
     expect(page.locator("#gateway-url")).to_have_text(stack.gateway_url)
 
 
@@ -21,9 +22,9 @@ def sign_in(page: Page, token: str, kind: str = "auth0") -> None:
     page.click("#login-button")
 
 
-def login(page: Page, stack: UiStack, token: str = "good-browser") -> dict[str, Any]:
+def login(page: Page, stack: UiStack, token: str = "good-browser", mode: str = "") -> dict[str, Any]:
     """Open the UI, sign in, wait for the live stream; returns the stream's state."""
-    open_ui(page, stack)
+    open_ui(page, stack, mode)
     sign_in(page, token)
     expect(page.locator("#app-view")).to_be_visible()
     return wait_live(page)
