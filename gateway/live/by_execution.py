@@ -19,6 +19,8 @@ from typing import Any
 
 from gateway.live.lifecycle import execution_id_text
 from gateway.live.store import RequestStore
+from gateway.nats.kv import KvBucket
+from gateway.nats.link import NatsLink
 
 PREFIX = "by-execution."
 MAX_PER_EXECUTION = 16
@@ -29,9 +31,11 @@ Pending = list[tuple[str, dict[str, Any]]]
 class ExecutionIndex:
     """Request ids by execution id, in the requests bucket (see module doc)."""
 
-    def __init__(self, requests: RequestStore) -> None:
+    def __init__(self, requests: RequestStore, link: NatsLink) -> None:
         self._requests = requests
-        self._bucket = requests.bucket
+        # The requests' bucket, seen without remembering: an index entry is read from NATS, and this
+        # process does not keep one per execution for the requests' whole lifetime.
+        self._bucket = KvBucket(link, requests.bucket.name, requests.bucket.ttl, mirror=False)
         self._locks = [asyncio.Lock() for _ in range(16)]
 
     async def add(self, execution_id: str, request_id: str) -> None:
@@ -59,6 +63,10 @@ class ExecutionIndex:
             for rid, record in zip(request_ids, records, strict=True)
             if record is not None and not record.get("result")
         ]
+
+    async def close(self) -> None:
+        """Stop replaying index writes made while NATS was away (they expire with the requests)."""
+        await self._bucket.close()
 
     async def _ids(self, key: str) -> list[str]:
         record = await self._bucket.get(key)

@@ -37,7 +37,7 @@ class PlaybookStates:
         noetl: StatusSource | None,
     ) -> None:
         self._link, self._metrics, self._delivery = link, metrics, delivery
-        self.index = ExecutionIndex(requests)
+        self.index = ExecutionIndex(requests, link)
         reconnects = metrics.reference.event_feed_reconnect
         self.feed = NoetlEventFeed(config, link, self._from_event, lambda reason: reconnects.labels(reason).inc())
         self.poller = StatePoller(
@@ -88,3 +88,4 @@ class PlaybookStates:
         """Stop reading and polling."""
         await self.feed.close()
         await self.poller.close()
+        await self.index.close()
