@@ -441,7 +441,10 @@ async def test_noetl_flapping_during_executions_and_proxy(
             )
         # No pile-up: failed starts left no request or slot; delivered ones freed theirs.
         await wait_for(lambda: _equals(live.slots.count(hashed(token)), 0), timeout=5)
-        await wait_for(lambda: baseline(gw) == base, timeout=5)
+        try:  # the write-behind deletes delivered requests soon after: seconds on a loaded machine
+            await wait_for(lambda: baseline(gw) == base, timeout=15)
+        except AssertionError:
+            assert baseline(gw) == base  # shows which part of the state grew
         assert services_of(gw).inflight <= 1  # the event stream itself
     finally:
         await stream.close()
