@@ -91,7 +91,10 @@ async def test_one_playbook_run_is_one_trace_across_replicas(
 
     def arrived() -> bool:
         names = {(s.name, s.service_instance) for s in otlp.trace(trace_id)}
-        return {("process gateway.events", instance(a)), ("GET /events", instance(a))} <= names
+        wanted = {("process gateway.events", instance(a)), ("GET /events", instance(a))}
+        # B's callback spans end (and are exported) after their children: wait for them too.
+        wanted |= {("POST /api/internal/callback/async", instance(b)), ("POST /api/internal/progress", instance(b))}
+        return wanted <= names
 
     await wait_for(arrived, timeout=10)
     spans = otlp.trace(trace_id)
