@@ -41,7 +41,7 @@ def serve_bare(port: int) -> None:
 
 def measure(args: argparse.Namespace) -> dict[str, object]:
     runs = 1 if args.smoke else args.runs
-    duration = 1.0 if args.smoke else args.duration
+    duration = 2.0 if args.smoke else args.duration
     with Processes("health") as procs:
         gw_port, bare_port = harness.free_port(), harness.free_port()
         gateway = procs.start(
@@ -74,8 +74,13 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
 
 
 def summarise(rounds: list[dict[str, Load]]) -> dict[str, object]:
-    ratios = [r["gateway"].rps / r["bare tornado"].rps for r in rounds]
-    capacity = [r["bare tornado"].cpu_us / r["gateway"].cpu_us for r in rounds]
+    # A round where either side completed nothing (a machine busy elsewhere, in a 1 s smoke round)
+    # has no ratio; it is left out rather than divided by.
+    measured = [r for r in rounds if r["bare tornado"].rps > 0 and r["gateway"].rps > 0 and r["gateway"].cpu_us > 0]
+    if not measured:
+        raise RuntimeError("no round completed requests on both servers: the machine is too busy to measure")
+    ratios = [r["gateway"].rps / r["bare tornado"].rps for r in measured]
+    capacity = [r["bare tornado"].cpu_us / r["gateway"].cpu_us for r in measured]
     ratio = harness.median_spread(ratios)
     return {
         "scenario": "health",
