@@ -16,10 +16,8 @@ from gateway.auth.callback_sources import CallbackSources
 from gateway.auth.tokens import CallbackTokenError
 from tests.conftest import GatewayFactory, SilentLoginFactory
 from tests.support.gateway import GatewayInstance, call
-from tests.support.live import callback_headers, pending_request, services_of
-from tests.support.signin import login
+from tests.support.live import callback_headers, services_of, waiting_client
 from tests.support.silent_login import callback_body
-from tests.support.sse_client import init_of, streaming
 
 UNKNOWN_ID = "5d1e3b5c-0000-4000-8000-0000000000ee"
 OUTSIDE = "Unsigned callbacks are not accepted from this address"
@@ -42,9 +40,7 @@ async def test_travel_style_callback_from_the_trusted_network_reaches_the_client
     make_gateway: GatewayFactory, client: aiohttp.ClientSession
 ) -> None:
     gw = await make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="127.0.0.1/32")
-    token = await login(client, gw)
-    async with streaming(client, gw.url, token) as stream:
-        request_id = await pending_request(gw, token, init_of(stream)["clientId"])
+    async with waiting_client(client, gw) as (_, stream, request_id):
         progress = {"request_id": request_id, "step": "search", "message": "looking", "progress": 0.5}
         assert await post(client, gw, "progress", progress) == (200, {"status": "delivered"})
         await stream.next_named("playbook/progress")
@@ -95,9 +91,7 @@ async def test_unsigned_callbacks_from_outside_are_403_before_any_lookup_signed_
     status, _ = await waiting.answer(gw)  # with its token
     assert status == 200 and (await waiting.task)[0] == 200
 
-    token = await login(client, gw)
-    async with streaming(client, gw.url, token) as stream:
-        request_id = await pending_request(gw, token, init_of(stream)["clientId"])
+    async with waiting_client(client, gw) as (_, stream, request_id):
         # The same answer for a pending id and an unknown one: the caller learns nothing.
         assert await post(client, gw, "callback/async", travel_result(request_id)) == refused
         assert await post(client, gw, "callback/async", travel_result(UNKNOWN_ID)) == refused
@@ -115,9 +109,7 @@ async def test_behind_an_ingress_the_trusted_hops_rule_finds_the_worker(
     make_gateway: GatewayFactory, client: aiohttp.ClientSession
 ) -> None:
     gw = await make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="10.0.0.0/8")
-    token = await login(client, gw)
-    async with streaming(client, gw.url, token) as stream:
-        request_id = await pending_request(gw, token, init_of(stream)["clientId"])
+    async with waiting_client(client, gw) as (_, stream, request_id):
         body = {"request_id": request_id, "progress": 0.2}
         # The ingress appended the worker's address (one trusted hop, the default).
         assert await post(client, gw, "progress", body, **{"X-Forwarded-For": "10.1.2.3"}) == (

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import GatewayFactory, Replicas, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
-from tests.support.live import callback_headers, pending_request, post_progress, post_result
+from tests.support.live import callback_headers, post_progress, post_result, waiting_client
 from tests.support.node_packages import node_with_packages
 from tests.support.signin import login
 from tests.support.sse_client import init_of, streaming
@@ -143,9 +143,7 @@ async def test_graphql_ws_on_replica_a_gets_the_result_posted_to_replica_b(
     node_graphql: str, replicas: Replicas, client: aiohttp.ClientSession
 ) -> None:
     a, b = replicas
-    token = await login(client, a)
-    async with streaming(client, a.url, token) as stream:  # the request's client: an /events stream
-        request_id = await pending_request(a, token, init_of(stream)["clientId"])
+    async with waiting_client(client, a) as (token, _, request_id):  # the request's client: an /events stream
         async with node_run(node_graphql, a, token, "wsSubscribe", REQUEST_ID=request_id) as run:
             await run.until("connected")
             status, _ = await post_progress(client, b, request_id, headers=callback_headers(request_id))
