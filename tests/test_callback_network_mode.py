@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,19 @@ def travel_result(request_id: str) -> dict[str, Any]:
     return {"request_id": request_id, "status": "COMPLETED", "data": {"flights": [{"from": "SFO", "to": "JFK"}]}}
 
 
+NetworkMode = Callable[..., Awaitable[GatewayInstance]]
+
+
+@pytest.fixture
+def network_mode(make_gateway: GatewayFactory) -> NetworkMode:
+    """``await network_mode(networks, **env)``: a gateway taking unsigned callbacks from ``networks`` only."""
+
+    def start(networks: str, **env: str) -> Awaitable[GatewayInstance]:
+        return make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS=networks, **env)
+
+    return start
+
+
 async def post(
     client: aiohttp.ClientSession, gw: GatewayInstance, path: str, body: dict[str, Any], **headers: str
 ) -> tuple[int, Any]:
@@ -37,9 +51,9 @@ async def post(
 
 @pytest.mark.gen_test
 async def test_travel_style_callback_from_the_trusted_network_reaches_the_client(
-    make_gateway: GatewayFactory, client: aiohttp.ClientSession
+    network_mode: NetworkMode, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="127.0.0.1/32")
+    gw = await network_mode("127.0.0.1/32")
     async with waiting_client(client, gw) as (_, stream, request_id):
         progress = {"request_id": request_id, "step": "search", "message": "looking", "progress": 0.5}
         assert await post(client, gw, "progress", progress) == (200, {"status": "delivered"})
@@ -66,11 +80,9 @@ async def test_travel_style_callback_from_the_trusted_network_reaches_the_client
 
 @pytest.mark.gen_test
 async def test_unsigned_login_callback_from_the_trusted_network_completes_the_login(
-    make_gateway: GatewayFactory, silent_login: SilentLoginFactory, client: aiohttp.ClientSession
+    network_mode: NetworkMode, silent_login: SilentLoginFactory, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(
-        GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="10.0.0.0/8, ::1, 127.0.0.0/8", NATS_URL=""
-    )
+    gw = await network_mode("10.0.0.0/8, ::1, 127.0.0.0/8", NATS_URL="")
     waiting = await silent_login(gw)
     assert await post(client, gw, "callback", callback_body(UNKNOWN_ID)) == (404, {"error": "Request not found"})
     status, answer = await post(client, gw, "callback", callback_body(waiting.request_id))
@@ -81,9 +93,9 @@ async def test_unsigned_login_callback_from_the_trusted_network_completes_the_lo
 
 @pytest.mark.gen_test
 async def test_unsigned_callbacks_from_outside_are_403_before_any_lookup_signed_ones_pass(
-    make_gateway: GatewayFactory, silent_login: SilentLoginFactory, client: aiohttp.ClientSession
+    network_mode: NetworkMode, silent_login: SilentLoginFactory, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="10.0.0.0/8,fd00::/8")
+    gw = await network_mode("10.0.0.0/8,fd00::/8")
     refused = (403, {"error": OUTSIDE})
     waiting = await silent_login(gw)  # first: it reads the playbook's variables from the last execute
     assert await post(client, gw, "callback", callback_body(waiting.request_id)) == refused
@@ -106,9 +118,9 @@ async def test_unsigned_callbacks_from_outside_are_403_before_any_lookup_signed_
 
 @pytest.mark.gen_test
 async def test_behind_an_ingress_the_trusted_hops_rule_finds_the_worker(
-    make_gateway: GatewayFactory, client: aiohttp.ClientSession
+    network_mode: NetworkMode, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="10.0.0.0/8")
+    gw = await network_mode("10.0.0.0/8")
     async with waiting_client(client, gw) as (_, stream, request_id):
         body = {"request_id": request_id, "progress": 0.2}
         # The ingress appended the worker's address (one trusted hop, the default).
@@ -121,9 +133,7 @@ async def test_behind_an_ingress_the_trusted_hops_rule_finds_the_worker(
         assert await post(client, gw, "progress", body, **forged) == (403, {"error": OUTSIDE})
         await stream.next_named("playbook/progress")
 
-    direct = await make_gateway(
-        GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="10.0.0.0/8", GATEWAY_TRUSTED_PROXY_HOPS="0"
-    )
+    direct = await network_mode("10.0.0.0/8", GATEWAY_TRUSTED_PROXY_HOPS="0")
     # No proxy trusted: the header means nothing, the peer (127.0.0.1) is the caller.
     spoofed = {"X-Forwarded-For": "10.9.9.9"}
     refused = await post(client, direct, "callback/async", travel_result(UNKNOWN_ID), **spoofed)
