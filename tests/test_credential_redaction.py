@@ -11,7 +11,6 @@ as objects and as JSON text), ``/executions?full=true`` and ``/executions/{id}/e
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 import aiohttp
@@ -26,6 +25,7 @@ from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.graphql_client import gql
 from tests.support.rss import RssSampler
 from tests.support.signin import bearer, login
+from tests.support.skips import reads_proc
 
 REFRESH = "refresh-token-of-the-admin-0123456789"
 MIB = 1024 * 1024
@@ -270,14 +270,13 @@ async def test_admin_roles_come_from_configuration(
     assert status == 200 and REFRESH.encode() not in body and b"[redacted]" in body
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
+@reads_proc
 @pytest.mark.gen_test(timeout=90)
 async def test_a_large_redacted_answer_streams_in_bounded_memory(
     gateway_process: GatewayProcess, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
     """~48 MiB of events, each with the workload's credentials, to a member: all hidden, memory flat."""
     gw = gateway_process
-    assert gw.proc is not None
     staged = await stage(client, gw, standin)
     url = f"{gw.url}/noetl/executions/{staged.login_execution()}/events"
     async with client.get(f"{url}?pad=300", headers=bearer(staged.member)) as resp:  # warm up
@@ -285,7 +284,7 @@ async def test_a_large_redacted_answer_streams_in_bounded_memory(
     secrets = [secret.encode() for secret in staged.secrets()]
     received = redactions = 0
     tail = b""
-    with RssSampler(gw.proc.pid) as sampler:
+    with RssSampler(gw.pid) as sampler:
         async with client.get(f"{url}?pad=16000", headers=bearer(staged.member)) as resp:
             assert resp.status == 200 and "Content-Length" not in resp.headers
             async for piece in resp.content.iter_any():
