@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayFactory, Replicas, Standin
+from tests.conftest import Replicas, SignedInFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
 from tests.support.live import callback_headers, post_progress, post_result, waiting_client
@@ -185,11 +185,10 @@ async def test_graphql_ws_logout_closes_the_socket_with_4403(
 
 @pytest.mark.gen_test(timeout=60)
 async def test_graphql_ws_over_the_per_session_limit_is_refused(
-    node_graphql: str, make_gateway: GatewayFactory, client: aiohttp.ClientSession
+    node_graphql: str, make_signed_in: SignedInFactory
 ) -> None:
-    gw = await make_gateway(GATEWAY_MAX_SUBSCRIPTIONS_PER_SESSION="3")
-    token = await login(client, gw)
-    async with node_run(node_graphql, gw, token, "wsLimit", COUNT="5") as run:
+    alice = await make_signed_in(GATEWAY_MAX_SUBSCRIPTIONS_PER_SESSION="3")
+    async with node_run(node_graphql, alice.gateway, alice.token, "wsLimit", COUNT="5") as run:
         outcomes = (await run.until("outcomes"))["outcomes"]
     refused = [o for o in outcomes if isinstance(o, dict)]
     assert outcomes.count("open") == 3, outcomes
