@@ -63,13 +63,18 @@ class Standin:
             self.server = start_standin(self.port, self.state)
 
 
-@pytest.fixture
-def standin(io_loop: IOLoop, nats_server: NatsServer) -> Iterator[Standin]:
+def run_standin(io_loop: IOLoop, nats_server: NatsServer) -> Iterator[Standin]:
+    """A stand-in with fresh state on a free port for one test; brought down and closed after it."""
     state = StandinState(nats_url=nats_server.url)
     running = Standin(state, free_port())
     yield running
     io_loop.run_sync(running.go_down)
     io_loop.run_sync(state.close)
+
+
+@pytest.fixture
+def standin(io_loop: IOLoop, nats_server: NatsServer) -> Iterator[Standin]:
+    yield from run_standin(io_loop, nats_server)
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, SignedInFactory
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
-from tests.support.signin import SignedIn, bearer, login
+from tests.support.signin import bearer, login
 
 CALLBACK_SECRET = "test-callback-secret-0123456789abcdefghij"
 
@@ -28,8 +28,13 @@ def audit_file(tmp_path: Path) -> Path:
     return tmp_path / "audit.jsonl"
 
 
+def audit_settings(audit_file: Path, **env: str) -> dict[str, str]:
+    """A gateway's settings with the audit stream on (and a NATS password the audit must mask)."""
+    return {"GATEWAY_AUDIT_LOG": str(audit_file), "NATS_PASSWORD": "nats-secret-pw", **env}
+
+
 async def audited_gateway(make_gateway: GatewayFactory, audit_file: Path, **env: str) -> GatewayInstance:
-    return await make_gateway(GATEWAY_AUDIT_LOG=str(audit_file), NATS_PASSWORD="nats-secret-pw", **env)
+    return await make_gateway(**audit_settings(audit_file, **env))
 
 
 def audit_lines(gw: GatewayInstance, audit_file: Path) -> list[dict[str, Any]]:
@@ -68,11 +73,11 @@ async def test_the_configuration_is_audited_once_at_start_with_secrets_masked(
 
 @pytest.mark.gen_test
 async def test_a_refused_route_and_an_admin_route_are_each_audited_once_with_who_and_which_rule(
-    make_gateway: GatewayFactory, audit_file: Path, client: aiohttp.ClientSession
+    make_signed_in: SignedInFactory, audit_file: Path
 ) -> None:
-    gw = await audited_gateway(make_gateway, audit_file)
-    member = SignedIn(gw, client, await login(client, gw, "member-audit"))
-    admin = SignedIn(gw, client, await login(client, gw, "good-audit-admin"))
+    member = await make_signed_in(auth0_token="member-audit", **audit_settings(audit_file))
+    admin = await member.as_user("good-audit-admin")
+    gw = member.gateway
 
     status, _, _ = await member.call("GET", "/noetl/credentials", headers={"X-Request-Id": "audit-denied-1"})
     assert status == 403
@@ -96,10 +101,10 @@ async def test_a_refused_route_and_an_admin_route_are_each_audited_once_with_who
 
 @pytest.mark.gen_test
 async def test_a_refused_playbook_start_is_audited_with_the_playbook(
-    make_gateway: GatewayFactory, audit_file: Path, client: aiohttp.ClientSession
+    make_signed_in: SignedInFactory, audit_file: Path
 ) -> None:
-    gw = await audited_gateway(make_gateway, audit_file)
-    member = SignedIn(gw, client, await login(client, gw, "member-audit"))
+    member = await make_signed_in(auth0_token="member-audit", **audit_settings(audit_file))
+    gw = member.gateway
     status, answer, _ = await member.gql(
         "mutation($n: String!) { executePlaybook(name: $n) { executionId } }", {"n": playbooks.FORBIDDEN}
     )

@@ -13,7 +13,7 @@ from tornado.ioloop import IOLoop
 
 from tests.conftest import GatewayFactory, Standin
 from tests.support.gateway import call
-from tests.support.jwks import JwksServer, SigningKey, claims
+from tests.support.jwks import JwksServer, SigningKey, claims, serve_jwks
 
 DOMAIN = "tenant.example.auth0.com"
 AUDIENCE = "https://api.noetl.example"
@@ -21,10 +21,7 @@ AUDIENCE = "https://api.noetl.example"
 
 @pytest.fixture
 def jwks(io_loop: IOLoop) -> Iterator[JwksServer]:
-    server = JwksServer().start()
-    server.keys.append(SigningKey("k1"))
-    yield server
-    server.stop()
+    yield from serve_jwks("k1")
 
 
 @pytest.fixture

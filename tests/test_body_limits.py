@@ -9,7 +9,6 @@ or its body is closed by the server's timeouts while ``/health`` keeps answering
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.raw_http import raw_connection
 from tests.support.rss import RssSampler, reset_peak
 from tests.support.signin import SignedIn
+from tests.support.skips import reads_proc
 
 MIB = 1024 * 1024
 LIMIT = MIB  # GATEWAY_MAX_BODY_BYTES default
@@ -323,14 +323,13 @@ def gateway_process(gateway_env: dict[str, str], tmp_path: Path) -> Iterator[Gat
     process.stop()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
+@reads_proc
 @pytest.mark.gen_test(timeout=300)
 async def test_300_mb_sent_anonymously_to_every_json_endpoint_keeps_memory_flat(
     gateway_process: GatewayProcess, client: aiohttp.ClientSession
 ) -> None:
     gw = gateway_process
-    assert gw.proc is not None
-    pid = gw.proc.pid
+    pid = gw.pid
     for path in JSON_ENDPOINTS:  # warm-up: imports, buffers, the 413 path once each
         await send_anonymously(client, f"{gw.url}{path}", 4 * MIB, declared=False)
     reset_peak(pid)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -16,10 +17,8 @@ from gateway.auth.callback_sources import CallbackSources
 from gateway.auth.tokens import CallbackTokenError
 from tests.conftest import GatewayFactory, SilentLoginFactory
 from tests.support.gateway import GatewayInstance, call
-from tests.support.live import callback_headers, pending_request, services_of
-from tests.support.signin import login
+from tests.support.live import callback_headers, services_of, waiting_client
 from tests.support.silent_login import callback_body
-from tests.support.sse_client import init_of, streaming
 
 UNKNOWN_ID = "5d1e3b5c-0000-4000-8000-0000000000ee"
 OUTSIDE = "Unsigned callbacks are not accepted from this address"
@@ -28,6 +27,19 @@ OUTSIDE = "Unsigned callbacks are not accepted from this address"
 def travel_result(request_id: str) -> dict[str, Any]:
     """What noetl/travel's playbooks post: no callback_token, no execution_id, no Authorization."""
     return {"request_id": request_id, "status": "COMPLETED", "data": {"flights": [{"from": "SFO", "to": "JFK"}]}}
+
+
+NetworkMode = Callable[..., Awaitable[GatewayInstance]]
+
+
+@pytest.fixture
+def network_mode(make_gateway: GatewayFactory) -> NetworkMode:
+    """``await network_mode(networks, **env)``: a gateway taking unsigned callbacks from ``networks`` only."""
+
+    def start(networks: str, **env: str) -> Awaitable[GatewayInstance]:
+        return make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS=networks, **env)
+
+    return start
 
 
 async def post(
@@ -39,12 +51,10 @@ async def post(
 
 @pytest.mark.gen_test
 async def test_travel_style_callback_from_the_trusted_network_reaches_the_client(
-    make_gateway: GatewayFactory, client: aiohttp.ClientSession
+    network_mode: NetworkMode, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="127.0.0.1/32")
-    token = await login(client, gw)
-    async with streaming(client, gw.url, token) as stream:
-        request_id = await pending_request(gw, token, init_of(stream)["clientId"])
+    gw = await network_mode("127.0.0.1/32")
+    async with waiting_client(client, gw) as (_, stream, request_id):
         progress = {"request_id": request_id, "step": "search", "message": "looking", "progress": 0.5}
         assert await post(client, gw, "progress", progress) == (200, {"status": "delivered"})
         await stream.next_named("playbook/progress")
@@ -70,11 +80,9 @@ async def test_travel_style_callback_from_the_trusted_network_reaches_the_client
 
 @pytest.mark.gen_test
 async def test_unsigned_login_callback_from_the_trusted_network_completes_the_login(
-    make_gateway: GatewayFactory, silent_login: SilentLoginFactory, client: aiohttp.ClientSession
+    network_mode: NetworkMode, silent_login: SilentLoginFactory, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(
-        GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="10.0.0.0/8, ::1, 127.0.0.0/8", NATS_URL=""
-    )
+    gw = await network_mode("10.0.0.0/8, ::1, 127.0.0.0/8", NATS_URL="")
     waiting = await silent_login(gw)
     assert await post(client, gw, "callback", callback_body(UNKNOWN_ID)) == (404, {"error": "Request not found"})
     status, answer = await post(client, gw, "callback", callback_body(waiting.request_id))
@@ -85,9 +93,9 @@ async def test_unsigned_login_callback_from_the_trusted_network_completes_the_lo
 
 @pytest.mark.gen_test
 async def test_unsigned_callbacks_from_outside_are_403_before_any_lookup_signed_ones_pass(
-    make_gateway: GatewayFactory, silent_login: SilentLoginFactory, client: aiohttp.ClientSession
+    network_mode: NetworkMode, silent_login: SilentLoginFactory, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="10.0.0.0/8,fd00::/8")
+    gw = await network_mode("10.0.0.0/8,fd00::/8")
     refused = (403, {"error": OUTSIDE})
     waiting = await silent_login(gw)  # first: it reads the playbook's variables from the last execute
     assert await post(client, gw, "callback", callback_body(waiting.request_id)) == refused
@@ -95,9 +103,7 @@ async def test_unsigned_callbacks_from_outside_are_403_before_any_lookup_signed_
     status, _ = await waiting.answer(gw)  # with its token
     assert status == 200 and (await waiting.task)[0] == 200
 
-    token = await login(client, gw)
-    async with streaming(client, gw.url, token) as stream:
-        request_id = await pending_request(gw, token, init_of(stream)["clientId"])
+    async with waiting_client(client, gw) as (_, stream, request_id):
         # The same answer for a pending id and an unknown one: the caller learns nothing.
         assert await post(client, gw, "callback/async", travel_result(request_id)) == refused
         assert await post(client, gw, "callback/async", travel_result(UNKNOWN_ID)) == refused
@@ -112,12 +118,10 @@ async def test_unsigned_callbacks_from_outside_are_403_before_any_lookup_signed_
 
 @pytest.mark.gen_test
 async def test_behind_an_ingress_the_trusted_hops_rule_finds_the_worker(
-    make_gateway: GatewayFactory, client: aiohttp.ClientSession
+    network_mode: NetworkMode, client: aiohttp.ClientSession
 ) -> None:
-    gw = await make_gateway(GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="10.0.0.0/8")
-    token = await login(client, gw)
-    async with streaming(client, gw.url, token) as stream:
-        request_id = await pending_request(gw, token, init_of(stream)["clientId"])
+    gw = await network_mode("10.0.0.0/8")
+    async with waiting_client(client, gw) as (_, stream, request_id):
         body = {"request_id": request_id, "progress": 0.2}
         # The ingress appended the worker's address (one trusted hop, the default).
         assert await post(client, gw, "progress", body, **{"X-Forwarded-For": "10.1.2.3"}) == (
@@ -129,9 +133,7 @@ async def test_behind_an_ingress_the_trusted_hops_rule_finds_the_worker(
         assert await post(client, gw, "progress", body, **forged) == (403, {"error": OUTSIDE})
         await stream.next_named("playbook/progress")
 
-    direct = await make_gateway(
-        GATEWAY_CALLBACK_AUTH="network", GATEWAY_CALLBACK_TRUSTED_NETWORKS="10.0.0.0/8", GATEWAY_TRUSTED_PROXY_HOPS="0"
-    )
+    direct = await network_mode("10.0.0.0/8", GATEWAY_TRUSTED_PROXY_HOPS="0")
     # No proxy trusted: the header means nothing, the peer (127.0.0.1) is the caller.
     spoofed = {"X-Forwarded-For": "10.9.9.9"}
     refused = await post(client, direct, "callback/async", travel_result(UNKNOWN_ID), **spoofed)

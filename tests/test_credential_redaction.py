@@ -11,7 +11,6 @@ as objects and as JSON text), ``/executions?full=true`` and ``/executions/{id}/e
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 import aiohttp
@@ -26,6 +25,7 @@ from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.graphql_client import gql
 from tests.support.rss import RssSampler
 from tests.support.signin import bearer, login
+from tests.support.skips import reads_proc
 
 REFRESH = "refresh-token-of-the-admin-0123456789"
 MIB = 1024 * 1024
@@ -54,6 +54,10 @@ class Stage:
 
     def login_execution(self) -> str:
         return next(e.execution_id for e in self.standin.state.executions.values() if e.path == playbooks.LOGIN)
+
+    def login_route(self, gw: GatewayInstance | GatewayProcess, rest: str = "") -> str:
+        """The URL of the login execution (its workload holds the Auth0 tokens) through ``gw``'s NoETL proxy."""
+        return f"{gw.url}/noetl/executions/{self.login_execution()}{rest}"
 
 
 async def stage(client: aiohttp.ClientSession, gw: GatewayInstance | GatewayProcess, standin: Standin) -> Stage:
@@ -143,8 +147,7 @@ async def test_member_reads_no_credential_through_the_proxy_admin_reads_them(
 async def test_login_result_and_refresh_token_are_hidden_in_the_single_execution(
     gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, staged: Stage
 ) -> None:
-    login_id = staged.login_execution()
-    url = f"{gateway.url}/noetl/executions/{login_id}"
+    url = staged.login_route(gateway)
     status, body, _ = await call(client, "GET", url, headers=bearer(staged.member))
     assert status == 200
     assert body["workload"]["auth0_refresh_token"] == "[redacted]"
@@ -164,8 +167,7 @@ async def test_login_result_and_refresh_token_are_hidden_in_the_single_execution
 async def test_compressed_or_partial_answers_are_refused_for_a_member(
     gateway: GatewayInstance, standin: Standin, client: aiohttp.ClientSession, staged: Stage
 ) -> None:
-    login_id = staged.login_execution()
-    base = f"{gateway.url}/noetl/executions/{login_id}/events"
+    base = staged.login_route(gateway, "/events")
     secrets = staged.secrets()
     # NoETL compressing although the gateway asked for identity: not relayed to a member.
     status, body, headers = await raw_get(
@@ -195,8 +197,7 @@ async def test_a_credential_split_across_chunks_is_still_hidden_and_the_answer_s
     """NoETL sends the first half of a ``callback_token`` event, and the rest only once the client
     has received everything before it: the gateway relays without buffering the whole answer and
     still catches the key/value pair across the chunk boundary."""
-    login_id = staged.login_execution()
-    url = f"{gateway.url}/noetl/executions/{login_id}/events?pad=300&split={split}"
+    url = staged.login_route(gateway, f"/events?pad=300&split={split}")
     gate = standin.state.gates.setdefault("standin/events-split", asyncio.Event())
     received = b""
     async with client.get(url, headers=bearer(staged.member)) as resp:
@@ -270,22 +271,21 @@ async def test_admin_roles_come_from_configuration(
     assert status == 200 and REFRESH.encode() not in body and b"[redacted]" in body
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
+@reads_proc
 @pytest.mark.gen_test(timeout=90)
 async def test_a_large_redacted_answer_streams_in_bounded_memory(
     gateway_process: GatewayProcess, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
     """~48 MiB of events, each with the workload's credentials, to a member: all hidden, memory flat."""
     gw = gateway_process
-    assert gw.proc is not None
     staged = await stage(client, gw, standin)
-    url = f"{gw.url}/noetl/executions/{staged.login_execution()}/events"
+    url = staged.login_route(gw, "/events")
     async with client.get(f"{url}?pad=300", headers=bearer(staged.member)) as resp:  # warm up
         assert resp.status == 200 and leaked(await resp.read(), staged.secrets()) == []
     secrets = [secret.encode() for secret in staged.secrets()]
     received = redactions = 0
     tail = b""
-    with RssSampler(gw.proc.pid) as sampler:
+    with RssSampler(gw.pid) as sampler:
         async with client.get(f"{url}?pad=16000", headers=bearer(staged.member)) as resp:
             assert resp.status == 200 and "Content-Length" not in resp.headers
             async for piece in resp.content.iter_any():

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
-import orjson
 import pytest
 
 from tests.conftest import GatewayFactory, Replicas, Standin
 from tests.support.gateway import GatewayInstance, call
-from tests.support.graphql_client import error_codes, metric_value
+from tests.support.graphql_client import error_codes, metric_value, send_graphql
 from tests.support.signin import login
 
 
@@ -52,16 +50,10 @@ async def apq(
     sent = dict(headers or {})
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
-    ext = persisted(digest) if extensions is None else extensions
-    if method == "GET":
-        params = {"extensions": orjson.dumps(ext).decode()}
-        if query is not None:
-            params["query"] = query
-        return await call(client, "GET", f"{gw.url}/graphql?{urlencode(params)}", headers=sent)
-    body: dict[str, Any] = {"extensions": ext}
+    fields: dict[str, Any] = {"extensions": persisted(digest) if extensions is None else extensions}
     if query is not None:
-        body["query"] = query
-    return await call(client, "POST", f"{gw.url}/graphql", body, headers=sent)
+        fields["query"] = query
+    return await send_graphql(client, gw, fields, method=method, headers=sent)
 
 
 @pytest.mark.gen_test

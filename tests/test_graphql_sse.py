@@ -14,9 +14,8 @@ import pytest
 
 from tests.conftest import Replicas
 from tests.support.gateway import GatewayInstance, call
-from tests.support.live import pending_request
-from tests.support.signin import bearer, login
-from tests.support.sse_client import init_of, streaming
+from tests.support.live import waiting_client
+from tests.support.signin import bearer
 from tests.support.waiting import wait_for
 from tests.test_graphql_ws import EVENTS
 
@@ -77,9 +76,7 @@ async def test_logout_elsewhere_ends_a_graphql_sse_subscription(
     replicas: Replicas, client: aiohttp.ClientSession
 ) -> None:
     a, b = replicas
-    token = await login(client, a)
-    async with streaming(client, a.url, token) as stream:
-        request_id = await pending_request(a, token, init_of(stream)["clientId"])
+    async with waiting_client(client, a) as (token, _, request_id):
         body = {"query": EVENTS, "variables": {"rid": request_id}}
         headers = {**SSE, **bearer(token)}
         async with client.post(f"{a.url}/graphql/stream", data=orjson.dumps(body), headers=headers) as resp:

@@ -16,7 +16,7 @@ from tornado.ioloop import IOLoop
 
 from tests.conftest import GatewayFactory, Standin
 from tests.support.gateway import GatewayInstance, call
-from tests.support.jwks import JwksServer, SigningKey
+from tests.support.jwks import JwksServer, SigningKey, serve_jwks
 from tests.support.webhooks import (
     BEARER_TOKEN,
     LISTENER_SECRETS,
@@ -33,10 +33,7 @@ from tests.support.webhooks import (
 @pytest.fixture
 def push_keys(io_loop: IOLoop) -> Iterator[JwksServer]:
     """Google's push signing keys, as a local JWKS with one test key."""
-    server = JwksServer().start()
-    server.keys.append(SigningKey("push-key"))
-    yield server
-    server.stop()
+    yield from serve_jwks("push-key")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ before they are read, a listener's rate limit, and listener configs served by No
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from tornado.ioloop import IOLoop
 
 from tests.conftest import GatewayFactory, Standin
-from tests.standin.ingress_routes import ingress_state
+from tests.standin.ingress_routes import IngressRoutesState, ingress_state
 from tests.support.gateway import GatewayInstance, call
 from tests.support.raw_http import raw_connection
 from tests.support.webhooks import (
@@ -145,6 +144,10 @@ async def test_a_listener_over_its_rate_is_429_with_retry_after(
 # -- listener configs served by NoETL (GET /api/internal/ingress/{listener}) ----------------------------
 
 
+SHOP_TOKEN = "shop-token-0123456789abcdef"
+SHOP_BEARER = {"Authorization": f"Bearer {SHOP_TOKEN}"}
+
+
 def noetl_listener(playbook: str = PLAYBOOK, **verify: Any) -> dict[str, Any]:
     """A listener as the reference's NoETL serves it (resolved secret included)."""
     return {
@@ -152,61 +155,62 @@ def noetl_listener(playbook: str = PLAYBOOK, **verify: Any) -> dict[str, Any]:
         "catalog_path": "subscriptions/shop",
         "subscription_id": "12345",
         "source": "webhook",
-        "verify": {"type": "bearer", "secret": "shop-token-0123456789abcdef", **verify},
+        "verify": {"type": "bearer", "secret": SHOP_TOKEN, **verify},
         "dispatch": {"playbook": playbook, "payload_from": "message.json", "execution_pool": "subscription"},
         "directives": {"directives": []},  # the reference's directive engine: ignored
     }
 
 
 @pytest.fixture
-def noetl_served(standin: Standin) -> Iterator[Any]:
+def noetl_served(standin: Standin) -> IngressRoutesState:
+    """What the stand-in's NoETL serves on its ingress route (off until a test turns it on)."""
     routes = ingress_state(standin.state)
     routes.token = INTERNAL_TOKEN
-    yield routes
+    return routes
+
+
+@pytest.fixture
+def noetl_gw(
+    io_loop: IOLoop, make_gateway: GatewayFactory, ingress_env: dict[str, str], noetl_served: IngressRoutesState
+) -> GatewayInstance:
+    """A gateway with the listener file that may also ask NoETL for listeners (it holds the internal token)."""
+    env = {**ingress_env, "NOETL_INTERNAL_API_TOKEN": INTERNAL_TOKEN}
+    instance: GatewayInstance = io_loop.run_sync(lambda: make_gateway(**env), timeout=15)
+    return instance
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_listener_noetl_serves_is_used_and_cached(
-    make_gateway: GatewayFactory,
-    ingress_env: dict[str, str],
-    standin: Standin,
-    noetl_served: Any,
-    client: aiohttp.ClientSession,
+    noetl_gw: GatewayInstance, standin: Standin, noetl_served: IngressRoutesState, client: aiohttp.ClientSession
 ) -> None:
     noetl_served.serving = True
     noetl_served.listeners["shop"] = noetl_listener()
-    gw = await make_gateway(**ingress_env, NOETL_INTERNAL_API_TOKEN=INTERNAL_TOKEN)
-    good = {"Authorization": "Bearer shop-token-0123456789abcdef"}
     for _ in range(3):
-        status, answer, _ = await call(client, "POST", f"{gw.url}/ingress/shop", headers=good, raw=b'{"order": 7}')
+        status, answer, _ = await call(
+            client, "POST", f"{noetl_gw.url}/ingress/shop", headers=SHOP_BEARER, raw=b'{"order": 7}'
+        )
         assert status == 202, answer
     assert noetl_served.lookups == ["shop"]  # one lookup, then the cache
     sent = standin.state.calls_to("/api/execute")
     assert len(sent) == 3 and sent[0].body["workload"]["ingress"]["subscription"] == "subscriptions/shop"
-    status, answer, _ = await call(client, "POST", f"{gw.url}/ingress/shop", headers=bearer(), raw=b"{}")
+    status, answer, _ = await call(client, "POST", f"{noetl_gw.url}/ingress/shop", headers=bearer(), raw=b"{}")
     assert (status, answer["reason"]) == (401, "bad_token")
-    status, _, _ = await call(client, "POST", f"{gw.url}/ingress/github", headers=bearer(), raw=b"{}")
+    status, _, _ = await call(client, "POST", f"{noetl_gw.url}/ingress/github", headers=bearer(), raw=b"{}")
     assert status == 401  # a file listener: NoETL is not asked
-    status, _, _ = await call(client, "POST", f"{gw.url}/ingress/unknown-one", headers=good, raw=b"{}")
+    status, _, _ = await call(client, "POST", f"{noetl_gw.url}/ingress/unknown-one", headers=SHOP_BEARER, raw=b"{}")
     assert status == 404
     assert noetl_served.lookups == ["shop", "unknown-one"]
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_noetl_without_the_route_leaves_the_file_as_the_source(
-    make_gateway: GatewayFactory,
-    ingress_env: dict[str, str],
-    standin: Standin,
-    noetl_served: Any,
-    client: aiohttp.ClientSession,
+    noetl_gw: GatewayInstance, standin: Standin, noetl_served: IngressRoutesState, client: aiohttp.ClientSession
 ) -> None:
     noetl_served.listeners["shop"] = noetl_listener()  # configured, but the route is off: NoETL 4.26
-    gw = await make_gateway(**ingress_env, NOETL_INTERNAL_API_TOKEN=INTERNAL_TOKEN)
-    good = {"Authorization": "Bearer shop-token-0123456789abcdef"}
-    status, _, _ = await call(client, "POST", f"{gw.url}/ingress/shop", headers=good, raw=b"{}")
+    status, _, _ = await call(client, "POST", f"{noetl_gw.url}/ingress/shop", headers=SHOP_BEARER, raw=b"{}")
     assert status == 404
     body, headers = github_delivery({"a": 1})
-    status, answer, _ = await call(client, "POST", f"{gw.url}/ingress/github", headers=headers, raw=body)
+    status, answer, _ = await call(client, "POST", f"{noetl_gw.url}/ingress/github", headers=headers, raw=body)
     assert status == 202, answer
     assert noetl_served.lookups == ["shop"]
     assert len(standin.state.calls_to("/api/execute")) == 1
@@ -214,20 +218,15 @@ async def test_a_noetl_without_the_route_leaves_the_file_as_the_source(
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_noetl_answer_that_does_not_fit_starts_nothing(
-    make_gateway: GatewayFactory,
-    ingress_env: dict[str, str],
-    standin: Standin,
-    noetl_served: Any,
-    client: aiohttp.ClientSession,
+    noetl_gw: GatewayInstance, standin: Standin, noetl_served: IngressRoutesState, client: aiohttp.ClientSession
 ) -> None:
     noetl_served.serving = True
     # A NoETL answer may never make the gateway read its own files or environment.
     noetl_served.listeners["shop"] = {**noetl_listener(), "verify": {"type": "bearer", "secret_file": "/etc/passwd"}}
-    gw = await make_gateway(**ingress_env, NOETL_INTERNAL_API_TOKEN=INTERNAL_TOKEN)
-    status, answer, _ = await call(client, "POST", f"{gw.url}/ingress/shop", headers=bearer(), raw=b"{}")
+    status, answer, _ = await call(client, "POST", f"{noetl_gw.url}/ingress/shop", headers=bearer(), raw=b"{}")
     assert (status, answer["reason"]) == (502, "config_error")
     noetl_served.listeners["shop"] = noetl_listener()
     noetl_served.status = 500
-    status, answer, _ = await call(client, "POST", f"{gw.url}/ingress/shop", headers=bearer(), raw=b"{}")
+    status, answer, _ = await call(client, "POST", f"{noetl_gw.url}/ingress/shop", headers=bearer(), raw=b"{}")
     assert (status, answer["reason"]) == (502, "config_error")
     assert standin.state.calls_to("/api/execute") == []

@@ -17,7 +17,7 @@ import aiohttp
 import nats
 import pytest
 
-from tests.conftest import ReplicasFactory
+from tests.conftest import Replicas, ReplicasFactory
 from tests.standin.lifecycle import create_stream, noetl_event, publish_events
 from tests.support.gateway import GatewayInstance, call
 from tests.support.live import callback_headers, post_result, services_of
@@ -51,6 +51,15 @@ async def waiting_request(gw: GatewayInstance, token: str, client_id: str, execu
     return request_id
 
 
+@asynccontextmanager
+async def mirror_and_replicas(url: str, make_replicas: ReplicasFactory) -> AsyncIterator[tuple[Any, Replicas]]:
+    """NoETL's mirror (``noetl_mirror``) and two replicas on ``url``, once both take playbook states from it."""
+    async with noetl_mirror(url) as js:
+        replicas = await make_replicas(NATS_URL=url)
+        await wait_for(lambda: all(services_of(gw).live.playbook_state_source == "nats" for gw in replicas), 15)
+        yield js, replicas
+
+
 def states(stream: SseStream, execution_id: int | None = None) -> list[dict[str, Any]]:
     frames = [e.json["params"] for e in stream.named("playbook/state")]
     return [p for p in frames if execution_id is None or p["execution_id"] == str(execution_id)]
@@ -76,9 +85,7 @@ def big_id() -> int:
 async def test_noetl_events_reach_the_waiting_client_on_another_replica_once_in_order_and_resumable(
     own_nats: NatsServer, make_replicas: ReplicasFactory, client: aiohttp.ClientSession
 ) -> None:
-    async with noetl_mirror(own_nats.url) as js:
-        a, b = await make_replicas(NATS_URL=own_nats.url)
-        await wait_for(lambda: all(services_of(gw).live.playbook_state_source == "nats" for gw in (a, b)), 15)
+    async with mirror_and_replicas(own_nats.url, make_replicas) as (js, (a, b)):
         status, body, _ = await call(client, "GET", f"{b.url}/health/ready")
         assert status == 200 and body["playbook_state"] == "nats"
 
@@ -129,9 +136,7 @@ async def test_noetl_events_reach_the_waiting_client_on_another_replica_once_in_
 async def test_no_frames_once_the_request_is_answered(
     own_nats: NatsServer, make_replicas: ReplicasFactory, client: aiohttp.ClientSession
 ) -> None:
-    async with noetl_mirror(own_nats.url) as js:
-        a, b = await make_replicas(NATS_URL=own_nats.url)
-        await wait_for(lambda: all(services_of(gw).live.playbook_state_source == "nats" for gw in (a, b)), 15)
+    async with mirror_and_replicas(own_nats.url, make_replicas) as (js, (a, b)):
         token = await login(client, a)
         answered, still_running = big_id(), big_id() + 7
         stream = await open_stream(client, a.url, token)

@@ -7,7 +7,6 @@ kernel's own peak) is read at the end, so a spike between samples cannot hide.
 
 from __future__ import annotations
 
-import sys
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -20,13 +19,14 @@ from tests.standin.proxy_routes import PATTERN, pattern_crc, routes_state
 from tests.support.gateway import GatewayProcess
 from tests.support.rss import RssSampler
 from tests.support.signin import bearer, login
+from tests.support.skips import reads_proc
 
 SIZE = 256 * 1024 * 1024
 MIB = 1024 * 1024
 BLOCK = PATTERN * 16  # 1 MiB, reused: the client side holds no copy of the body either
 GROWTH_BOUND = 64 * MIB
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
+pytestmark = reads_proc
 
 
 async def blocks(size: int) -> AsyncIterator[bytes]:
@@ -39,8 +39,7 @@ async def test_256_mb_each_way_keeps_gateway_memory_flat(
     gateway_process: GatewayProcess, standin: Standin, client: aiohttp.ClientSession
 ) -> None:
     gw = gateway_process
-    assert gw.proc is not None
-    pid = gw.proc.pid
+    pid = gw.pid
     token = await login(client, gw)
     # Warm up every code path once (imports, pools, buffers) before the baseline.
     async with client.put(f"{gw.url}/noetl/standin/upload", data=blocks(4 * MIB), headers=bearer(token)) as resp:

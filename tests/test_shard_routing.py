@@ -16,11 +16,11 @@ import pytest
 from tornado.ioloop import IOLoop
 
 from gateway.noetl.shards import shard_for
-from tests.conftest import GatewayFactory, Standin
-from tests.standin.server import Execution, StandinState
+from tests.conftest import GatewayFactory, Standin, run_standin
+from tests.standin.server import Execution
 from tests.support.gateway import GatewayInstance, call
 from tests.support.graphql_client import error_codes
-from tests.support.nats_server import NatsServer, free_port
+from tests.support.nats_server import NatsServer
 from tests.support.signin import SignedIn, login
 
 SNOWFLAKE = 320_816_801_799_737_344
@@ -37,11 +37,7 @@ ID0, ID1 = owned_by(0), owned_by(1)
 @pytest.fixture
 def shard1(io_loop: IOLoop, nats_server: NatsServer) -> Iterator[Standin]:
     """A second stand-in: NoETL shard 1 (the ``standin`` fixture is shard 0 and the default)."""
-    state = StandinState(nats_url=nats_server.url)
-    running = Standin(state, free_port())
-    yield running
-    io_loop.run_sync(running.go_down)
-    io_loop.run_sync(state.close)
+    yield from run_standin(io_loop, nats_server)
 
 
 @pytest.fixture

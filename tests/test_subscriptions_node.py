@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayFactory, Replicas, Standin
+from tests.conftest import Replicas, SignedInFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
-from tests.support.live import callback_headers, pending_request, post_progress, post_result
+from tests.support.live import callback_headers, post_progress, post_result, waiting_client
 from tests.support.node_packages import node_with_packages
 from tests.support.signin import login
 from tests.support.sse_client import init_of, streaming
@@ -143,9 +143,7 @@ async def test_graphql_ws_on_replica_a_gets_the_result_posted_to_replica_b(
     node_graphql: str, replicas: Replicas, client: aiohttp.ClientSession
 ) -> None:
     a, b = replicas
-    token = await login(client, a)
-    async with streaming(client, a.url, token) as stream:  # the request's client: an /events stream
-        request_id = await pending_request(a, token, init_of(stream)["clientId"])
+    async with waiting_client(client, a) as (token, _, request_id):  # the request's client: an /events stream
         async with node_run(node_graphql, a, token, "wsSubscribe", REQUEST_ID=request_id) as run:
             await run.until("connected")
             status, _ = await post_progress(client, b, request_id, headers=callback_headers(request_id))
@@ -187,11 +185,10 @@ async def test_graphql_ws_logout_closes_the_socket_with_4403(
 
 @pytest.mark.gen_test(timeout=60)
 async def test_graphql_ws_over_the_per_session_limit_is_refused(
-    node_graphql: str, make_gateway: GatewayFactory, client: aiohttp.ClientSession
+    node_graphql: str, make_signed_in: SignedInFactory
 ) -> None:
-    gw = await make_gateway(GATEWAY_MAX_SUBSCRIPTIONS_PER_SESSION="3")
-    token = await login(client, gw)
-    async with node_run(node_graphql, gw, token, "wsLimit", COUNT="5") as run:
+    alice = await make_signed_in(GATEWAY_MAX_SUBSCRIPTIONS_PER_SESSION="3")
+    async with node_run(node_graphql, alice.gateway, alice.token, "wsLimit", COUNT="5") as run:
         outcomes = (await run.until("outcomes"))["outcomes"]
     refused = [o for o in outcomes if isinstance(o, dict)]
     assert outcomes.count("open") == 3, outcomes

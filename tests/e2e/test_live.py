@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -22,19 +24,24 @@ mutation Run($name: String!, $variables: JSON, $clientId: String) {
 EXECUTION = "query($id: ID!) { execution(id: $id) { state finished } }"
 
 
+@asynccontextmanager
 async def run_live(
     client: aiohttp.ClientSession, gw: GatewayProcess, session: Login, name: str, variables: Any
-) -> tuple[SseStream, str, str]:
-    """Open the event stream, start the playbook for its clientId; (stream, request id, execution id)."""
+) -> AsyncIterator[tuple[SseStream, str, str]]:
+    """Open the event stream, start the playbook for its clientId; (stream, request id, execution id),
+    the stream closed on leaving."""
     stream = await open_stream(client, gw.url, session.token, via="bearer")
-    client_id = init_of(stream)["clientId"]
-    status, body, _ = await gql(
-        client, gw, session.token, EXECUTE, {"name": name, "variables": variables, "clientId": client_id}
-    )
-    assert status == 200 and "errors" not in body, body
-    started = body["data"]["executePlaybook"]
-    assert started["requestId"], started
-    return stream, started["requestId"], started["executionId"]
+    try:
+        client_id = init_of(stream)["clientId"]
+        status, body, _ = await gql(
+            client, gw, session.token, EXECUTE, {"name": name, "variables": variables, "clientId": client_id}
+        )
+        assert status == 200 and "errors" not in body, body
+        started = body["data"]["executePlaybook"]
+        assert started["requestId"], started
+        yield stream, started["requestId"], started["executionId"]
+    finally:
+        await stream.close()
 
 
 def params(event: SseEvent) -> dict[str, Any]:
@@ -47,10 +54,8 @@ def params(event: SseEvent) -> dict[str, Any]:
 async def test_progress_and_result_arrive_over_sse(
     gw: GatewayProcess, alice: Login, client: aiohttp.ClientSession
 ) -> None:
-    stream, request_id, execution_id = await run_live(
-        client, gw, alice, catalog.ASYNC_PROGRESS, {"numbers": [1, 2, 3.5], "label": "sse"}
-    )
-    try:
+    variables = {"numbers": [1, 2, 3.5], "label": "sse"}
+    async with run_live(client, gw, alice, catalog.ASYNC_PROGRESS, variables) as (stream, request_id, execution_id):
         progress = await stream.next_named("playbook/progress", timeout=30)
         assert params(progress) == {
             "requestId": request_id,
@@ -68,14 +73,12 @@ async def test_progress_and_result_arrive_over_sse(
         }
         assert progress.id and result.id and progress.id != result.id
         assert stream.events.index(progress) < stream.events.index(result)
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_failure_arrives_as_failed(gw: GatewayProcess, alice: Login, client: aiohttp.ClientSession) -> None:
-    stream, request_id, execution_id = await run_live(client, gw, alice, catalog.FAILING, {"reason": "no coffee"})
-    try:
+    variables = {"reason": "no coffee"}
+    async with run_live(client, gw, alice, catalog.FAILING, variables) as (stream, request_id, execution_id):
         result = await stream.next_named("playbook/result", timeout=30)
         assert params(result) == {
             "requestId": request_id,
@@ -83,8 +86,6 @@ async def test_failure_arrives_as_failed(gw: GatewayProcess, alice: Login, clien
             "status": "FAILED",
             "error": {"code": -32000, "message": "e2e/failing: no coffee", "data": {"step": "start"}},
         }
-    finally:
-        await stream.close()
 
     # NoETL agrees: polling the execution ends in FAILED.
     async def failed() -> bool:

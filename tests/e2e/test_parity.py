@@ -39,10 +39,8 @@ async def test_resource_kind_reaches_noetls_catalog_filter(
 async def test_rerun_falls_back_and_its_result_arrives_with_fresh_ids(
     gw: GatewayProcess, alice: Login, client: aiohttp.ClientSession
 ) -> None:
-    stream, request_id, execution_id = await run_live(
-        client, gw, alice, catalog.ASYNC_PROGRESS, {"numbers": [1, 2, 4], "label": "first"}
-    )
-    try:
+    variables = {"numbers": [1, 2, 4], "label": "first"}
+    async with run_live(client, gw, alice, catalog.ASYNC_PROGRESS, variables) as (stream, request_id, execution_id):
         first = await stream.wait_for(lambda e: e.event == "playbook/result", timeout=30)
         assert params(first)["data"] == {"label": "first", "count": 3, "total": 7}
         status, body, _ = await gql(
@@ -68,8 +66,6 @@ async def test_rerun_falls_back_and_its_result_arrives_with_fresh_ids(
             "status": "COMPLETED",
             "data": {"label": "again", "count": 3, "total": 7},
         }
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test(timeout=60)

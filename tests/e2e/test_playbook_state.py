@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from tornado.ioloop import IOLoop
 
 from tests.e2e.conftest import Login
 from tests.e2e.stack import http_json
@@ -34,6 +35,13 @@ async def mirror_is_read(gw: GatewayProcess) -> None:
     await wait_for(source, timeout=30, interval=0.5)
 
 
+@pytest.fixture
+def mirrored(io_loop: IOLoop, gw: GatewayProcess) -> GatewayProcess:
+    """The gateway, once it reads NoETL's event stream: where every test here starts."""
+    io_loop.run_sync(lambda: mirror_is_read(gw), timeout=40)
+    return gw
+
+
 def states(stream: SseStream, execution_id: str) -> list[dict[str, Any]]:
     frames = [params(e) for e in stream.named("playbook/state")]
     return [frame for frame in frames if frame["execution_id"] == execution_id]
@@ -47,11 +55,9 @@ def assert_shape(frame: dict[str, Any], execution_id: str) -> None:
 
 @pytest.mark.gen_test(timeout=90)
 async def test_real_steps_then_the_end_before_the_result(
-    gw: GatewayProcess, alice: Login, client: aiohttp.ClientSession
+    mirrored: GatewayProcess, alice: Login, client: aiohttp.ClientSession
 ) -> None:
-    await mirror_is_read(gw)
-    stream, request_id, execution_id = await run_live(client, gw, alice, STEPS, {"label": "planner"})
-    try:
+    async with run_live(client, mirrored, alice, STEPS, {"label": "planner"}) as (stream, request_id, execution_id):
         result = await stream.next_named("playbook/result", timeout=60)
         assert params(result)["data"] == {"answer": "PLANNER"} and params(result)["requestId"] == request_id
         frames = states(stream, execution_id)
@@ -66,8 +72,6 @@ async def test_real_steps_then_the_end_before_the_result(
         state_events = [e for e in stream.named("playbook/state") if params(e)["execution_id"] == execution_id]
         assert all(stream.events.index(e) < stream.events.index(result) for e in state_events)
         assert [int(e.id or 0) for e in state_events] == sorted(int(e.id or 0) for e in state_events)
-    finally:
-        await stream.close()
 
 
 async def _ended(stream: SseStream, execution_id: str, event_type: str) -> dict[str, Any]:
@@ -84,30 +88,24 @@ async def _ended(stream: SseStream, execution_id: str, event_type: str) -> dict[
 
 @pytest.mark.gen_test(timeout=90)
 async def test_noetl_own_completion_ends_the_wait_of_a_playbook_without_callback(
-    gw: GatewayProcess, alice: Login, client: aiohttp.ClientSession
+    mirrored: GatewayProcess, alice: Login, client: aiohttp.ClientSession
 ) -> None:
-    await mirror_is_read(gw)
-    stream, _, execution_id = await run_live(client, gw, alice, ECHO, {"message": "no callback"})
-    try:
+    async with run_live(client, mirrored, alice, ECHO, {"message": "no callback"}) as (stream, _, execution_id):
         end = await _ended(stream, execution_id, "playbook.completed")
         assert_shape(end, execution_id)
         assert (end["step_name"], end["status"]) == (None, "completed")
         kinds = [(f["event_type"], f["step_name"]) for f in states(stream, execution_id)]
         assert ("step.exit", "start") in kinds and kinds.index(("step.exit", "start")) < len(kinds) - 1, kinds
         assert not stream.named("playbook/result")
-    finally:
-        await stream.close()
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_noetl_own_failure_ends_the_wait(gw: GatewayProcess, alice: Login, client: aiohttp.ClientSession) -> None:
-    await mirror_is_read(gw)
-    stream, _, execution_id = await run_live(client, gw, alice, FAIL, {"reason": "no coffee"})
-    try:
+async def test_noetl_own_failure_ends_the_wait(
+    mirrored: GatewayProcess, alice: Login, client: aiohttp.ClientSession
+) -> None:
+    async with run_live(client, mirrored, alice, FAIL, {"reason": "no coffee"}) as (stream, _, execution_id):
         end = await _ended(stream, execution_id, "playbook.failed")
         assert_shape(end, execution_id)
         assert (end["step_name"], end["status"]) == (None, "failed")
         kinds = [(f["event_type"], f["step_name"]) for f in states(stream, execution_id)]
         assert kinds.index(("step.exit", "start")) < kinds.index(("playbook.failed", None)), kinds
-    finally:
-        await stream.close()

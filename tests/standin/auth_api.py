@@ -10,12 +10,12 @@ execution's script (status ``CANCELLED``), or answers ``cancel_status`` when a t
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from tests.standin import playbooks
-from tests.standin.server import StandinState, _Handler
+from tests.standin.per_standin import PerStandin
+from tests.standin.server import _Handler
 
 
 @dataclass
@@ -26,15 +26,7 @@ class AuthApiState:
     cancel_status: int | None = None
 
 
-_STATES: weakref.WeakKeyDictionary[StandinState, AuthApiState] = weakref.WeakKeyDictionary()
-
-
-def auth_api(state: StandinState) -> AuthApiState:
-    """The switches for one stand-in."""
-    found = _STATES.get(state)
-    if found is None:
-        found = _STATES[state] = AuthApiState()
-    return found
+auth_api: PerStandin[AuthApiState] = PerStandin(AuthApiState)  # the switches for one stand-in
 
 
 class _SyncRoute(_Handler):

@@ -8,11 +8,11 @@ lookup is recorded, so tests can count what the gateway asked.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.standin.server import StandinState, _Handler
+from tests.standin.per_standin import PerStandin
+from tests.standin.server import _Handler
 
 
 @dataclass
@@ -26,15 +26,8 @@ class IngressRoutesState:
     lookups: list[str] = field(default_factory=list)
 
 
-_STATES: weakref.WeakKeyDictionary[StandinState, IngressRoutesState] = weakref.WeakKeyDictionary()
-
-
-def ingress_state(state: StandinState) -> IngressRoutesState:
-    """The ingress route's switch and records for one stand-in."""
-    found = _STATES.get(state)
-    if found is None:
-        found = _STATES[state] = IngressRoutesState()
-    return found
+# The ingress route's switch and records for one stand-in.
+ingress_state: PerStandin[IngressRoutesState] = PerStandin(IngressRoutesState)
 
 
 class InternalIngressHandler(_Handler):

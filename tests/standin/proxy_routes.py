@@ -7,7 +7,6 @@ bytes received without buffering, whether the gateway hung up, when a stream sta
 from __future__ import annotations
 
 import asyncio
-import weakref
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ import orjson
 from tornado.iostream import StreamClosedError
 from tornado.web import RequestHandler, stream_request_body
 
+from tests.standin.per_standin import PerStandin
 from tests.standin.server import RecordedCall, StandinState
 
 CHUNK = 64 * 1024
@@ -47,15 +47,7 @@ class ProxyRoutesState:
         return table.setdefault(name, asyncio.Event())
 
 
-_STATES: weakref.WeakKeyDictionary[StandinState, ProxyRoutesState] = weakref.WeakKeyDictionary()
-
-
-def routes_state(state: StandinState) -> ProxyRoutesState:
-    """The proxy routes' records for one stand-in."""
-    found = _STATES.get(state)
-    if found is None:
-        found = _STATES[state] = ProxyRoutesState()
-    return found
+routes_state: PerStandin[ProxyRoutesState] = PerStandin(ProxyRoutesState)  # the records for one stand-in
 
 
 def pattern_crc(size: int) -> int:

@@ -77,6 +77,12 @@ class GatewayProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The running gateway's process id (its memory is read from /proc/<pid>)."""
+        assert self.proc is not None, "the gateway process is not running"
+        return self.proc.pid
+
     def start(self, log_path: str, timeout: float = 15.0) -> GatewayProcess:
         self.log_file = open(log_path, "wb")
         self.proc = subprocess.Popen(

@@ -6,9 +6,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import orjson
 
 from tests.support.gateway import GatewayInstance, call
 
+_TEXT_FIELDS = ("query", "operationName")  # a GET carries these as they are; the other fields as JSON
 EXECUTE_EXAMPLE = """
 mutation {
   executePlaybook(
@@ -36,21 +38,32 @@ async def gql(
         headers["Authorization"] = f"Bearer {token}"
     if accept is not None:
         headers["Accept"] = accept
-    if method == "GET":
-        params: dict[str, str] = {"query": query}
-        if variables is not None:
-            import orjson
-
-            params["variables"] = orjson.dumps(variables).decode()
-        if operation_name is not None:
-            params["operationName"] = operation_name
-        return await call(client, "GET", f"{gw.url}/graphql?{urlencode(params)}", headers=headers)
-    body: dict[str, Any] = {"query": query}
+    fields: dict[str, Any] = {"query": query}
     if variables is not None:
-        body["variables"] = variables
+        fields["variables"] = variables
     if operation_name is not None:
-        body["operationName"] = operation_name
-    return await call(client, "POST", f"{gw.url}/graphql", body, headers=headers)
+        fields["operationName"] = operation_name
+    return await send_graphql(client, gw, fields, method=method, headers=headers)
+
+
+async def send_graphql(
+    client: aiohttp.ClientSession,
+    gw: GatewayInstance,
+    fields: dict[str, Any],
+    *,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, Any]:
+    """GraphQL over HTTP as clients send it: ``fields`` as the JSON body of a POST, or as the URL
+    parameters of a GET (``query`` and ``operationName`` as text, the others JSON-encoded)."""
+    if method == "GET":
+        params = {name: value if name in _TEXT_FIELDS else _json(value) for name, value in fields.items()}
+        return await call(client, "GET", f"{gw.url}/graphql?{urlencode(params)}", headers=headers)
+    return await call(client, "POST", f"{gw.url}/graphql", fields, headers=headers)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def error_codes(body: Any) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -58,6 +59,14 @@ class JwksServer:
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
+
+
+def serve_jwks(kid: str) -> Iterator[JwksServer]:
+    """A fixture's body: a JWKS with one signing key ``kid``, started in the test's loop, stopped after it."""
+    server = JwksServer().start()
+    server.keys.append(SigningKey(kid))
+    yield server
+    server.stop()
 
 
 def claims(domain: str, audience: str, **overrides: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from nats.js.kv import KeyValue
@@ -34,6 +34,23 @@ async def pending_request(gw: GatewayInstance, token: str, client_id: str, path:
     request_id = await services.live.prepare_request(session, client_id)
     await services.live.record_pending(request_id, client_id, session, "9001", path)
     return request_id
+
+
+class WaitingClient(NamedTuple):
+    """A signed-in client with its event stream open and one request pending for it."""
+
+    token: str
+    stream: SseStream
+    request_id: str
+
+
+@asynccontextmanager
+async def waiting_client(client: aiohttp.ClientSession, gw: GatewayInstance) -> AsyncIterator[WaitingClient]:
+    """Sign in on ``gw``, open the event stream, record a pending request for it (``pending_request``):
+    what a worker's callback is addressed to."""
+    token = await login(client, gw)
+    async with streaming(client, gw.url, token) as stream:
+        yield WaitingClient(token, stream, await pending_request(gw, token, init_of(stream)["clientId"]))
 
 
 async def raw_bucket(gw: GatewayInstance, name: str) -> KeyValue:

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.nats_server import free_port
+from tests.support.nats_server import free_port, jetstream_args
 from tests.support.processes import NotReady, stop_process
 
 CLUSTER_NAME = "drill"
@@ -53,26 +53,15 @@ class ClusterNode:
     def spawn(self, routes: list[str]) -> None:
         """Start the process (not waiting for it: a node needs its peers to become healthy)."""
         args = [
-            self.binary,
+            *jetstream_args(self.binary, self.port, self.monitor_port, self.store, self.log_path),
             "--name",
             self.name,
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-m",
-            str(self.monitor_port),
-            "-js",
-            "-sd",
-            self.store,
             "--cluster_name",
             CLUSTER_NAME,
             "--cluster",
             f"nats://127.0.0.1:{self.cluster_port}",
             "--routes",
             ",".join(routes),
-            "-l",
-            str(self.log_path),
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.frozen = False

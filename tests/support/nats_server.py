@@ -41,6 +41,13 @@ def require_binary(name: str, path: str | None) -> str:
     fail_in_ci_else_skip(message)
 
 
+def jetstream_args(binary: str, port: int, monitor_port: int, store: str, log_path: Path) -> list[str]:
+    """The command line every test nats-server shares: loopback client and monitoring ports,
+    JetStream on a store of its own, a log file."""
+    loopback = ["-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port)]
+    return [binary, *loopback, "-js", "-sd", store, "-l", str(log_path)]
+
+
 class NatsServer:
     """One nats-server process; ``stop()``/``start()`` keep port and store (like a pod restart)."""
 
@@ -62,20 +69,7 @@ class NatsServer:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start and wait until JetStream reports healthy."""
-        args = [
-            self.binary,
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-m",
-            str(self.monitor_port),
-            "-js",
-            "-sd",
-            self.store,
-            "-l",
-            str(self.log_path),
-        ]
+        args = jetstream_args(self.binary, self.port, self.monitor_port, self.store, self.log_path)
         if self.user:
             args += ["--user", self.user, "--pass", self.password or ""]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -12,7 +12,7 @@ import gzip
 import sys
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -20,6 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tests.support.threaded_http import ThreadedHttpServer
 
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 
@@ -123,33 +125,21 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-class OtlpReceiver:
+class OtlpReceiver(ThreadedHttpServer):
     """``OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url``; ``receiver.spans`` are the decoded spans."""
 
     def __init__(self, port: int = 0, count_only: bool = False) -> None:
         self._store = _Store(count_only=count_only)
-        handler = type("Handler", (_Handler,), {"store": self._store})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
+        super().__init__(type("Handler", (_Handler,), {"store": self._store}), port=port, name="otlp-receiver")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def spans(self) -> list[ReceivedSpan]:
         with self._store.lock:
             return list(self._store.spans)
-
-    def start(self) -> OtlpReceiver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         """Every span of one trace, in start order."""

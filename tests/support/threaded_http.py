@@ -1,5 +1,5 @@
 """A standard-library HTTP server on a daemon thread: the small servers tests run beside the
-gateway (the stand-in Auth0 issuer's JWKS, the UI's static origin)."""
+gateway (the stand-in Auth0 issuer's JWKS, the UI's static origin, the OTLP trace receiver)."""
 
 from __future__ import annotations
 
