@@ -18,6 +18,7 @@ import collections
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -60,7 +61,7 @@ class BackgroundHandler(logging.Handler):
         super().__init__()
         self.sink = sink
         self.capacity = capacity
-        self._records: collections.deque[logging.LogRecord] = collections.deque()
+        self._records: collections.deque[logging.LogRecord | _Line] = collections.deque()
         self._write_lock = threading.Lock()  # one drain at a time keeps lines in order
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,6 +82,20 @@ class BackgroundHandler(logging.Handler):
                 record.msg = str(record.msg)
             record.args = None
         self._records.append(record)  # deque.append is atomic: no lock on the loop's side
+
+    def queue_line(self, level: int, name: str, msg: str, args: tuple[Any, ...], request_id: str) -> None:
+        """A line without a ``LogRecord`` on the caller's side (the access log's fast path).
+
+        ``logging.Logger.log`` costs ~8 µs a line before the handler sees it (``makeRecord``, the
+        ``extra`` checks, handler lookup); the writer builds the record instead. Only for callers
+        that checked ``fast_path_for`` (no other handler or filter would have seen the record) and
+        ``isEnabledFor``; ``args`` must be immutable. The line comes out as the logger's would.
+        """
+        global _dropped
+        if len(self._records) >= self.capacity:
+            _dropped += 1
+            return
+        self._records.append((time.time(), level, name, msg, args, request_id, log_ids()))
 
     def flush(self) -> None:
         """Write everything waiting now, on the calling thread (tests, shutdown)."""
@@ -122,7 +137,8 @@ class BackgroundHandler(logging.Handler):
             lines: list[str] = []
             records = self._records
             while records:
-                record = records.popleft()
+                item = records.popleft()
+                record = item if isinstance(item, logging.LogRecord) else _record_of(item)
                 try:
                     if record.levelno >= sink.level and sink.filter(record):
                         lines.append(sink.format(record))
@@ -136,6 +152,42 @@ class BackgroundHandler(logging.Handler):
                     sink.flush()
             except Exception:  # a closed or full stream: say so once, as logging itself does
                 sink.handleError(logging.makeLogRecord({"msg": f"{len(lines)} log line(s) lost"}))
+
+
+# created, level, logger name, msg, args, request id, (trace id, span id) or None
+_Line = tuple[float, int, str, str, tuple[Any, ...], str, "tuple[str, str] | None"]
+
+
+def _record_of(line: _Line) -> logging.LogRecord:
+    """The record ``Logger.log`` would have made (the fields the gateway's formats use, and the rest)."""
+    created, level, name, msg, args, request_id, ids = line
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    record.__dict__.update(
+        name=name,
+        msg=msg,
+        args=args,
+        levelname=logging.getLevelName(level),
+        levelno=level,
+        pathname="",
+        filename="",
+        module="",
+        exc_info=None,
+        exc_text=None,
+        stack_info=None,
+        lineno=0,
+        funcName=None,
+        created=created,
+        msecs=int((created - int(created)) * 1000) + 0.0,
+        relativeCreated=(created - logging._startTime) * 1000,  # type: ignore[attr-defined]
+        thread=None,
+        threadName=None,
+        processName=None,
+        process=None,
+        request_id=request_id,
+    )
+    if ids is not None:
+        record.trace_id, record.span_id = ids
+    return record
 
 
 _ALIVE: weakref.WeakSet[BackgroundHandler] = weakref.WeakSet()

@@ -179,6 +179,21 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream: Any = None, ba
     logging.getLogger("nats").setLevel(logging.WARNING)
 
 
+def fast_path_for(logger: logging.Logger) -> BackgroundHandler | None:
+    """The background handler when it is the only one a record of ``logger`` reaches (no filter
+    of the logger's own, none on the handler but the context stamp): then a caller may queue a
+    line with ``queue_line`` and skip building a ``LogRecord``. None otherwise."""
+    background = _background
+    if background is None or logger.filters or background.level or len(background.filters) != 1:
+        return None
+    handlers: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        handlers += current.handlers
+        current = current.parent if current.propagate else None
+    return background if handlers == [background] else None
+
+
 def flush_logging() -> None:
     """Write every line the background writer still holds (on the calling thread)."""
     if _background is not None:

@@ -13,11 +13,20 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gateway import log_writer
 from gateway.log_writer import BackgroundHandler, ContextStamp
-from gateway.logging import TEXT_FORMAT, TextFormatter, TokenScrubber, request_id_var
+from gateway.logging import (
+    TEXT_FORMAT,
+    TextFormatter,
+    TokenScrubber,
+    fast_path_for,
+    request_id_var,
+    setup_logging,
+    stop_logging,
+)
 from gateway.metrics import Metrics
 from tests.support.gateway import GatewayProcess
 
@@ -152,3 +161,37 @@ def test_lines_just_before_sigterm_reach_the_log(tmp_path: Path) -> None:
     missing = [n for n in range(400) if f"/no-such-route-{n} " not in text]
     assert not missing, f"{len(missing)} access lines lost at shutdown, e.g. {missing[:5]}"
     assert text.rstrip().endswith("stopped")  # the graceful stop's own last line too
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_access_fast_path_writes_the_line_the_logger_would(fmt: str) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    stream = io.StringIO()
+    setup_logging(fmt, "INFO", stream=stream)
+    access = logging.getLogger("gateway.access")
+    try:
+        background = fast_path_for(access)
+        assert background is not None
+        args = (404, "GET", "/x?session_token=[redacted]&a=1", 1.25)
+        access.log(logging.WARNING, "%d %s %s %.1fms", *args, extra={"request_id": "rid-1"})
+        background.queue_line(logging.WARNING, "gateway.access", "%d %s %s %.1fms", args, "rid-1")
+        extra = logging.Handler()
+        access.addHandler(extra)  # another handler would miss queued lines: no fast path then
+        assert fast_path_for(access) is None
+        access.removeHandler(extra)
+    finally:
+        stop_logging()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+    by_logger, queued = stream.getvalue().splitlines()
+    if fmt == "json":
+        first, second = orjson.loads(by_logger), orjson.loads(queued)
+        assert len(first.pop("ts")) == len(second.pop("ts"))
+        assert first == second
+    else:
+        assert by_logger.split(" ", 2)[2] == queued.split(" ", 2)[2]  # all but the date and time
+        assert queued.split(" ", 2)[2] == "WARNING gateway.access [rid-1] 404 GET /x?session_token=[redacted]&a=1 1.2ms"
