@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,8 +58,28 @@ async def health_burst(url: str, count: int, in_flight: int) -> dict[str, float]
         return {"requests": count, "rps": count / (time.monotonic() - started)}
 
 
+def nats_counts(monitor_port: int) -> tuple[int, int]:
+    """Messages into and out of the nats-server so far (its /varz)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/varz", timeout=5) as resp:
+        varz = json.loads(resp.read())
+    return int(varz["in_msgs"]), int(varz["out_msgs"])
+
+
+async def settled_counts(monitor_port: int, quiet: float = 0.5, limit: float = 10.0) -> tuple[int, int]:
+    """The counts once the gateway's write-behind is done (no change for ``quiet`` seconds)."""
+    deadline = time.monotonic() + limit
+    last = nats_counts(monitor_port)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(quiet)  # polling a counter for quiet, bounded
+        now = nats_counts(monitor_port)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 async def callback_burst(
-    target: GatewayTarget, client: Client, client_ids: list[str], in_flight: int
+    target: GatewayTarget, client: Client, client_ids: list[str], in_flight: int, monitor_port: int = 0
 ) -> dict[str, Any]:
     """One callback per client, ``in_flight`` at a time; every event timestamped by the client."""
     import aiohttp
@@ -67,6 +89,7 @@ async def callback_burst(
     semaphore = asyncio.Semaphore(in_flight)
     sent: dict[str, int] = {}
     statuses: list[int] = []
+    msgs_before = await settled_counts(monitor_port) if monitor_port else (0, 0)
     cpu_before = cpu_seconds(target.proc.pid)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
 
@@ -82,6 +105,7 @@ async def callback_burst(
         posted = time.monotonic_ns()
     received = await client.acall(cmd="wait", ids=[rid for rid, _, _ in pairs], timeout=120)
     cpu_used = cpu_seconds(target.proc.pid) - cpu_before
+    msgs_after = await settled_counts(monitor_port) if monitor_port else (0, 0)
     last = max(received.values()) if received else posted
     values = [(received[rid] - sent[rid]) / 1e6 for rid in received]
     return {
@@ -93,6 +117,9 @@ async def callback_burst(
         "lost": len(pairs) - len(received),
         "non_200": sum(1 for status in statuses if status != 200),
         "gateway_cpu_us_per_callback": cpu_used / max(len(pairs), 1) * 1e6,
+        # Everything the NATS server received and sent per callback (the write-behind included).
+        "nats_in_msgs_per_callback": (msgs_after[0] - msgs_before[0]) / max(len(pairs), 1),
+        "nats_out_msgs_per_callback": (msgs_after[1] - msgs_before[1]) / max(len(pairs), 1),
     }
 
 
@@ -120,7 +147,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         print(f"one at a time: {result['sequential']}", flush=True)
         for run in range(args.runs):
             health = await health_burst(target.url, args.clients, args.in_flight)
-            burst = await callback_burst(target, client, client_ids, args.in_flight)
+            burst = await callback_burst(target, client, client_ids, args.in_flight, nats.monitor_port)
             burst["health_rps"] = health["rps"]
             burst["ratio_to_health"] = burst["results_per_s"] / health["rps"]
             result["runs"].append(burst)
@@ -143,14 +170,15 @@ def table(result: dict[str, Any]) -> str:
         f"load average {result['load_average']:.1f}; one at a time: p50 {seq['p50_ms']:.2f} ms, "
         f"p99 {seq['p99_ms']:.2f} ms",
         "| run | results/s | burst p50 ms | burst p99 ms | lost | non-200 | gateway CPU µs/callback "
-        "| GET /health rps (same client) | × /health |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| GET /health rps (same client) | × /health | NATS msgs in/out per callback |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for number, run in enumerate(result["runs"], 1):
         lines.append(
             f"| {number} | {run['results_per_s']:,.0f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | {run['lost']} "
             f"| {run['non_200']} | {run['gateway_cpu_us_per_callback']:.0f} | {run['health_rps']:,.0f} "
-            f"| {run['ratio_to_health']:.2f} |"
+            f"| {run['ratio_to_health']:.2f} "
+            f"| {run['nats_in_msgs_per_callback']:.1f} / {run['nats_out_msgs_per_callback']:.1f} |"
         )
     return "\n".join(lines)
 
