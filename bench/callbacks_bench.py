@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import cpu_seconds, write_json  # noqa: E402
+from bench.harness import cpu_seconds, median_spread, write_json  # noqa: E402
 from bench.sse_bench import Client, GatewayTarget, latency, pct, raise_fd_limit  # noqa: E402
 from tests.support.nats_server import NatsServer, nats_server_binary  # noqa: E402
 
@@ -160,6 +160,12 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         nats.close()
         shutil.rmtree(workdir, ignore_errors=True)
     result["load_average"] = os.getloadavg()[0]
+    result["results_per_s"] = median_spread([run["results_per_s"] for run in result["runs"]])
+    result["burst_p99_ms"] = median_spread([run["p99_ms"] for run in result["runs"]])
+    result["cpu_us_per_callback"] = median_spread([run["gateway_cpu_us_per_callback"] for run in result["runs"]])
+    result["ratio_to_health"] = median_spread([run["ratio_to_health"] for run in result["runs"]])
+    # Goals (issue 19): ≥ 2,000 results/s on one process; callback → event p99 ≤ 50 ms with 1k connected.
+    result["met"] = result["results_per_s"]["median"] >= 2000 and result["sequential"]["p99_ms"] <= 50
     return result
 
 
