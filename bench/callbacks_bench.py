@@ -123,6 +123,34 @@ async def callback_burst(
     }
 
 
+async def foreign_events(target: GatewayTarget, count: int) -> dict[str, float]:
+    """Events for clients no stream here holds (results made for another replica's clients): every
+    replica's consumer reads every event, so this is what each added replica pays per result."""
+    import nats
+
+    nc = await nats.connect(target.nats_url)
+    js = nc.jetstream()
+    headers = {"Gw-Session": "0" * 64, "Gw-Method": "playbook/result"}
+    payload = json.dumps({"jsonrpc": "2.0", "method": "playbook/result", "params": {"requestId": "x"}}).encode()
+    cpu_before = cpu_seconds(target.proc.pid)
+    started = time.monotonic()
+    for start in range(0, count, 500):
+        await asyncio.gather(
+            *(js.publish(f"gateway.events.elsewhere{n}", payload, headers=headers) for n in range(start, start + 500))
+        )
+    await nc.close()
+    # The gateway's consumer is done when its CPU stops moving (no gauge counts foreign events).
+    last = cpu_seconds(target.proc.pid)
+    while True:
+        await asyncio.sleep(0.5)  # polling the CPU counter until quiet, bounded by the caller's timeout
+        now = cpu_seconds(target.proc.pid)
+        if now - last < 0.02:
+            break
+        last = now
+    used = cpu_seconds(target.proc.pid) - cpu_before
+    return {"events": count, "cpu_us_per_event": used / count * 1e6, "secs": time.monotonic() - started}
+
+
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit()
     binary = nats_server_binary()
@@ -152,6 +180,8 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             burst["ratio_to_health"] = burst["results_per_s"] / health["rps"]
             result["runs"].append(burst)
             print(f"run {run + 1}: {burst}", flush=True)
+        result["foreign_events"] = await foreign_events(target, 2000 if args.smoke else 20_000)
+        print(f"events for clients held elsewhere: {result['foreign_events']}", flush=True)
         await client.acall(cmd="close")
     finally:
         if target is not None:
