@@ -182,7 +182,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         gateway = procs.start("gateway", [harness.PYTHON, "-m", "gateway"], env, cpus={0})
         harness.wait_http(f"{base}/health", gateway)
         # The same process before any stream: the baseline when pings leave no quiet gaps.
-        idle_start = time.monotonic() + 0.5
+        idle_start = time.monotonic() + 2.0  # the request process's own start-up (≈ 0.5 s) must not count
         idle_seconds = min(interval, 10.0)
         idle_run = subprocess.run(
             [
