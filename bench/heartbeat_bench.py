@@ -19,7 +19,10 @@ difference between the two samples is the heartbeat traffic:
 Each heartbeat cycle of the interval is one run: requests scheduled in a 100 ms slot in which
 pings arrived are "during heartbeats", those at least 0.2 s away from any ping "without". The
 ratio of the two p99s is reported per cycle (median and spread over ``--runs`` cycles) and over
-all cycles pooled.
+all cycles pooled. Since the gateway spreads each stream's first ping over the whole interval
+(gateway/live/streams.py), the waves no longer leave quiet gaps at 10k streams: a cycle with
+fewer than ``MIN_WITHOUT`` requests away from pings is compared with the same process's requests
+before any stream opened (``without_source`` says which baseline each cycle used).
 
 Usage: .venv/bin/python bench/heartbeat_bench.py [--streams 10000] [--runs 3] [--smoke] [--json FILE]
 """
@@ -44,6 +47,7 @@ from harness import HttpConnection, Processes
 GOAL = 2.0
 SLOT = 0.1  # seconds: the resolution at which pings and requests are matched
 QUIET = 0.2  # "without heartbeats": no ping this close (a ping write delays others by ≪ 0.2 s)
+MIN_WITHOUT = 200  # fewer requests away from pings than this: the before-streams sample is the baseline
 
 
 # -- the holder process: keeps the streams open, timestamps pings --------------------------------
@@ -177,6 +181,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         # request process on CPU 1, so that neither takes CPU from the gateway it measures.
         gateway = procs.start("gateway", [harness.PYTHON, "-m", "gateway"], env, cpus={0})
         harness.wait_http(f"{base}/health", gateway)
+        # The same process before any stream: the baseline when pings leave no quiet gaps.
+        idle_start = time.monotonic() + 2.0  # the request process's own start-up (≈ 0.5 s) must not count
+        idle_seconds = min(interval, 10.0)
+        idle_run = subprocess.run(
+            [
+                *harness.taskset(1),
+                harness.PYTHON,
+                __file__,
+                "--requests",
+                f"{base}/health",
+                *map(str, (rate, idle_start, idle_seconds)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=idle_seconds + 60,
+        )
+        if idle_run.returncode != 0:
+            raise RuntimeError(f"request process failed: {idle_run.stderr[-2000:]}")
+        before = [latency * 1000 for _, latency in json.loads(idle_run.stdout)]
         holder = subprocess.Popen(
             [*harness.taskset(1), harness.PYTHON, __file__, "--hold", base, str(streams), str(waves), str(gap)],
             stdin=subprocess.PIPE,
@@ -218,6 +241,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for index in range(runs):
         lo, hi = start + index * interval, start + (index + 1) * interval
         during, without = classify(samples, pings, lo, hi)
+        source = "between pings"
+        if len(without) < MIN_WITHOUT:
+            during = [latency * 1000 for due, latency in samples if lo <= due < hi]
+            without, source = before, "before the streams opened"
         cycle_pings = sum(1 for t in pings if lo <= t < hi)
         cycles.append(
             {
@@ -227,6 +254,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "p50_during_ms": harness.pct(during, 0.5),
                 "p99_during_ms": harness.pct(during, 0.99),
                 "max_during_ms": max(during, default=float("nan")),
+                "without_source": source,
                 "p50_without_ms": harness.pct(without, 0.5),
                 "p99_without_ms": harness.pct(without, 0.99),
                 "ratio": harness.pct(during, 0.99) / harness.pct(without, 0.99) if during and without else float("nan"),
@@ -235,6 +263,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         print(f"cycle {index + 1}: {json.dumps(cycles[-1])}", flush=True)
     valid = [c["ratio"] for c in cycles if c["ratio"] == c["ratio"]]
     during, without = classify(samples, pings, start, start + runs * interval)
+    if len(without) < MIN_WITHOUT:
+        during = [latency * 1000 for due, latency in samples if start <= due < start + runs * interval]
+        without = before
     pooled = {
         "requests_during": len(during),
         "requests_without": len(without),

@@ -101,11 +101,13 @@ http {{
     return conf
 
 
-def start(cmd: list[str], cpu: int, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str], cpu: int, log: Path, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
     taskset = shutil.which("taskset")
     full = [taskset, "-c", str(cpu), *cmd] if taskset else cmd
     with open(log, "wb") as out:
-        return subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
 
 
 def wait_http(url: str, headers: dict[str, str] | None = None, timeout: float = 15.0) -> None:
@@ -161,6 +163,10 @@ def main() -> None:
     parser.add_argument("--alt-python", help="python with pycurl/httpx for the bare-curl/bare-httpx targets")
     parser.add_argument("--skip", default="", help="comma-separated target names to leave out")
     parser.add_argument("--json", help="write the raw results here")
+    parser.add_argument(
+        "--compare-root",
+        help="another checkout (e.g. main): its gateway, default logging, is one more target, same run",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -194,7 +200,10 @@ def main() -> None:
         if binary:
             nats = NatsServer(binary)
             nats.start()
-        for name, level in (("gateway", "INFO"), ("gateway-nolog", "WARNING")):
+        gateways = [("gateway", "INFO", None), ("gateway-nolog", "WARNING", None)]
+        if args.compare_root:
+            gateways.append(("gateway-compare", "INFO", args.compare_root))
+        for name, level, cwd in gateways:
             if name in skip:
                 continue
             port = free_port()
@@ -207,7 +216,9 @@ def main() -> None:
                 "GATEWAY_LOG_LEVEL": level,
                 "GATEWAY_CALLBACK_SECRET": "bench-secret-0123456789abcdefghijklmnop",
             }
-            procs.append(start([python, "-m", "gateway"], 0, workdir / f"{name}.log", env))
+            if cwd:
+                env["PYTHONPATH"] = cwd
+            procs.append(start([python, "-m", "gateway"], 0, workdir / f"{name}.log", env, cwd))
             url = f"http://127.0.0.1:{port}/noetl/items"
             wait_http(url, auth)  # validates once through the upstream; every later request is a cache hit
             targets.append(Target(name, url, [f"Authorization: Bearer {TOKEN}"], procs[-1]))

@@ -227,7 +227,7 @@ class Target:
 class GatewayTarget(Target):
     name = "gateway"
 
-    def __init__(self, nats: NatsServer, workdir: Path) -> None:
+    def __init__(self, nats: NatsServer, workdir: Path, prefix: list[str] | None = None) -> None:
         from gateway.auth.tokens import CallbackSigner
 
         port = free_port()
@@ -244,7 +244,8 @@ class GatewayTarget(Target):
             "GATEWAY_LOG_LEVEL": "WARNING",
         }
         self.log = open(workdir / "gateway.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=self.log, stderr=self.log)
+        command = [sys.executable, *(prefix or []), "-m", "gateway"]  # prefix: e.g. cProfile's options
+        self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
         wait_http(f"{self.url}/health")
         self.signer = CallbackSigner(SECRET, 3600)
         self.nats_url = nats.url

@@ -18,7 +18,7 @@ from gateway.access.policy_file import load_route_policy
 from gateway.app import make_app, make_server
 from gateway.config import ConfigError, GatewayConfig, env_names, load_config
 from gateway.ingress.listeners import load_listeners
-from gateway.logging import setup_logging
+from gateway.logging import setup_logging, stop_logging
 from gateway.prefork import run_workers
 from gateway.services import Services
 from gateway.version import __version__
@@ -188,6 +188,8 @@ def run_one(config: GatewayConfig, sockets: list[socket.socket]) -> int:
         asyncio.run(serve(config, sockets))
     except KeyboardInterrupt:
         pass
+    finally:
+        stop_logging()  # the lines of the graceful stop reach the log (a forked worker ends in os._exit)
     return 0
 
 

@@ -6,6 +6,7 @@ token (nor a password in a URL) can reach a log line, whoever wrote the message.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import hashlib
 import logging
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.log_writer import BackgroundHandler, ContextStamp
 from gateway.tracing import log_ids
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -148,11 +150,26 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
-def setup_logging(fmt: str = "text", level: str = "INFO", stream: Any = None) -> None:
-    """Configure the root logger once: scrubbing filter on the handler, text or JSON lines."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+_background: BackgroundHandler | None = None
+
+
+def setup_logging(fmt: str = "text", level: str = "INFO", stream: Any = None, background: bool = True) -> None:
+    """Configure the root logger once: scrubbing filter on the handler, text or JSON lines.
+
+    With ``background`` (the default) records are scrubbed, formatted and written by a writer
+    thread (gateway/log_writer.py), off the event loop; ``flush_logging()`` / ``stop_logging()``
+    write what is waiting.
+    """
+    global _background
+    stop_logging()  # a second setup (tests) first writes what the previous one still holds
+    handler: logging.Handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(TokenScrubber())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
+    if background:
+        assert isinstance(handler, logging.StreamHandler)
+        _background = BackgroundHandler(handler)
+        _background.addFilter(ContextStamp(request_id_var.get))
+        handler = _background
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -160,3 +177,35 @@ def setup_logging(fmt: str = "text", level: str = "INFO", stream: Any = None) ->
     root.setLevel(level)
     # Third-party chatter that would log connection URLs at INFO.
     logging.getLogger("nats").setLevel(logging.WARNING)
+
+
+def fast_path_for(logger: logging.Logger) -> BackgroundHandler | None:
+    """The background handler when it is the only one a record of ``logger`` reaches (no filter
+    of the logger's own, none on the handler but the context stamp): then a caller may queue a
+    line with ``queue_line`` and skip building a ``LogRecord``. None otherwise."""
+    background = _background
+    if background is None or logger.filters or background.level or len(background.filters) != 1:
+        return None
+    handlers: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        handlers += current.handlers
+        current = current.parent if current.propagate else None
+    return background if handlers == [background] else None
+
+
+def flush_logging() -> None:
+    """Write every line the background writer still holds (on the calling thread)."""
+    if _background is not None:
+        _background.flush()
+
+
+def stop_logging() -> None:
+    """Stop the background writer after writing what it holds: the graceful stop and exit call this."""
+    global _background
+    if _background is not None:
+        _background.stop()
+        _background = None
+
+
+atexit.register(stop_logging)  # registered after logging's own shutdown hook, so it runs first

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
+from gateway.log_writer import dropped_total
 from gateway.reference_metrics import ReferenceMetrics
 
 MAX_CACHED_SERIES = 1000  # labelled children kept for reuse (bounded: the method label comes from clients)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _LogDropped:
+    """``gateway_log_dropped_total``: read from the process-wide log writer at scrape time."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "gateway_log_dropped",
+            "Log lines dropped because the background log writer fell 50,000 lines behind",
+            value=dropped_total(),
+        )
 
 
 class Metrics:
@@ -94,6 +108,8 @@ class Metrics:
             "NoETL execution status polls of the playbook/state fallback, by outcome (answered, error)",
             "outcome",
         )
+        # Access/application log lines dropped by the background writer (gateway/log_writer.py).
+        r.register(_LogDropped())
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}
 

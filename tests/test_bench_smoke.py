@@ -65,6 +65,8 @@ def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
         "MiB up and",
         "2 processes vs 1",
         "slow-loris",
+        "result callbacks, burst of",
+        "idle SSE streams on one process",
     ):
         assert scenario in section, f"{scenario!r} missing from the summary:\n{section}"
     assert "failed" not in section, section

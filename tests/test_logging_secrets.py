@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.logging import scrub, setup_logging
+from gateway.logging import flush_logging, scrub, setup_logging, stop_logging
 from tests.conftest import Standin
 from tests.support.gateway import GatewayInstance, call
 
@@ -23,6 +23,7 @@ def captured_log() -> Iterator[io.StringIO]:
     buffer = io.StringIO()
     setup_logging("json", "DEBUG", stream=buffer)
     yield buffer
+    stop_logging()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in saved_handlers:
@@ -58,6 +59,7 @@ async def test_no_token_in_logs(
     await call(client, "GET", f"{gateway.url}/events?session_token={session_token}")
     await call(client, "POST", f"{gateway.url}/api/auth/login", {"auth0_token": "reject" + AUTH0_TOKEN})
 
+    flush_logging()  # lines are written by a background thread; write what it still holds
     text = captured_log.getvalue()
     assert text, "nothing was logged: the capture is broken"
     lines = [orjson.loads(line) for line in text.splitlines() if line.strip()]
@@ -104,6 +106,7 @@ def test_tracebacks_are_scrubbed_in_both_formats(fmt: str) -> None:
         except KeyError:
             logging.getLogger("gateway.test").error("lookup failed", exc_info=True, stack_info=True)
     finally:
+        stop_logging()
         for handler in list(root.handlers):
             root.removeHandler(handler)
         for handler in saved_handlers:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import re
 import secrets
 import time
+from typing import Any
 
 import jwt
+import orjson
 
 from gateway.errors import PublicError, code_for_status
 from gateway.nats.kv import KvBucket
@@ -48,6 +52,8 @@ class CallbackSigner:
         self.secret_was_generated = not secret
         self._secret = secret or secrets.token_urlsafe(48)  # 64 characters
         self._ttl = ttl_secs
+        self._key = self._secret.encode("utf-8")
+        self._header = jwt.encode({}, self._secret, algorithm="HS256").split(".", 1)[0]  # as issue() writes it
 
     def issue(self, request_id: str, ttl_secs: float | None = None) -> str:
         """A token for one request id, valid for the request's lifetime."""
@@ -58,6 +64,11 @@ class CallbackSigner:
         """Raise CallbackTokenError unless the token is ours, unexpired and names request_id."""
         if not token:
             raise CallbackTokenError(401, "Missing callback token")
+        claims = self._own_unexpired_claims(token)
+        if claims is not None:
+            if claims["rid"] != request_id:
+                raise CallbackTokenError(403, "Callback token does not match request_id")
+            return
         try:
             claims = jwt.decode(token, self._secret, algorithms=["HS256"], options={"require": ["exp", "rid"]})
         except jwt.ExpiredSignatureError:
@@ -66,6 +77,32 @@ class CallbackSigner:
             raise CallbackTokenError(401, "Invalid callback token") from None
         if claims.get("rid") != request_id:
             raise CallbackTokenError(403, "Callback token does not match request_id")
+
+    def _own_unexpired_claims(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token exactly as ``issue`` writes them, correctly signed and not about to
+        expire; None for anything else, which ``jwt.decode`` then judges (and refuses with its reason).
+
+        ``jwt.decode`` costs ~45 µs a callback (its generic header, algorithm and claim checks); this
+        is one HMAC and one JSON decode. It accepts only tokens ``jwt.decode`` accepts too.
+        """
+        if not token.isascii():
+            return None
+        header, _, rest = token.partition(".")
+        payload, dot, signature = rest.partition(".")
+        if header != self._header or not dot:
+            return None
+        digest = hmac.new(self._key, f"{header}.{payload}".encode("ascii", "replace"), hashlib.sha256).digest()
+        if not hmac.compare_digest(base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii"), signature):
+            return None
+        try:
+            claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except ValueError:
+            return None
+        if not isinstance(claims, dict) or claims.keys() != {"rid", "exp"} or type(claims["exp"]) is not int:
+            return None
+        if claims["exp"] <= time.time() + 1:  # expired or about to: jwt.decode draws the exact line
+            return None
+        return claims
 
 
 class SpentCallbacks:
