@@ -24,11 +24,10 @@ from gateway.logging import (
     TokenScrubber,
     fast_path_for,
     request_id_var,
-    setup_logging,
-    stop_logging,
 )
 from gateway.metrics import Metrics
 from tests.support.gateway import GatewayProcess
+from tests.support.logs import production_logging
 
 
 class BlockingStream(io.StringIO):
@@ -165,12 +164,8 @@ def test_lines_just_before_sigterm_reach_the_log(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_the_access_fast_path_writes_the_line_the_logger_would(fmt: str) -> None:
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    setup_logging(fmt, "INFO", stream=stream)
     access = logging.getLogger("gateway.access")
-    try:
+    with production_logging(fmt, "INFO") as stream:
         background = fast_path_for(access)
         assert background is not None
         args = (404, "GET", "/x?session_token=[redacted]&a=1", 1.25)
@@ -180,13 +175,6 @@ def test_the_access_fast_path_writes_the_line_the_logger_would(fmt: str) -> None
         access.addHandler(extra)  # another handler would miss queued lines: no fast path then
         assert fast_path_for(access) is None
         access.removeHandler(extra)
-    finally:
-        stop_logging()
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
     by_logger, queued = stream.getvalue().splitlines()
     if fmt == "json":
         first, second = orjson.loads(by_logger), orjson.loads(queued)

@@ -10,25 +10,17 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.logging import flush_logging, scrub, setup_logging, stop_logging
+from gateway.logging import flush_logging, scrub
 from tests.conftest import Standin
 from tests.support.gateway import GatewayInstance, call
+from tests.support.logs import production_logging
 
 
 @pytest.fixture
 def captured_log() -> Iterator[io.StringIO]:
     """The production logging setup (JSON lines), writing into a buffer."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    setup_logging("json", "DEBUG", stream=buffer)
-    yield buffer
-    stop_logging()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
+    with production_logging("json", "DEBUG") as buffer:
+        yield buffer
 
 
 AUTH0_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhdXRoMHwxMjMifQ.c2lnbmF0dXJlLXNlY3JldA"
@@ -90,13 +82,9 @@ def test_scrub_patterns(line: str, secret: str) -> None:
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_tracebacks_are_scrubbed_in_both_formats(fmt: str) -> None:
     """An exception's message may quote a header or a query string: its traceback is scrubbed too."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    buffer = io.StringIO()
-    setup_logging(fmt, "INFO", stream=buffer)
-    session_token = "sess_Zq8" + "x" * 30
-    bearer = "abc.def-ghi_jkl"
-    try:
+    with production_logging(fmt, "INFO") as buffer:
+        session_token = "sess_Zq8" + "x" * 30
+        bearer = "abc.def-ghi_jkl"
         try:
             raise ValueError(f"upstream: Authorization: Bearer {bearer}; url=/events?session_token={session_token}")
         except ValueError:
@@ -105,13 +93,6 @@ def test_tracebacks_are_scrubbed_in_both_formats(fmt: str) -> None:
             raise KeyError(f"x-session-token: {session_token}")
         except KeyError:
             logging.getLogger("gateway.test").error("lookup failed", exc_info=True, stack_info=True)
-    finally:
-        stop_logging()
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
     text = buffer.getvalue()
     assert "Traceback" in text and "ValueError" in text and "KeyError" in text  # the traceback is there
     assert session_token not in text and bearer not in text
