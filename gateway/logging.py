@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 
 from gateway.log_writer import BackgroundHandler, ContextStamp
-from gateway.tracing import log_ids
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -63,8 +62,11 @@ def short_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()[:10]
 
 
-class TokenScrubber(logging.Filter):
-    """Render the message once, scrub it, and add the current request id."""
+class TokenScrubber(ContextStamp):
+    """Render the message once, scrub it, and add the current request id (and trace ids)."""
+
+    def __init__(self) -> None:
+        super().__init__(request_id_var.get)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -75,12 +77,7 @@ class TokenScrubber(logging.Filter):
         record.args = None
         if record.exc_text:
             record.exc_text = scrub(record.exc_text)
-        if not hasattr(record, "request_id"):
-            record.request_id = request_id_var.get()
-        ids = log_ids()  # None unless tracing is on and a span is current
-        if ids is not None:
-            record.trace_id, record.span_id = ids
-        return True
+        return super().filter(record)  # the request id and trace ids, unless stamped on the caller's thread
 
 
 class _SecondCache:
