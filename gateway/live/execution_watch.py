@@ -24,7 +24,8 @@ from typing import Any
 
 from gateway.live.lifecycle import PLAYBOOK_END, STEP_EXIT
 from gateway.live.noetl_events import NoetlEventFeed
-from gateway.live.state_poll import MAX_STEPS, POLL_TIMEOUT_SECS, StatusSource, frames_of_status
+from gateway.live.state_poll import MAX_STEPS, POLL_TIMEOUT_SECS, frames_of_status
+from gateway.noetl.client import NoetlClient
 
 log = logging.getLogger("gateway.subscriptions")
 
@@ -79,7 +80,7 @@ class ExecutionWatch:
 class ExecutionWatches:
     """Frames of the executions watched in this process (see module doc)."""
 
-    def __init__(self, feed: NoetlEventFeed, noetl: StatusSource, poll_secs: float) -> None:
+    def __init__(self, feed: NoetlEventFeed, noetl: NoetlClient, poll_secs: float) -> None:
         self._feed = feed
         self._noetl = noetl
         self.poll_secs = poll_secs if poll_secs > 0 else 2.0

@@ -33,12 +33,12 @@ from gateway.live.events import KIND_RESULT, ZERO, LiveEvent, format_pos, is_cli
 from gateway.live.playbook_state import PlaybookStates
 from gateway.live.replay import replay
 from gateway.live.state import LiveState
-from gateway.live.state_poll import StatusSource
 from gateway.live.stream import LiveStream
 from gateway.live.streams import Opened, StreamRegistry
 from gateway.live.writes import RecordWriter
 from gateway.metrics import Metrics
 from gateway.nats.link import NatsLink
+from gateway.noetl.client import NoetlClient
 
 __all__ = ["LiveHub", "Opened"]
 
@@ -54,7 +54,7 @@ class LiveHub:
         link: NatsLink,
         metrics: Metrics,
         sessions: SessionCache,
-        noetl: StatusSource | None = None,
+        noetl: NoetlClient | None = None,
     ) -> None:
         self.config = config
         self._link = link

@@ -16,10 +16,11 @@ from gateway.config import GatewayConfig
 from gateway.live.by_execution import ExecutionIndex, Pending
 from gateway.live.delivery import Delivery
 from gateway.live.noetl_events import NoetlEventFeed
-from gateway.live.state_poll import StatePoller, StatusSource
+from gateway.live.state_poll import StatePoller
 from gateway.live.store import RequestStore
 from gateway.metrics import Metrics
 from gateway.nats.link import NatsLink
+from gateway.noetl.client import NoetlClient
 
 log = logging.getLogger("gateway.live")
 
@@ -34,7 +35,7 @@ class PlaybookStates:
         metrics: Metrics,
         requests: RequestStore,
         delivery: Delivery,
-        noetl: StatusSource | None,
+        noetl: NoetlClient | None,
     ) -> None:
         self._link, self._metrics, self._delivery = link, metrics, delivery
         self.index = ExecutionIndex(requests, link)

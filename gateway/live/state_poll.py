@@ -39,9 +39,6 @@ MAX_STEPS = 1000  # step names remembered per execution (each step.exit frame is
 Emit = Callable[[Pending, dict[str, Any]], Awaitable[None]]
 
 
-StatusSource = NoetlClient  # what polling asks: GET /api/executions/{id}/status
-
-
 @dataclass
 class Watched:
     """An execution clients wait on: their requests, when to give up, the steps already told."""
@@ -56,7 +53,7 @@ class StatePoller:
 
     def __init__(
         self,
-        noetl: StatusSource | None,
+        noetl: NoetlClient | None,  # polling asks GET /api/executions/{id}/status
         interval: float,
         per_round: int,
         ttl_secs: float,

@@ -27,11 +27,11 @@ from gateway.executions.service import Executions
 from gateway.live.execution_watch import ExecutionWatches
 from gateway.live.hub import LiveHub
 from gateway.live.lifecycle import PLAYBOOK_END
-from gateway.live.state_poll import StatusSource
 from gateway.live.stream import SHUTDOWN
 from gateway.live.subscribers import Slot, Subscribers
 from gateway.live.watch import RequestWatch, RequestWatches
 from gateway.metrics import Metrics
+from gateway.noetl.client import NoetlClient
 from gateway.subscriptions import fields as playbook_events
 
 Fields = dict[str, Any]
@@ -70,7 +70,7 @@ class Subscriptions:
         hub: LiveHub,
         access: AccessGuard,
         executions: Executions,
-        noetl: StatusSource,
+        noetl: NoetlClient,
         metrics: Metrics,
     ) -> None:
         self._access = access
