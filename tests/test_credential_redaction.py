@@ -23,6 +23,7 @@ from tests.conftest import Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
 from tests.support.graphql_client import gql
+from tests.support.graphql_ws import WsClient
 from tests.support.rss import RssSampler
 from tests.support.signin import bearer, login
 from tests.support.skips import reads_proc
@@ -254,6 +255,45 @@ async def test_member_reads_no_credential_through_graphql_admin_reads_them(
     status, body, _ = await gql(client, gateway, staged.admin, EXECUTION, {"id": login_id})
     assert body["data"]["execution"]["raw"]["workload"]["auth0_refresh_token"] == REFRESH
     assert leaked(orjson.dumps(body), secrets)  # the admin's answer holds them
+
+
+WATCH = """subscription($eid: ID) { playbookEvents(executionId: $eid) { kind status data error } }"""
+
+
+async def watched_to_the_end(gw: GatewayInstance, token: str, execution_id: str) -> list[dict[str, Any]]:
+    """Every ``PlaybookEvent`` a graphql-ws subscription on the execution gets, until it completes."""
+    ws = await WsClient.connect(gw.url)
+    ack = await ws.init(token)
+    assert ack is not None and ack["type"] == "connection_ack", ack
+    try:
+        await ws.send("subscribe", "w", {"query": WATCH, "variables": {"eid": execution_id}})
+        events = []
+        while True:
+            message = await ws.receive(20)
+            assert message is not None and message["type"] in ("next", "complete"), message
+            if message["type"] == "complete":
+                return events
+            assert not message["payload"].get("errors"), message
+            events.append(message["payload"]["data"]["playbookEvents"])
+    finally:
+        ws.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_member_subscribing_to_an_execution_reads_no_credential_in_its_result(
+    gateway: GatewayInstance, staged: Stage
+) -> None:
+    """A subscription on an execution the route policy lets a member read (the admin's login, whose
+    result holds a session token) ends with NoETL's view of it: the same redaction as execution(id)."""
+    secrets = staged.secrets()
+    login_id = staged.login_execution()
+    seen = await watched_to_the_end(gateway, staged.member, login_id)
+    result = seen[-1]
+    assert result["kind"] == "RESULT", seen
+    assert result["data"]["session_token"] == "[redacted]"
+    assert leaked(orjson.dumps(seen), secrets) == []
+    by_admin = await watched_to_the_end(gateway, staged.admin, login_id)
+    assert by_admin[-1]["data"]["session_token"] in secrets  # the same answer, unredacted, for an admin
 
 
 @pytest.mark.gen_test
