@@ -27,9 +27,9 @@ from nats.js.errors import NotFoundError
 
 from gateway.config import GatewayConfig
 from gateway.live.events import KIND_RESULT, KIND_STATE, LiveEvent, Pos
+from gateway.nats.consumers import newer_sequence, unsubscribe_quietly
 from gateway.nats.link import NatsLink
 from gateway.nats.replicas import ensure_stream
-from gateway.nats.sequence import newer_sequence, unsubscribe_quietly
 from gateway.tracing import nats_consumer, nats_publish
 
 log = logging.getLogger("gateway.live")

@@ -33,8 +33,8 @@ from nats.js.errors import NotFoundError
 
 from gateway.config import GatewayConfig
 from gateway.live.lifecycle import decode_event, execution_id_of_subject, execution_id_text, state_from_noetl
+from gateway.nats.consumers import newer_sequence, unsubscribe_quietly
 from gateway.nats.link import NatsLink
-from gateway.nats.sequence import newer_sequence, unsubscribe_quietly
 from gateway.tasks import Backoff, stop_tasks
 
 log = logging.getLogger("gateway.live")
