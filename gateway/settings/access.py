@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import Field
 
-from pydantic import Field, field_validator
-
-from gateway.settings.common import SettingsGroup, split_csv
+from gateway.settings.common import CsvList, SettingsGroup
 
 
 class AccessSettings(SettingsGroup):
@@ -14,11 +12,6 @@ class AccessSettings(SettingsGroup):
 
     gateway_enforce_playbook_access: bool = True
     gateway_access_cache_ttl_secs: float = Field(60.0, ge=0)
-    gateway_admin_roles: list[str] = Field(default_factory=lambda: ["admin"])
+    gateway_admin_roles: CsvList = Field(default_factory=lambda: ["admin"])
     gateway_route_policy: str | None = None
     gateway_proxy_request_max_answer_bytes: int = Field(8 * 1024 * 1024, gt=0)
-
-    @field_validator("gateway_admin_roles", mode="before")
-    @classmethod
-    def _roles_from_csv(cls, value: Any) -> Any:
-        return split_csv(value)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.settings.common import SettingsGroup, is_loopback, split_csv
+from gateway.settings.common import CsvList, SettingsGroup, is_loopback
 
 # HS256 keys shorter than the hash output can be guessed offline from one captured token (RFC 7518 §3.2).
 MIN_CALLBACK_SECRET_BYTES = 32
@@ -35,16 +35,11 @@ class AuthSettings(SettingsGroup):
     auth0_redirect_uri: str | None = None
     # Reference-style auth (issue 15): unsigned callbacks from the workers' network, the login and
     # check-access wait's short budget, NoETL's synchronous auth routes instead of playbooks.
-    gateway_callback_trusted_networks: list[str] = Field(default_factory=list, validate_default=True)
+    gateway_callback_trusted_networks: CsvList = Field(default_factory=list, validate_default=True)
     auth_playbook_fail_fast_secs: float = Field(12.0, ge=0)
     noetl_auth_sync: bool = False
     noetl_authz_sync: bool = False
     gateway_session_validate_via_playbook: bool = False
-
-    @field_validator("gateway_callback_trusted_networks", mode="before")
-    @classmethod
-    def _networks_from_csv(cls, value: Any) -> Any:
-        return split_csv(value)
 
     @field_validator("gateway_callback_trusted_networks")
     @classmethod

@@ -1,11 +1,11 @@
-"""What several settings groups share: list values written as comma-separated text, loopback binds."""
+"""What several settings groups share: list values written as comma-separated text (``CsvList``), loopback binds."""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 
 class SettingsGroup(BaseModel):
@@ -19,6 +19,10 @@ def split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# A list setting: a JSON list in a config file, or comma-separated text in the environment.
+CsvList = Annotated[list[str], BeforeValidator(split_csv)]
 
 
 def is_loopback(bind: str) -> bool:

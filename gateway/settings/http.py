@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import Field
 
-from pydantic import Field, field_validator
-
-from gateway.settings.common import SettingsGroup, split_csv
+from gateway.settings.common import CsvList, SettingsGroup
 
 
 class GraphqlSettings(SettingsGroup):
@@ -33,15 +31,10 @@ class GraphqlSettings(SettingsGroup):
 class CorsSettings(SettingsGroup):
     """Which browser origins may call the gateway (and send cookies)."""
 
-    cors_allowed_origins: list[str] = Field(
+    cors_allowed_origins: CsvList = Field(
         default_factory=lambda: ["http://localhost:8080", "http://localhost:8090", "http://localhost:3000"]
     )
     cors_allow_credentials: bool = True
-
-    @field_validator("cors_allowed_origins", mode="before")
-    @classmethod
-    def _origins_from_csv(cls, value: Any) -> Any:
-        return split_csv(value)
 
 
 class LimitSettings(SettingsGroup):
