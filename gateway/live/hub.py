@@ -62,7 +62,14 @@ class LiveHub:
         state = LiveState.create(config, link)
         self.clients, self.requests = state.clients, state.requests
         self.slots, self.journal = state.slots, state.journal
-        self.streams = StreamRegistry(config, link, metrics, sessions, self.clients)
+        self.streams = StreamRegistry(
+            link,
+            metrics,
+            sessions,
+            self.clients,
+            heartbeat_secs=config.gateway_heartbeat_interval_secs,
+            retention_secs=config.gateway_event_retention_secs,
+        )
         self.bus = EventBus(config, link, self.streams.dispatch)
         self.delivery = Delivery(link, state, self.bus, self.streams, metrics)
         self.writes = RecordWriter(state, self.streams)

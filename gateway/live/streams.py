@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.auth.sessions import Session, SessionCache
-from gateway.config import GatewayConfig
 from gateway.live.events import LiveEvent, Pos, is_client_id
 from gateway.live.store import ClientRegistry
 from gateway.live.stream import EXPIRED, REVOKED, SHUTDOWN, LiveStream, expires_in
@@ -45,16 +44,19 @@ class StreamRegistry:
 
     def __init__(
         self,
-        config: GatewayConfig,
         link: NatsLink,
         metrics: Metrics,
         sessions: SessionCache,
         clients: ClientRegistry,
+        *,
+        heartbeat_secs: float,
+        retention_secs: float,
     ) -> None:
-        self._config, self._link, self._metrics = config, link, metrics
+        self._link, self._metrics = link, metrics
         self._sessions, self._clients = sessions, clients
+        self._heartbeat_secs = heartbeat_secs
         # How often the client records of the streams held here are rewritten (their max age).
-        self.refresh_secs = max(1.0, min(float(config.gateway_event_retention_secs) / 3.0, 300.0))
+        self.refresh_secs = max(1.0, min(float(retention_secs) / 3.0, 300.0))
         self._streams: dict[str, set[LiveStream]] = {}
         self._by_session: dict[str, set[LiveStream]] = {}
         self._all_closed = asyncio.Event()
@@ -129,7 +131,7 @@ class StreamRegistry:
         # every interval, and their writes would hold up everything else. Spread over 5% of the
         # interval, 19.5k streams opened in 7 s still gave 3.5× the mean pings in the busiest
         # second (bench/streams_bench.py); over all of it they fall evenly. The period stays exact.
-        first = self._config.gateway_heartbeat_interval_secs * (1.0 - HEARTBEAT_SPREAD * random.random())
+        first = self._heartbeat_secs * (1.0 - HEARTBEAT_SPREAD * random.random())
         stream.set_timer("ping", loop.call_later(first, self._ping, stream))
         remaining = expires_in(session.expires_epoch)
         if remaining is not None:
@@ -143,7 +145,7 @@ class StreamRegistry:
             return
         stream.request_ping()
         loop = asyncio.get_running_loop()
-        stream.set_timer("ping", loop.call_later(self._config.gateway_heartbeat_interval_secs, self._ping, stream))
+        stream.set_timer("ping", loop.call_later(self._heartbeat_secs, self._ping, stream))
 
     def remove(self, stream: LiveStream) -> bool:
         """Unregister and cancel its timers; True when it was the client's last stream here."""
