@@ -30,7 +30,7 @@ run: $(RUN_STAMP)
 ## Lint, type-check and run every test.
 test: $(STAMP)
 	sh tests/browser/ensure_chromium.sh
-	$(BIN)/ruff check gateway handlers schema tests
+	$(BIN)/ruff check gateway handlers schema tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
@@ -76,8 +76,8 @@ graphiql:
 	node handlers/static/graphiql/vendor.mjs
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway handlers schema tests
-	$(BIN)/ruff format --check gateway handlers schema tests || true
+	$(BIN)/ruff check gateway handlers schema tests bench
+	$(BIN)/ruff format --check gateway handlers schema tests bench || true
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -23,6 +23,7 @@ from gateway.auth.tokens import token_hash
 from gateway.config import load_config
 from gateway.services import Services
 from tests.support.nats_server import NatsServer, nats_server_binary
+from tests.support.waiting import wait_for
 
 
 def percentiles(samples: list[float]) -> tuple[float, float, float]:
@@ -47,8 +48,7 @@ async def main(sessions: int, lookups: int) -> None:
         user = User(user_id=1, email="bench@example.com", display_name="Bench", roles=("a",))
         for token in tokens:
             await services.sessions.store(Session(user, "2099-01-01T00:00:00Z", token_hash(token), 4102444800.0))
-        while len(services.sessions.sessions) < sessions:  # mirror fed by the KV watch
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: len(services.sessions.sessions) >= sessions, timeout=60)  # mirror fed by the KV watch
         plain = {token: user for token in tokens}
         picks = [tokens[i % sessions] for i in range(lookups)]
 
