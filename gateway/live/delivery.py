@@ -99,8 +99,17 @@ class Delivery:
             return True
         return False
 
-    async def find_request(self, request_id: str) -> dict[str, Any] | None:
-        """The pending request a callback names, or None (``RequestStateUnavailable``: NATS cannot tell now)."""
+    async def find_request(self, request_id: str, *, for_callback: bool = False) -> dict[str, Any] | None:
+        """The pending request, or None (``RequestStateUnavailable``: NATS cannot tell now).
+
+        ``for_callback``: one this process stored comes from its own copy, no round trip. Until its
+        final callback is spent (the atomic step on every replica, which refuses all after it) only
+        this process changes it; subscriptions ("still pending?") read the bucket.
+        """
+        if for_callback:
+            record = self._requests.stored_here(request_id)
+            if record is not None:
+                return record
         return await self._requests.get(request_id, sure=True)
 
     # -- results and progress --------------------------------------------------------------
