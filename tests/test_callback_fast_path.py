@@ -7,6 +7,7 @@
 * The synthetic ``playbook/state`` frame is published without waiting for its own ack, the
   result's covers it: both land in the events stream in order, once each; when the result cannot
   be published both are delivered in-process, in order.
+* The slots of one session's requests delivered together are freed with one write.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import orjson
 import pytest
 
 from tests.conftest import GatewayFactory, ReplicasFactory
-from tests.support.live import callback_headers, pending_request, post_progress, post_result, raw_bucket, services_of
+from tests.support.live import (
+    callback_headers,
+    hashed,
+    pending_request,
+    post_progress,
+    post_result,
+    raw_bucket,
+    services_of,
+)
 from tests.support.nats_server import NatsServer
 from tests.support.signin import login
 from tests.support.sse_client import init_of, streaming
@@ -136,3 +145,27 @@ async def test_when_the_result_cannot_be_published_both_frames_are_delivered_in_
         assert [event.event for event in frames] == ["playbook/state", "playbook/result"]
         state, result = (orjson.loads(event.data)["params"] for event in frames)
         assert state["execution_id"] == "9001" and result["requestId"] == request_id
+
+
+@pytest.mark.gen_test
+async def test_a_sessions_slots_delivered_together_are_freed_with_one_write(
+    make_gateway: GatewayFactory, own_nats: NatsServer, client: aiohttp.ClientSession
+) -> None:
+    """The write-behind frees a batch of one session's slots with one read and one compare-and-set."""
+    gw = await make_gateway(NATS_URL=own_nats.url)
+    token = await login(client, gw)
+    slots = services_of(gw).live.slots
+    async with streaming(client, gw.url, token) as stream:
+        request_ids = [await pending_request(gw, token, init_of(stream)["clientId"]) for _ in range(3)]
+        assert await slots.count(hashed(token)) == 3
+        nc = await nats.connect(own_nats.url)
+        try:
+            js = nc.jetstream()
+            bucket_stream = f"KV_{gw.config.nats_request_bucket}"
+            before = (await js.stream_info(bucket_stream)).state.last_seq
+            await slots.release(hashed(token), *request_ids)
+            after = (await js.stream_info(bucket_stream)).state.last_seq
+        finally:
+            await nc.close()
+        assert after - before == 1  # one write for the three
+        assert await slots.count(hashed(token)) == 0

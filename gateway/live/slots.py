@@ -78,16 +78,19 @@ class SessionSlots:
         log.warning("pending-request slots of a session stayed contended; refusing one execute")
         return False
 
-    async def release(self, session: str, request_id: str) -> None:
-        """Give the slot back (result delivered, or the start failed)."""
+    async def release(self, session: str, *request_ids: str) -> None:
+        """Give the slots back (results delivered, or the start failed): one read and one
+        compare-and-set for all of a session's (the write-behind frees a batch at once)."""
         async with self._lock(session):
             for _ in range(_CAS_ATTEMPTS):
                 held, revision = await self._load(session)
-                if revision is None:  # the bucket may hold the slot too: free it there once NATS is back
-                    self.bucket.defer(SESSION_PREFIX + session, partial(_without, request_id))
-                if request_id not in held:
+                if revision is None:  # the bucket may hold the slots too: free them there once NATS is back
+                    self.bucket.defer(SESSION_PREFIX + session, partial(_without, request_ids))
+                freed = [request_id for request_id in request_ids if request_id in held]
+                if not freed:
                     return
-                del held[request_id]
+                for request_id in freed:
+                    del held[request_id]
                 if await self._store(session, held, revision):
                     return
 
@@ -144,10 +147,12 @@ def _decode(value: dict[str, Any] | None) -> Held:
     return {str(rid): float(at) for rid, at in requests.items() if isinstance(at, int | float)}
 
 
-def _without(request_id: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A deferred release: the bucket's slots without ``request_id`` (None: it holds no such slot)."""
+def _without(request_ids: tuple[str, ...], value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A deferred release: the bucket's slots without ``request_ids`` (None: it holds none of them)."""
     held = _decode(value)
-    if request_id not in held:
+    freed = [request_id for request_id in request_ids if request_id in held]
+    if not freed:
         return None
-    del held[request_id]
+    for request_id in freed:
+        del held[request_id]
     return {"requests": held}
