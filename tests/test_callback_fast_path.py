@@ -7,7 +7,8 @@
 * The synthetic ``playbook/state`` frame is published without waiting for its own ack, the
   result's covers it: both land in the events stream in order, once each; when the result cannot
   be published both are delivered in-process, in order.
-* The slots of one session's requests delivered together are freed with one write.
+* The slots of one session's requests delivered together are freed with one write; a slot this
+  process took is freed without a read, and slots another replica wrote are read from the bucket.
 """
 
 from __future__ import annotations
@@ -169,3 +170,46 @@ async def test_a_sessions_slots_delivered_together_are_freed_with_one_write(
             await nc.close()
         assert after - before == 1  # one write for the three
         assert await slots.count(hashed(token)) == 0
+
+
+async def messages_into(client: aiohttp.ClientSession, server: NatsServer) -> int:
+    """Messages the nats-server has received so far (its /varz)."""
+    async with client.get(f"http://127.0.0.1:{server.monitor_port}/varz") as resp:
+        return int((await resp.json())["in_msgs"])
+
+
+@pytest.mark.gen_test
+async def test_a_slot_this_process_took_is_given_back_without_reading_the_bucket(
+    make_gateway: GatewayFactory, own_nats: NatsServer, client: aiohttp.ClientSession
+) -> None:
+    gw = await make_gateway(NATS_URL=own_nats.url)
+    token = await login(client, gw)
+    live = services_of(gw).live
+    async with streaming(client, gw.url, token) as stream:
+        request_id = await pending_request(gw, token, init_of(stream)["clientId"])
+        await wait_for(lambda: live.writes.backlog == 0)  # the stream's client record is written
+        before = await messages_into(client, own_nats)
+        await live.slots.release(hashed(token), request_id)
+        assert await messages_into(client, own_nats) - before == 1  # the compare-and-set alone
+        assert await live.slots.count(hashed(token)) == 0
+
+
+@pytest.mark.gen_test
+async def test_slots_taken_on_another_replica_are_freed_from_the_bucket_not_from_this_copy(
+    make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
+) -> None:
+    """A remembers the session's slots as it wrote them; B takes one more. A asked to free B's slot
+    (A holds the stream that delivered it) reads the bucket instead of trusting its copy; B's next
+    write, from its own copy that A's write made stale, fails its compare-and-set and is retried."""
+    a, b = await make_replicas(NATS_URL=own_nats.url)
+    token = await login(client, a)
+    async with streaming(client, a.url, token) as stream:
+        client_id = init_of(stream)["clientId"]
+        on_a = await pending_request(a, token, client_id)
+        on_b = await pending_request(b, token, client_id)
+        slots_a, slots_b = services_of(a).live.slots, services_of(b).live.slots
+        assert await slots_a.count(hashed(token)) == 2
+        await slots_a.release(hashed(token), on_b)
+        assert await slots_a.count(hashed(token)) == 1
+        await slots_b.release(hashed(token), on_a)
+        assert await slots_b.count(hashed(token)) == 0
