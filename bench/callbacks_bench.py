@@ -4,7 +4,12 @@ The gateway (``python -m gateway``, real nats-server with JetStream, ``GATEWAY_A
 login) holds ``--clients`` SSE streams from a separate client process (bench/sse_bench.py's client
 mode, which timestamps every event it reads). One pending request per client is written to the
 ``requests`` KV bucket as ``executePlaybook`` would, then every request gets its signed
-``POST /api/internal/callback/async`` with ``--in-flight`` at a time. Reported:
+``POST /api/internal/callback/async`` with ``--in-flight`` at a time. ``--prepare gateway`` (the
+default) makes each request as a user does: ``executePlaybook(clientId)`` through the gateway (a NoETL
+stand-in runs the playbook, the request takes one of its session's pending slots), so the gateway
+answers callbacks for requests it stored itself, as one process always does; ``--prepare kv``
+writes the records straight into the bucket, as another replica would have (the rows before
+2026-12 were measured that way). Reported:
 
 * **results/s**: callbacks sent ÷ (first POST → last event read by the client);
 * **callback → event p50/p99** in the burst (POST sent → event read: queueing included) and one at a
@@ -16,7 +21,12 @@ mode, which timestamps every event it reads). One pending request per client is 
 ``--profile FILE`` runs the gateway under cProfile (slower: compare shares, not times) and writes
 its stats there (``python -m pstats FILE``). Loopback only; bounded by ``--timeout``.
 
+Another checkout's gateway (``main``, back to back): run this script with that checkout as the working
+directory (``python -m gateway`` starts from there), e.g. ``cd /tmp/main && PYTHONPATH=$PWD python
+/path/to/bench/callbacks_bench.py``.
+
 Usage: .venv/bin/python bench/callbacks_bench.py [--clients 1000] [--in-flight 64] [--samples 300]
+    [--prepare gateway|kv]
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +48,73 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import cpu_seconds, median_spread, write_json  # noqa: E402
-from bench.sse_bench import Client, GatewayTarget, latency, pct, raise_fd_limit  # noqa: E402
+from bench.harness import cpu_seconds, free_port, median_spread, wait_http, write_json  # noqa: E402
+from bench.sse_bench import TOKEN_PREFIX, Client, GatewayTarget, latency, pct, raise_fd_limit  # noqa: E402
 from tests.support.nats_server import NatsServer, nats_server_binary  # noqa: E402
+
+EXECUTE = 'mutation($c: String) { executePlaybook(name: "tests/noop", clientId: $c) { requestId } }'
+
+
+class StoredByGateway(GatewayTarget):
+    """The gateway with a NoETL stand-in behind it: pending requests made by ``executePlaybook``.
+
+    The stand-in's ``tests/noop`` playbook never calls back; the bench does. Access checks and the
+    ``playbook/state`` polling are off: neither is on the callback's path, and polling 1,000
+    executions would cost the gateway CPU during the burst that no callback causes.
+    """
+
+    def __init__(self, nats: NatsServer, workdir: Path, prefix: list[str] | None) -> None:
+        port = free_port()
+        self.standin_url = f"http://127.0.0.1:{port}"
+        self.standin_log = open(workdir / "standin.log", "wb")
+        self.standin = subprocess.Popen(
+            [sys.executable, "-m", "tests.standin", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=self.standin_log,
+            stderr=self.standin_log,
+        )
+        wait_http(f"{self.standin_url}/api/health", self.standin)
+        env = {
+            "NOETL_BASE_URL": self.standin_url,
+            "GATEWAY_ENFORCE_PLAYBOOK_ACCESS": "false",
+            "GATEWAY_PLAYBOOK_STATE_POLL_SECS": "0",
+        }
+        try:
+            super().__init__(nats, workdir, prefix, env=env)
+        except BaseException:
+            self._stop_standin()
+            raise
+
+    async def prepare(self, pairs: list[tuple[str, str, int]]) -> None:
+        """``executePlaybook`` for each pair's client with its connection's session; each pair's
+        request id is replaced, in place, by the one the gateway issued."""
+        import aiohttp
+
+        semaphore = asyncio.Semaphore(32)
+        async with aiohttp.ClientSession() as session:
+
+            async def one(position: int) -> None:
+                _, client_id, index = pairs[position]
+                body = {"query": EXECUTE, "variables": {"c": client_id}}
+                headers = {"Authorization": f"Bearer {TOKEN_PREFIX}{index}"}
+                async with semaphore, session.post(f"{self.url}/graphql", json=body, headers=headers) as resp:
+                    answer = await resp.json()
+                pairs[position] = (answer["data"]["executePlaybook"]["requestId"], client_id, index)
+
+            await asyncio.gather(*(one(position) for position in range(len(pairs))))
+
+    def stop(self) -> None:
+        super().stop()
+        self._stop_standin()
+
+    def _stop_standin(self) -> None:
+        self.standin.terminate()
+        try:
+            self.standin.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.standin.kill()
+        self.standin_log.close()
 
 
 async def health_burst(url: str, count: int, in_flight: int) -> dict[str, float]:
@@ -161,9 +236,19 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     nats.start()
     client = Client()
     target: GatewayTarget | None = None
-    result: dict[str, Any] = {"clients": args.clients, "in_flight": args.in_flight, "runs": []}
+    result: dict[str, Any] = {
+        "clients": args.clients,
+        "in_flight": args.in_flight,
+        "prepare": args.prepare,
+        "gateway_from": os.getcwd(),
+        "runs": [],
+    }
     try:
-        target = GatewayTarget(nats, workdir, ["-m", "cProfile", "-o", args.profile] if args.profile else None)
+        profile = ["-m", "cProfile", "-o", args.profile] if args.profile else None
+        if args.prepare == "gateway":
+            target = StoredByGateway(nats, workdir, profile)
+        else:
+            target = GatewayTarget(nats, workdir, profile)
         client_ids: list[str] = await client.acall(cmd="open", url=target.url, count=args.clients, start=0)
         deadline = time.monotonic() + 60
         while not target.streams_open(args.clients):
@@ -202,6 +287,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     seq = result["sequential"]
     lines = [
+        f"gateway from {result['gateway_from']}, requests prepared by {result['prepare']}; "
         f"{result['clients']} clients connected, {result['in_flight']} callbacks in flight, "
         f"load average {result['load_average']:.1f}; one at a time: p50 {seq['p50_ms']:.2f} ms, "
         f"p99 {seq['p99_ms']:.2f} ms",
@@ -225,6 +311,12 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--prepare",
+        choices=("gateway", "kv"),
+        default="gateway",
+        help="make the pending requests through executePlaybook (default) or straight in the KV bucket",
+    )
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--profile", help="run the gateway under cProfile, stats written to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks the script works")

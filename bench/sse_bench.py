@@ -227,7 +227,9 @@ class Target:
 class GatewayTarget(Target):
     name = "gateway"
 
-    def __init__(self, nats: NatsServer, workdir: Path, prefix: list[str] | None = None) -> None:
+    def __init__(
+        self, nats: NatsServer, workdir: Path, prefix: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         from gateway.auth.tokens import CallbackSigner
 
         port = free_port()
@@ -242,6 +244,7 @@ class GatewayTarget(Target):
             "GATEWAY_AUTH_BYPASS": "true",
             "GATEWAY_CALLBACK_SECRET": SECRET,
             "GATEWAY_LOG_LEVEL": "WARNING",
+            **(env or {}),  # a bench's own settings (callbacks_bench: a NoETL stand-in)
         }
         self.log = open(workdir / "gateway.log", "wb")
         command = [sys.executable, *(prefix or []), "-m", "gateway"]  # prefix: e.g. cProfile's options

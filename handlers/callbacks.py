@@ -100,7 +100,7 @@ class LiveCallbackHandler(CallbackHandler):
         """The pending request, after the callback token was checked (401/403 before any lookup)."""
         self.check_request_id(request_id)
         self.verify_callback(request_id, body_token)  # signed or unsigned: only a pending id goes on
-        record = await self.services.live.find_request(request_id)
+        record = await self.services.live.find_request(request_id, for_callback=True)
         if record is None:
             raise ApiError(404, "Request not found")
         return record

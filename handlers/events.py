@@ -26,6 +26,7 @@ from handlers.base import APIHandler
 from handlers.errors import ApiError
 
 log = logging.getLogger("gateway.events")
+_BATCH = 64  # events written with one flush, at most
 
 # After a shutdown, clients come back spread over this window (no reconnect stampede).
 RETRY_MIN_MS, RETRY_MAX_MS = 1000, 5000
@@ -105,8 +106,14 @@ class EventsHandler(APIHandler):
         while True:
             event = stream.take()
             if event is not None:
-                await self._send(event.frame())
-                live.sent(stream, event)
+                # What is queued goes out in one write (a result and the state frame before it
+                # arrive together): one flush, one send, then each is marked sent.
+                batch = [event]
+                while len(batch) < _BATCH and (more := stream.take()) is not None:
+                    batch.append(more)
+                await self._send(b"".join(queued.frame() for queued in batch))
+                for queued in batch:
+                    live.sent(stream, queued)
             elif stream.reason is not None:
                 return
             elif stream.ping_due:

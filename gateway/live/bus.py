@@ -59,6 +59,22 @@ def _event_from(subject: str, prefix: str, seq: int, headers: dict[str, str] | N
     )
 
 
+def _headers(session: str, method: str, kind: str | None, request_id: str | None, msg_id: str | None) -> dict[str, str]:
+    """The routing facts of an event, and its ``Nats-Msg-Id``."""
+    headers = {_H_SESSION: session, _H_METHOD: method}
+    if kind:
+        headers[_H_KIND] = kind
+    if request_id:
+        headers[_H_REQUEST] = request_id
+        if kind in (KIND_RESULT, KIND_STATE) and msg_id is None:
+            # One result (and one synthetic state frame) per request: a re-publish (the outage
+            # outbox forwarding one whose first publish timed out but landed after all) is dropped.
+            msg_id = f"{kind}:{request_id}"
+    if msg_id:
+        headers["Nats-Msg-Id"] = msg_id
+    return headers
+
+
 class EventBus:
     """Publishes client events to JetStream; feeds the local streams from one consumer."""
 
@@ -152,21 +168,28 @@ class EventBus:
         js = self._link.js
         if js is None:
             raise ConnectionError("NATS is not connected")
-        headers = {_H_SESSION: session, _H_METHOD: method}
-        if kind:
-            headers[_H_KIND] = kind
-        if request_id:
-            headers[_H_REQUEST] = request_id
-            if kind in (KIND_RESULT, KIND_STATE) and msg_id is None:
-                # One result (and one synthetic state frame) per request: a re-publish (the outage
-                # outbox forwarding one whose first publish timed out but landed after all) is dropped.
-                msg_id = f"{kind}:{request_id}"
-        if msg_id:
-            headers["Nats-Msg-Id"] = msg_id
+        headers = _headers(session, method, kind, request_id, msg_id)
         subject = self.subject(client_id)
         with nats_publish(self.prefix.rstrip("."), headers):  # trace context into the headers (gateway/tracing)
             ack = await js.publish(subject, payload, timeout=2.0, stream=self.stream_name, headers=headers)
         return LiveEvent((int(ack.seq), 0), client_id, session, method, payload, kind, request_id)
+
+    async def publish_ahead(
+        self, client_id: str, session: str, method: str, payload: bytes, kind: str | None, request_id: str | None
+    ) -> None:
+        """Hand an event to NATS for the stream without waiting for its ack: only right before a
+        ``publish`` on the same connection, whose ack then covers both.
+
+        NATS keeps one connection's messages in order, and the stream stores what it is handed in
+        that order: when the next event's ack arrives, this one was stored before it (or dropped as
+        a duplicate of its ``Nats-Msg-Id``). Raises when NATS cannot take it now.
+        """
+        nc = self._link.nc
+        if nc is None or self._link.js is None:
+            raise ConnectionError("NATS is not connected")
+        headers = _headers(session, method, kind, request_id, None)
+        with nats_publish(self.prefix.rstrip("."), headers):
+            await nc.publish(self.subject(client_id), payload, headers=headers)
 
     async def replay(self, client_id: str, after_seq: int) -> AsyncIterator[LiveEvent]:
         """The client's retained events with a sequence above ``after_seq``, in order."""

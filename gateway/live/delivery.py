@@ -51,6 +51,7 @@ class Delivery:
         self._link, self._bus, self._streams, self._metrics = link, bus, streams, metrics
         self._requests, self._slots, self._journal = state.requests, state.slots, state.journal
         self._counter = itertools.count(1)
+        self._state_frames = metrics.playbook_state_frames.labels("callback")  # the child, looked up once
         # Results made while NATS was away for a client this process does not hold (each with the
         # synthetic playbook/state before it): published when NATS is back, so they reach the
         # client's replica (or wait in the stream for it).
@@ -99,8 +100,17 @@ class Delivery:
             return True
         return False
 
-    async def find_request(self, request_id: str) -> dict[str, Any] | None:
-        """The pending request a callback names, or None (``RequestStateUnavailable``: NATS cannot tell now)."""
+    async def find_request(self, request_id: str, *, for_callback: bool = False) -> dict[str, Any] | None:
+        """The pending request, or None (``RequestStateUnavailable``: NATS cannot tell now).
+
+        ``for_callback``: one this process stored comes from its own copy, no round trip. Until its
+        final callback is spent (the atomic step on every replica, which refuses all after it) only
+        this process changes it; subscriptions ("still pending?") read the bucket.
+        """
+        if for_callback:
+            record = self._requests.stored_here(request_id)
+            if record is not None:
+                return record
         return await self._requests.get(request_id, sure=True)
 
     # -- results and progress --------------------------------------------------------------
@@ -117,18 +127,16 @@ class Delivery:
         """Send ``playbook/state`` (synthetic, when the execution id is known), then ``playbook/result``;
         True if the client is connected (else both wait for the client)."""
         known_id = _execution_id(execution_id, record)
-        events: list[LiveEvent] = []
+        params = result_params(request_id, known_id, status, data, error)
+        result = notification("playbook/result", params)
+        state: bytes | None = None
         if known_id is not None:
             # Before the result: a client waiting for the execution's end (the travel SPA) learns of it
             # even when NoETL's own playbook.completed comes later, after the request is gone.
             state = notification("playbook/state", synthetic_state(known_id, status, error))
-            events.append(await self._publish(record, "playbook/state", state, KIND_STATE, request_id))
-            self._metrics.playbook_state_frames.labels("callback").inc()
-        params = result_params(request_id, known_id, status, data, error)
-        event = await self._publish(
-            record, "playbook/result", notification("playbook/result", params), KIND_RESULT, request_id
-        )
-        events.append(event)
+            self._state_frames.inc()
+        events = await self._publish_pair(record, request_id, state, result)
+        event = events[-1]
         connected = await self._streams.is_connected(record)
         made_here = bool(event.pos[1]) and self._link.enabled  # the publish failed: NATS is away
         if made_here and connected and not self._streams.held_for(event.client_id, event.session):
@@ -145,6 +153,35 @@ class Delivery:
             if made_here:
                 self._keep_for_forwarding(request_id, events)
         return connected
+
+    async def _publish_pair(
+        self, record: dict[str, Any], request_id: str, state: bytes | None, result: bytes
+    ) -> list[LiveEvent]:
+        """The synthetic state frame (if any), then the result: the events made here, then the result's.
+
+        The state frame does not wait for its own ack (``EventBus.publish_ahead``): the result's, on
+        the same connection, covers it. If the result fails the state frame's fate is unknown: both
+        are made here, in order (a re-publish is deduplicated by its ``Nats-Msg-Id``).
+        """
+        client_id, session = str(record["client_id"]), str(record["session"])
+        made: list[LiveEvent] = []
+        if state is not None:
+            if self._link.connected:
+                ahead = False
+                try:
+                    await self._bus.publish_ahead(client_id, session, "playbook/state", state, KIND_STATE, request_id)
+                    ahead = True
+                    bus = self._bus
+                    return [await bus.publish(client_id, session, "playbook/result", result, KIND_RESULT, request_id)]
+                except Exception as exc:
+                    _not_published(client_id, exc)
+                    if ahead:  # the result failed: the state frame's fate is unknown
+                        return [
+                            self._made_here(client_id, session, "playbook/state", state, KIND_STATE, request_id),
+                            self._made_here(client_id, session, "playbook/result", result, KIND_RESULT, request_id),
+                        ]
+            made.append(self._made_here(client_id, session, "playbook/state", state, KIND_STATE, request_id))
+        return [*made, await self._publish(record, "playbook/result", result, KIND_RESULT, request_id)]
 
     def _keep_for_forwarding(self, request_id: str, events: list[LiveEvent]) -> None:
         """An in-process result JetStream has not seen: published when NATS is back (bounded)."""
@@ -203,9 +240,13 @@ class Delivery:
                 # Delivered by the consumer (here too): stream order is delivery order.
                 return await self._bus.publish(client_id, session, method, payload, kind, request_id, msg_id=msg_id)
             except Exception as exc:
-                log.warning(
-                    "event for client %s not published (%s); delivering in-process", client_id[:8], type(exc).__name__
-                )
+                _not_published(client_id, exc)
+        return self._made_here(client_id, session, method, payload, kind, request_id)
+
+    def _made_here(
+        self, client_id: str, session: str, method: str, payload: bytes, kind: str, request_id: str | None
+    ) -> LiveEvent:
+        """An event NATS did not take: journalled and offered to this process's streams."""
         event = LiveEvent(self._local_pos(), client_id, session, method, payload, kind, request_id)
         self._journal.add(event)
         self._streams.dispatch(event)
@@ -246,6 +287,10 @@ class Delivery:
     async def close(self) -> None:
         """Stop forwarding the outbox (what is left stays in the stream or is lost with the process)."""
         await stop_tasks(self._outbox_task)
+
+
+def _not_published(client_id: str, exc: Exception) -> None:
+    log.warning("event for client %s not published (%s); delivering in-process", client_id[:8], type(exc).__name__)
 
 
 def _execution_id(given: str | int | None, record: dict[str, Any]) -> str | None:

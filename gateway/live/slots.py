@@ -6,7 +6,10 @@ compare-and-set on the key's revision, so concurrent executes on several replica
 take the last slot; it is given back when the start fails, and freed when the result has been
 delivered (together with the pending request's deletion). Entries expire with the request TTL.
 Only a session at its limit pays more: its entries are checked against the pending requests
-themselves, so a release that was lost (a replica died) never locks a session out.
+themselves, so a release that was lost (a replica died) never locks a session out. Each process
+remembers the value and revision it last wrote for a session, and its next compare-and-set starts
+from them without a read (one replica serving a session: reserve and release are one write each);
+if another replica wrote since, the compare-and-set fails and the key is read as before.
 
 While NATS is away the same accounting runs in process memory (per process, like every other
 piece of state then, and from zero: the slots' view of the bucket remembers nothing from before),
@@ -55,12 +58,16 @@ class SessionSlots:
         )
         # Read-modify-write per session: serialise within this process, CAS across processes.
         self._locks = [asyncio.Lock() for _ in range(64)]
+        # Each session's slots as this process last wrote them, and the key's revision then: the next
+        # compare-and-set starts from it without a read (it fails if anyone wrote since: then a read).
+        self._written: dict[str, tuple[Held, int]] = {}
+        link.add_state_listener(lambda _connected: self._written.clear())  # a bucket after an outage: read it
 
     async def reserve(self, session: str, request_id: str) -> bool:
         """Take a slot for ``request_id``; False when the session already has ``limit`` pending."""
         async with self._lock(session):
-            for _ in range(_CAS_ATTEMPTS):
-                held, revision = await self._load(session)
+            for attempt in range(_CAS_ATTEMPTS):
+                held, revision = await self._load(session, attempt == 0)
                 if revision is None and self._link.connected:
                     # The read failed although NATS looks up (a node hung or failing over): like a
                     # failed write, the slot is not counted (fail-open) rather than retried into a stall.
@@ -78,16 +85,22 @@ class SessionSlots:
         log.warning("pending-request slots of a session stayed contended; refusing one execute")
         return False
 
-    async def release(self, session: str, request_id: str) -> None:
-        """Give the slot back (result delivered, or the start failed)."""
+    async def release(self, session: str, *request_ids: str) -> None:
+        """Give the slots back (results delivered, or the start failed): one read and one
+        compare-and-set for all of a session's (the write-behind frees a batch at once)."""
         async with self._lock(session):
-            for _ in range(_CAS_ATTEMPTS):
-                held, revision = await self._load(session)
-                if revision is None:  # the bucket may hold the slot too: free it there once NATS is back
-                    self.bucket.defer(SESSION_PREFIX + session, partial(_without, request_id))
-                if request_id not in held:
+            for attempt in range(_CAS_ATTEMPTS):
+                remembered = attempt == 0 and session in self._written
+                held, revision = await self._load(session, remembered)
+                if revision is None:  # the bucket may hold the slots too: free them there once NATS is back
+                    self.bucket.defer(SESSION_PREFIX + session, partial(_without, request_ids))
+                freed = [request_id for request_id in request_ids if request_id in held]
+                if not freed:
+                    if remembered:  # another replica may have taken them meanwhile: ask the bucket
+                        continue
                     return
-                del held[request_id]
+                for request_id in freed:
+                    del held[request_id]
                 if await self._store(session, held, revision):
                     return
 
@@ -106,21 +119,33 @@ class SessionSlots:
     def _lock(self, session: str) -> asyncio.Lock:
         return self._locks[hash(session) % len(self._locks)]
 
-    async def _load(self, session: str) -> tuple[Held, int | None]:
-        """The session's slots and the key's revision (0: no key; None: NATS away, process memory)."""
+    async def _load(self, session: str, as_written: bool = False) -> tuple[Held, int | None]:
+        """The session's slots and the key's revision (0: no key; None: NATS away, process memory);
+        ``as_written``: what this process last wrote, if it remembers it, instead of a read."""
+        written = self._written.get(session) if as_written else None
+        if written is not None:
+            return dict(written[0]), written[1]
         current = await self.bucket.read(SESSION_PREFIX + session)
         return _decode(current.value), current.revision
 
     async def _store(self, session: str, held: Held, revision: int | None) -> bool:
         """Write if nobody else did since ``_load``; False means: load again."""
+        self._written.pop(session, None)
         try:
-            return await self.bucket.swap(SESSION_PREFIX + session, {"requests": held}, revision)
+            stored = await self.bucket.swap_versioned(SESSION_PREFIX + session, {"requests": held}, revision)
         except KvWriteFailed as exc:
             # NATS is up but this write failed (a timeout while JetStream settles): the slot is not
             # counted (fail-open). Refusing the start for a transient error would hurt a user, and a
             # count kept in process would outlive the error (it is dropped only on a reconnect).
             log.warning("pending-request slots not written (%s); this slot is not counted", exc)
             return True
+        if stored is None:
+            return False
+        if stored.revision is not None:  # in the bucket (not process memory during an outage)
+            self._written[session] = (held, stored.revision)
+            if len(self._written) > _MAX_LOCAL_SESSIONS:
+                del self._written[next(iter(self._written))]
+        return True
 
     def _all_expired(self, value: dict[str, Any], now: float) -> bool:
         """A session whose slots have all expired carries no information (the first to go when full)."""
@@ -144,10 +169,12 @@ def _decode(value: dict[str, Any] | None) -> Held:
     return {str(rid): float(at) for rid, at in requests.items() if isinstance(at, int | float)}
 
 
-def _without(request_id: str, value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A deferred release: the bucket's slots without ``request_id`` (None: it holds no such slot)."""
+def _without(request_ids: tuple[str, ...], value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A deferred release: the bucket's slots without ``request_ids`` (None: it holds none of them)."""
     held = _decode(value)
-    if request_id not in held:
+    freed = [request_id for request_id in request_ids if request_id in held]
+    if not freed:
         return None
-    del held[request_id]
+    for request_id in freed:
+        del held[request_id]
     return {"requests": held}

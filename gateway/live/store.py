@@ -15,7 +15,9 @@
   same bucket: ``gateway/live/slots.py``.
 
 Both buckets remember what *this* process wrote or read (``KvBucket(remember=True)``), answered
-while NATS is away, so a single process keeps working through an outage (CONTRACT §1).
+while NATS is away, so a single process keeps working through an outage (CONTRACT §1). The requests
+this process stored itself are also kept apart (``stored_here``): a callback for one of them is
+answered without a round trip (``Delivery.find_request``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from gateway.errors import RequestStateUnavailable
 from gateway.live.events import is_client_id
 from gateway.nats.kv import KvBucket, KvWriteFailed, Versioned
 from gateway.nats.link import NatsLink
+from gateway.nats.local_copy import LocalCopy
 from gateway.tasks import Backoff
 
 log = logging.getLogger("gateway.live")
@@ -72,6 +75,8 @@ class RequestStore:
         self.bucket = KvBucket(link, bucket, ttl_secs, mirror=False, remember=True, max_local=_MAX_LOCAL)
         # Index updates are read-modify-write: serialise them per client within this process.
         self._index_locks = [asyncio.Lock() for _ in range(64)]
+        # The requests this process stored (put_shared) as it last wrote them, until deleted or expired.
+        self._stored_here = LocalCopy(f"{bucket} (stored here)", float(ttl_secs), _MAX_LOCAL)
 
     async def get(self, request_id: str, *, sure: bool = False) -> dict[str, Any] | None:
         """A pending request, or None (unknown, expired, delivered, or not a request id)."""
@@ -81,6 +86,11 @@ class RequestStore:
         if sure and read.value is None and read.revision is None and self._link.enabled:
             raise RequestStateUnavailable()  # NATS cannot tell now: another replica may have stored it
         return _request(read)
+
+    def stored_here(self, request_id: str) -> dict[str, Any] | None:
+        """The request as this process stored and last changed it; None if another process stored
+        it (or it was deleted here, expired, or pushed out of a full copy)."""
+        return self._stored_here.get(request_id)
 
     async def put(self, request_id: str, record: dict[str, Any]) -> None:
         """Store or update a pending request."""
@@ -95,6 +105,7 @@ class RequestStore:
         answer a definitive 404 and lose the result. With one NATS server gone, this process keeps
         the request (CONTRACT §1) at once, as before.
         """
+        self._stored_here.remember(request_id, record)
         deadline = time.monotonic() + SHARED_WRITE_SECS
         backoff = Backoff()
         while not await self.bucket.put(request_id, record):
@@ -112,6 +123,15 @@ class RequestStore:
         So while NATS is up the write is a compare-and-set, never a plain put; a compare-and-set
         the bucket fails (a timeout across a reconnect) is tried again after a new read.
         """
+        completed = await self._complete(request_id, fields)
+        if completed is None:
+            self._stored_here.pop(request_id)  # gone from the bucket: no callback finds it here either
+        elif self._stored_here.get(request_id) is not None:
+            self._stored_here.remember(request_id, completed)
+        return completed is not None
+
+    async def _complete(self, request_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """``complete``'s write; the record as written, or None when nothing was."""
         for _ in range(5):
             current = await self.bucket.read(request_id)
             if current.revision is None:
@@ -119,21 +139,24 @@ class RequestStore:
                 # and is not replayed yet): this process's copy decides; the write follows it to NATS.
                 record = _request(current)
                 if record is None:
-                    return False
-                await self.put(request_id, {**record, **fields})
-                return True
+                    return None
+                completed = {**record, **fields}
+                await self.put(request_id, completed)
+                return completed
             if current.value is None:
-                return False  # delivered meanwhile
+                return None  # delivered meanwhile
+            completed = {**current.value, **fields}
             try:
-                if await self.bucket.swap(request_id, {**current.value, **fields}, current.revision):
-                    return True
+                if await self.bucket.swap(request_id, completed, current.revision):
+                    return completed
             except KvWriteFailed as exc:
                 log.warning("pending request %s not completed (%s)", request_id[:8], exc)
             # else changed meanwhile (e.g. its result was queued): read again
-        return False
+        return None
 
     async def delete(self, request_id: str) -> None:
         """The result was delivered: forget the request everywhere."""
+        self._stored_here.pop(request_id)
         await self.bucket.delete(request_id)
 
     async def add_to_index(self, client_id: str, request_id: str) -> None:

@@ -58,7 +58,8 @@ class RecordWriter:
         self._due.set()
 
     def note_delivered(self, request_id: str, session_hash: str) -> None:
-        """The request's result reached its client: forget the request and free its slot."""
+        """The request's result reached its client: forget the request and free its slot (a
+        session's slots freed in one pass are given back together)."""
         self._deletes[request_id] = session_hash
 
     async def _write_behind(self) -> None:
@@ -72,7 +73,10 @@ class RecordWriter:
         deletes, self._deletes = self._deletes, {}
         jobs: list[Callable[[], Awaitable[None]]] = [partial(self._clients.put, c, r) for c, r in records.items()]
         jobs += [partial(self._requests.delete, rid) for rid in deletes]
-        jobs += [partial(self._slots.release, session, rid) for rid, session in deletes.items()]
+        by_session: dict[str, list[str]] = {}
+        for rid, session in deletes.items():
+            by_session.setdefault(session, []).append(rid)
+        jobs += [partial(self._slots.release, session, *rids) for session, rids in by_session.items()]
         for start in range(0, len(jobs), 64):
             results = await asyncio.gather(*(job() for job in jobs[start : start + 64]), return_exceptions=True)
             for result in results:

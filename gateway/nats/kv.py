@@ -45,7 +45,7 @@ _MAX_LOCAL_ENTRIES = 200_000
 _CAS_ATTEMPTS = 10
 
 
-@kv_operations("read", "fetch", "put", "create", "swap", "delete")  # a span each inside a traced request
+@kv_operations("read", "fetch", "put", "create", "swap_versioned", "delete")  # a span each inside a traced request
 class KvBucket:
     """JSON values by key, in NATS KV when connected, in process memory otherwise (see module doc)."""
 
@@ -240,29 +240,34 @@ class KvBucket:
         None) process memory decides, local-only: not replayed, dropped when NATS returns
         (the caller serialises its read-modify-write within the process).
         """
+        return await self.swap_versioned(key, value, revision) is not None
+
+    async def swap_versioned(self, key: str, value: Value, revision: int | None) -> Versioned | None:
+        """``swap`` that answers what it wrote as a ``read`` would now (the key's new revision, or
+        None for process memory), so the writer's next compare-and-set needs no read; None: not written."""
         kv = self._online
         if kv is None or revision is None:
             if kv is not None or revision is not None:
-                return False
+                return None
             self._copy.remember(key, value)
             self._local_only[key] = None
             if len(self._local_only) > self._copy.max_entries:  # evicted from the copy by now anyway
                 del self._local_only[next(iter(self._local_only))]
-            return True
+            return Versioned(value, None)
         payload = orjson.dumps(value)
         try:
             if revision == 0:
-                await kv.create(key, payload)
+                written = await kv.create(key, payload)
             else:
-                await kv.update(key, payload, last=revision)
+                written = await kv.update(key, payload, last=revision)
         except KeyWrongLastSequenceError:
-            return False
+            return None
         except Exception as exc:
             raise KvWriteFailed(type(exc).__name__) from exc
         self._queued.discard(key)
         if self._keeps:
             self._copy.remember(key, value)
-        return True
+        return Versioned(value, int(written))
 
     def defer(self, key: str, edit: Edit) -> None:
         """Apply ``edit`` to the bucket's value of ``key`` with compare-and-set once NATS is back (or
