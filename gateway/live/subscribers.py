@@ -89,7 +89,7 @@ class Subscribers:
         self.limit = limit
         self.refresh_secs = refresh_secs
         self._open: dict[str, int] = {}
-        self._attached: dict[str, set[Attachment]] = {}
+        self._attached: dict[str, list[Attachment]] = {}  # lists: mostly one each (a set costs 216 bytes)
         self._clients: dict[str, LiveStream] = {}  # client id -> its record's facts (no queue is used)
         self._task: asyncio.Task[None] | None = None
         sessions.revoked.add_listener(self._on_revoked)
@@ -127,7 +127,7 @@ class Subscribers:
     def attach(self, session: Session, end: Ender) -> Attachment:
         """Call ``end`` when the session is logged out (any replica) or expires."""
         attachment = Attachment(self, session.token_hash, end)
-        self._attached.setdefault(session.token_hash, set()).add(attachment)
+        self._attached.setdefault(session.token_hash, []).append(attachment)
         remaining = expires_in(session.expires_epoch)
         if remaining is not None:
             attachment._timer = asyncio.get_running_loop().call_later(remaining, self._expire, attachment)
@@ -139,8 +139,8 @@ class Subscribers:
 
     def _detach(self, attachment: Attachment) -> None:
         peers = self._attached.get(attachment.session)
-        if peers is not None:
-            peers.discard(attachment)
+        if peers is not None and attachment in peers:
+            peers.remove(attachment)
             if not peers:
                 del self._attached[attachment.session]
 

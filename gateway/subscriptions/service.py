@@ -15,7 +15,7 @@ graphql-core's ``subscribe()``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
 from gateway.access.guard import AccessGuard
@@ -29,7 +29,7 @@ from gateway.live.hub import LiveHub
 from gateway.live.lifecycle import PLAYBOOK_END
 from gateway.live.stream import SHUTDOWN
 from gateway.live.subscribers import Slot, Subscribers
-from gateway.live.watch import RequestWatch, RequestWatches
+from gateway.live.watch import RequestWatches
 from gateway.metrics import Metrics
 from gateway.noetl.client import NoetlClient
 from gateway.subscriptions import fields as playbook_events
@@ -38,18 +38,28 @@ Fields = dict[str, Any]
 
 
 class EventStream:
-    """An async iterator of ``PlaybookEvent`` fields that gives its slot back when it ends or is closed."""
+    """An async iterator of ``PlaybookEvent`` fields that gives its slot back when it ends or is closed.
 
-    def __init__(self, events: AsyncGenerator[Fields, None], slot: Slot) -> None:
+    ``convert`` turns what ``events`` yields into fields (None: skip it) here rather than in another
+    generator wrapped around it: an idle subscription holds one generator frame less.
+    """
+
+    __slots__ = ("_convert", "_events", "_slot")
+
+    def __init__(self, events: AsyncGenerator[Any, None], slot: Slot, convert: Callable[[Any], Fields | None]) -> None:
         self._events = events
         self._slot = slot
+        self._convert = convert
 
     def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> Fields:
         try:
-            return await self._events.__anext__()
+            while True:
+                fields = self._convert(await self._events.__anext__())
+                if fields is not None:
+                    return fields
         except BaseException:
             self._slot.release()
             raise
@@ -58,6 +68,10 @@ class EventStream:
         """Stop watching (the transport's unsubscribe, or the connection closed)."""
         self._slot.release()
         await self._events.aclose()
+
+
+def _same(fields: Fields) -> Fields:
+    return fields
 
 
 class Subscriptions:
@@ -107,9 +121,12 @@ class Subscriptions:
             assert execution_id is not None
             self._check_view(execution_id, roles)
             slot = self.subscribers.admit(session.token_hash)
-            return EventStream(self._through_noetl(execution_id, tuple(roles)), slot)
+            return EventStream(self._through_noetl(execution_id, tuple(roles)), slot, _same)
         slot = self.subscribers.admit(session.token_hash)
-        return EventStream(self._of_request(watch), slot)
+        request_id = watch.request_id
+        return EventStream(
+            self.requests.events(watch), slot, lambda event: playbook_events.from_live_event(event, request_id)
+        )
 
     async def execution_updates(
         self, session: Session, roles: Iterable[str], execution_id: str
@@ -118,21 +135,13 @@ class Subscriptions:
         execution_id = check_execution_id(execution_id)
         self._check_view(execution_id, roles)
         slot = self.subscribers.admit(session.token_hash)
-        return EventStream(self._states(execution_id), slot)
+        return EventStream(
+            self.executions.frames(execution_id), slot, lambda frame: playbook_events.from_state(frame, None)
+        )
 
     def _check_view(self, execution_id: str, roles: Iterable[str]) -> None:
         """The route policy's decision for reading the execution (AccessDenied otherwise)."""
         self._access.check_route("GET", f"executions/{execution_id}", roles)
-
-    async def _of_request(self, watch: RequestWatch) -> AsyncGenerator[Fields, None]:
-        async for event in self.requests.events(watch):
-            fields = playbook_events.from_live_event(event, watch.request_id)
-            if fields is not None:
-                yield fields
-
-    async def _states(self, execution_id: str) -> AsyncGenerator[Fields, None]:
-        async for frame in self.executions.frames(execution_id):
-            yield playbook_events.from_state(frame, None)
 
     async def _through_noetl(self, execution_id: str, roles: tuple[str, ...]) -> AsyncGenerator[Fields, None]:
         async for frame in self.executions.frames(execution_id):
