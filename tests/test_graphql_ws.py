@@ -118,10 +118,30 @@ async def test_token_from_the_handshake_and_expired_sessions(
     ws = await WsClient.connect(gateway.url, query=f"session_token={token}")
     assert (await ws.init(None) or {}).get("type") == "connection_ack"
     ws.close()
+    # Read at the upgrade: the handshake's headers are let go of before connection_init comes.
+    ws = await WsClient.connect(gateway.url, headers={"Cookie": f"session_token={token}"})
+    assert (await ws.init(None) or {}).get("type") == "connection_ack"
+    assert (await ws.run("me", "{ me { email } }"))[0]["payload"]["data"]["me"]["email"] == "alice@example.com"
+    ws.close()
+    ws = await WsClient.connect(gateway.url)
+    await ws.send("connection_init", payload={})
+    assert (await ws.closed())[0] == 4403  # no token anywhere
     expired = await login(client, gateway, "expired-x")
     ws = await WsClient.connect(gateway.url)
     await ws.send("connection_init", payload={"session_token": expired})
     assert (await ws.closed())[0] == 4403
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_permessage_deflate_is_not_negotiated(gateway: GatewayInstance, token: str) -> None:
+    """An offered permessage-deflate is declined: no zlib state per socket (≈ 300 KB each at zlib's defaults)."""
+    ws = await WsClient.connect(gateway.url, offer_deflate=True)
+    assert ws.connection.headers is not None
+    assert "Sec-WebSocket-Extensions" not in ws.connection.headers
+    assert ws.connection.selected_subprotocol == "graphql-transport-ws"
+    assert (await ws.init(token) or {}).get("type") == "connection_ack"
+    assert (await ws.run("h", "{ health }"))[0]["payload"] == {"data": {"health": "ok"}}
+    ws.close()
 
 
 @pytest.mark.gen_test(timeout=30)
