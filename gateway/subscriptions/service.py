@@ -8,7 +8,8 @@
 * ``execution_updates`` — the ``playbook/state`` frames of any execution the caller may view (the
   route policy's rule for ``GET executions/{id}``, as for ``execution(id)``).
 
-Each stream holds one of the session's subscription slots (``subscribers.py``) until it is closed.
+Each stream holds one of the session's subscription slots (``subscribers.py``: counted across
+replicas) until it ends or is closed.
 No GraphQL here: the schema's resolvers (``schema/subscriptions.py``) hand these streams to
 graphql-core's ``subscribe()``.
 """
@@ -95,6 +96,7 @@ class Subscriptions:
             config.gateway_max_subscriptions_per_session,
             hub.streams.refresh_secs,
             metrics.graphql_subscriptions,
+            hub.slots,
         )
         self.requests = RequestWatches(hub)
         self.executions = ExecutionWatches(hub.states.feed, noetl, config.gateway_playbook_state_poll_secs)
@@ -120,9 +122,9 @@ class Subscriptions:
         if watch is None:
             assert execution_id is not None
             self._check_view(execution_id, roles)
-            slot = self.subscribers.admit(session.token_hash)
+            slot = await self.subscribers.admit(session.token_hash)
             return EventStream(self._through_noetl(execution_id, tuple(roles)), slot, _same)
-        slot = self.subscribers.admit(session.token_hash)
+        slot = await self.subscribers.admit(session.token_hash)
         request_id = watch.request_id
         return EventStream(
             self.requests.events(watch), slot, lambda event: playbook_events.from_live_event(event, request_id)
@@ -134,7 +136,7 @@ class Subscriptions:
         """``playbook/state`` frames of an execution the caller may view; ends after its end."""
         execution_id = check_execution_id(execution_id)
         self._check_view(execution_id, roles)
-        slot = self.subscribers.admit(session.token_hash)
+        slot = await self.subscribers.admit(session.token_hash)
         return EventStream(
             self.executions.frames(execution_id), slot, lambda frame: playbook_events.from_state(frame, None)
         )
