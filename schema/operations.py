@@ -131,6 +131,18 @@ async def start_operation(
         return Single(outcome.body)
     document = engine.prepare(query).document
     assert document is not None
+    async with context.services.subscriptions.starting:  # a burst's transient memory stays bounded
+        return await _subscribe(engine, document, variables, operation_name, context)
+
+
+async def _subscribe(
+    engine: GraphQLEngine,
+    document: DocumentNode,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+    context: RequestContext,
+) -> Refused | Stream:
+    """The subscription's source stream (its resolver: the access rules, the slot, the watch)."""
     executor = Executor.build(
         engine.schema, document, context_value=context, raw_variable_values=variables, operation_name=operation_name
     )

@@ -16,6 +16,7 @@ graphql-core's ``subscribe()``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -36,6 +37,12 @@ from gateway.noetl.client import NoetlClient
 from gateway.subscriptions import fields as playbook_events
 
 Fields = dict[str, Any]
+
+# Subscriptions starting at once in this process (the rest wait their turn). A start holds ≈ 15 KB
+# while its KV reads and writes are in flight; after a restart every client resubscribes at once,
+# and the allocator keeps much of such a peak (bench/subscriptions_bench.py: 1,000 subscribes sent
+# at once cost 11 KiB of RSS each with no bound, 7 with this one, as when they come 50 at a time).
+STARTS_AT_ONCE = 32
 
 
 class EventStream:
@@ -90,6 +97,7 @@ class Subscriptions:
     ) -> None:
         self._access = access
         self._executions = executions
+        self.starting = asyncio.Semaphore(STARTS_AT_ONCE)
         self.subscribers = Subscribers(
             sessions,
             hub.writes,
