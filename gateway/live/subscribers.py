@@ -117,6 +117,7 @@ class Subscribers:
         self._slot_ids = itertools.count()
         self._process = uuid.uuid4().hex[:8]  # slot ids are unique across replicas
         self._releases: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._attached: dict[str, list[Attachment]] = {}  # lists: mostly one each (a set costs 216 bytes)
         self._clients: dict[str, LiveStream] = {}  # client id -> its record's facts (no queue is used)
         self._tasks: tuple[asyncio.Task[None], ...] = ()
@@ -143,6 +144,8 @@ class Subscribers:
             held.remove(slot.id)
             if not held:
                 del self._held[slot.session]
+        if self._closed:  # a straggler after close(): its entry expires unstamped
+            return
         task = asyncio.create_task(self.slots.release(slot.session, slot.id), name="subscription-slot-release")
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
@@ -242,6 +245,7 @@ class Subscribers:
         """Stop refreshing; the records of open connections say "disconnected"; releases still on
         their way reach the bucket (a lost one expires with its entry)."""
         await stop_tasks(*self._tasks)
+        self._closed = True
         for client_id in list(self._clients):
             self.return_client(client_id)
         if self._releases:
