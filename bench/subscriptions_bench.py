@@ -4,32 +4,48 @@ One gateway process (``python -m gateway``, a real nats-server with JetStream, `
 standing in for login: one session per token), in the same run:
 
 * **memory per idle WebSocket subscription**: the gateway's RSS before and after N graphql-ws
-  connections, each with one ``playbookEvents`` subscription waiting (connection + client record +
-  watch), divided by N; the same for N idle ``/events`` streams, opened next;
+  connections (``connection_init`` acknowledged), then after one ``playbookEvents`` subscription
+  waiting on each (connection + client record + watch), divided by N. Opened in waves of
+  ``--wave`` (50) — each wave acknowledged or counted by the gateway before the next — as clients
+  arrive in practice; and, in a gateway of its own, the way the first measurement did it: every
+  subscribe sent at once (the allocator keeps part of that burst's transient peak, so RSS counts
+  it too). With ``--baseline-rev REV`` the same readings are taken of the gateway at ``REV``
+  (``git archive``), before this tree's, in the same run;
+* **tracemalloc**: the Python allocations behind those numbers, per connection and per
+  subscription (``--traced`` connections in a gateway run under ``tracemalloc``; garbage collected
+  before each reading), for both trees;
 * **result → Next latency**: a worker-style ``POST /api/internal/callback/async`` (signed callback
   token) for a request whose client is a graphql-ws connection, timed from just before the POST to
   the moment the subscription's ``next`` with the RESULT is read; the **same delivery over /events**
   (a request of an ``/events`` client, until its ``playbook/result`` is read), the two interleaved
-  one sample at a time, with all N subscriptions and N streams open. p50/p99 and the ratio.
+  one sample at a time, with all N subscriptions and N idle ``/events`` streams open (their RSS per
+  stream is read too). p50/p99 and the ratio; this tree only.
 
-The clients run in this process (one loop, one clock); the requests are written to the
-``requests`` KV bucket as ``executePlaybook(clientId)`` would. Loopback only.
+Each gateway gets a fresh nats-server. The clients run in this process (one loop, one clock); the
+requests are written to the ``requests`` KV bucket as ``executePlaybook(clientId)`` would.
+Loopback only.
 
-Usage: .venv/bin/python bench/subscriptions_bench.py [--connections 1000] [--samples 300] [--json FILE]
+Usage: .venv/bin/python bench/subscriptions_bench.py [--connections 1000] [--samples 300] [--wave 50]
+       [--traced 300] [--baseline-rev REV] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +63,20 @@ from tests.support.sse_client import SseStream, init_of  # noqa: E402
 
 SECRET = "bench-callback-secret-0123456789abcdefghijkl"
 EVENTS = "subscription($rid: ID) { playbookEvents(requestId: $rid) { kind status } }"
+SUBSCRIPTIONS = "gateway_graphql_subscriptions"
+
+# The gateway under tracemalloc: SIGUSR1 appends the traced total (after a collection) to a file.
+TRACED_MAIN = """
+import gc, os, signal, sys, tracemalloc
+tracemalloc.start()
+def report(*_):
+    gc.collect()
+    with open(os.environ["BENCH_TRACED_FILE"], "a") as out:
+        out.write(f"{tracemalloc.get_traced_memory()[0]}\\n")
+signal.signal(signal.SIGUSR1, report)
+from gateway.__main__ import main
+sys.exit(main())
+"""
 
 
 def rss_kib(pid: int) -> int:
@@ -128,7 +158,9 @@ async def put_requests(nats_url: str, records: list[tuple[str, str, str]]) -> No
     await nc.close()
 
 
-async def open_subscribers(url: str, count: int) -> list[Subscriber]:
+async def open_subscribers(url: str, count: int, wave: int = 100) -> list[Subscriber]:
+    """``count`` acknowledged connections, ``wave`` at a time."""
+
     async def one(index: int) -> Subscriber:
         token = f"bench-ws-{index}-{uuid.uuid4().hex[:8]}"
         ws = await WsClient.connect(url)
@@ -137,9 +169,23 @@ async def open_subscribers(url: str, count: int) -> list[Subscriber]:
         return Subscriber(ws, token, ack["payload"]["clientId"])
 
     subscribers: list[Subscriber] = []
-    for start in range(0, count, 100):
-        subscribers += await asyncio.gather(*(one(i) for i in range(start, min(count, start + 100))))
+    for start in range(0, count, wave):
+        subscribers += await asyncio.gather(*(one(i) for i in range(start, min(count, start + wave))))
     return subscribers
+
+
+async def subscribe_idle(
+    http: aiohttp.ClientSession, gateway: Gateway, subscribers: list[Subscriber], wave: int
+) -> None:
+    """One waiting ``playbookEvents`` subscription per connection, ``wave`` at a time (each wave
+    counted by the gateway before the next)."""
+    ids = [str(uuid.uuid4()) for _ in subscribers]
+    await put_requests(gateway.nats_url, [(r, s.client_id, s.token) for r, s in zip(ids, subscribers, strict=True)])
+    for start in range(0, len(subscribers), wave):
+        for subscriber, rid in zip(subscribers[start : start + wave], ids[start : start + wave], strict=True):
+            subscriber.reader = asyncio.create_task(subscriber.read())
+            await subscriber.subscribe(rid)
+        await until_gauge(http, gateway.url, SUBSCRIPTIONS, min(len(subscribers), start + wave))
 
 
 async def gauge(session: aiohttp.ClientSession, url: str, name: str) -> float:
@@ -160,76 +206,171 @@ async def until_gauge(
         await asyncio.sleep(0.1)  # poll interval of a readiness check
 
 
-async def drive(args: argparse.Namespace) -> dict[str, Any]:
-    raise_fd_limit()
-    count, samples = args.connections, args.samples
-    signer = CallbackSigner(SECRET, 3600)
-    with nats_server() as nats_url, tempfile.TemporaryDirectory() as workdir:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
+class Gateway:
+    """``python -m gateway`` of a source tree on a fresh nats-server; optionally under tracemalloc."""
+
+    def __init__(self, tree: Path, nats_url: str, workdir: Path, traced: bool = False) -> None:
+        self.tree, self.nats_url, self.traced = tree, nats_url, traced
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.traced_file = workdir / f"traced-{self.port}.txt"
+        self.log_path = workdir / f"gateway-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
         env = {
             **os.environ,
-            **gateway_env(port, NATS_URL=nats_url, GATEWAY_AUTH_BYPASS="true", GATEWAY_CALLBACK_SECRET=SECRET),
+            **gateway_env(
+                self.port, NATS_URL=self.nats_url, GATEWAY_AUTH_BYPASS="true", GATEWAY_CALLBACK_SECRET=SECRET
+            ),
             "GATEWAY_SSE_MAX_PER_SESSION": "4",
             "GATEWAY_WS_PING_INTERVAL_SECS": "0",
+            "PYTHONPATH": str(self.tree),
+            "BENCH_TRACED_FILE": str(self.traced_file),
         }
-        log = open(Path(workdir) / "gateway.log", "wb")  # noqa: ASYNC230 (set-up, before any load)
-        argv = [sys.executable, "-m", "gateway"]
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)  # noqa: ASYNC220
+        argv = [sys.executable, "-c", TRACED_MAIN] if self.traced else [sys.executable, "-m", "gateway"]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, env=env, cwd=self.tree, stdout=log, stderr=log)
+        wait_http(f"{self.url}/health", self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+    async def rss_kib(self) -> float:
+        assert self.proc is not None
+        return float(rss_kib(self.proc.pid))
+
+    async def traced_kib(self) -> float:
+        """Python's traced allocations now (the gateway collects garbage first), in KiB."""
+        assert self.proc is not None
+        before = len(self.traced_file.read_text().splitlines()) if self.traced_file.exists() else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while True:
+            lines = self.traced_file.read_text().splitlines() if self.traced_file.exists() else []
+            if len(lines) > before:
+                return int(lines[-1]) / 1024
+            if time.monotonic() > deadline:
+                raise RuntimeError("the traced gateway did not report")
+            await asyncio.sleep(0.05)  # poll interval of a file the gateway writes
+
+
+@contextlib.asynccontextmanager
+async def running(tree: Path, workdir: Path, traced: bool = False) -> AsyncIterator[Gateway]:
+    with nats_server() as nats_url:
+        gateway = Gateway(tree, nats_url, workdir, traced)
+        gateway.start()
         try:
-            wait_http(f"{url}/health")
-            unbounded = aiohttp.TCPConnector(limit=0)  # aiohttp's default pool stops at 100 connections
-            timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-            async with aiohttp.ClientSession(connector=unbounded, timeout=timeout) as http:
-                await asyncio.sleep(1.0)  # let start-up allocations settle before the first reading
-                rss0 = rss_kib(proc.pid)
-                subscribers = await open_subscribers(url, count)
-                idle_ids = [str(uuid.uuid4()) for _ in subscribers]
-                await put_requests(
-                    nats_url, [(r, s.client_id, s.token) for r, s in zip(idle_ids, subscribers, strict=True)]
-                )
-                for subscriber, rid in zip(subscribers, idle_ids, strict=True):
-                    subscriber.reader = asyncio.create_task(subscriber.read())
-                    await subscriber.subscribe(rid)
-                await until_gauge(http, url, "gateway_graphql_subscriptions", count)
-                await asyncio.sleep(1.0)
-                rss1 = rss_kib(proc.pid)
-                streams: list[Listener] = []
-                for start in range(0, count, 100):
-                    streams += await asyncio.gather(
-                        *(Listener.open(http, url) for _ in range(start, min(count, start + 100)))
-                    )
-                await until_gauge(http, url, "gateway_sse_clients", count)
-                await asyncio.sleep(1.0)
-                rss2 = rss_kib(proc.pid)
-                ws_ms, sse_ms = await latencies(http, url, nats_url, signer, subscribers, streams, samples, count)
-                for subscriber in subscribers:
-                    subscriber.ws.close()
-                for listener in streams:
-                    await listener.stream.close()
+            await asyncio.sleep(1.0)  # let start-up allocations settle before the first reading
+            yield gateway
         finally:
-            proc.terminate()
-            proc.wait(15)
-            log.close()
-    result = {
-        "connections": count,
-        "samples": samples,
-        "ws_subscription_kib": (rss1 - rss0) / count,
-        "sse_stream_kib": (rss2 - rss1) / count,
+            gateway.stop()
+
+
+Reading = Callable[[], Awaitable[float]]
+
+
+async def idle_memory(
+    http: aiohttp.ClientSession, gateway: Gateway, count: int, wave: int, read: Reading, burst: bool = False
+) -> tuple[dict[str, float], list[Subscriber]]:
+    """Per connection and per subscription (``read``'s unit), opened in waves, or the subscriptions at once."""
+    base = await read()
+    subscribers = await open_subscribers(gateway.url, count, 100 if burst else wave)
+    await asyncio.sleep(1.0)  # the loop settles (acks written, timers armed)
+    connected = await read()
+    await subscribe_idle(http, gateway, subscribers, count if burst else wave)
+    await asyncio.sleep(1.0)
+    subscribed = await read()
+    per = {"connection": (connected - base) / count, "subscription": (subscribed - connected) / count}
+    per["total"] = per["connection"] + per["subscription"]
+    return per, subscribers
+
+
+def close_all(subscribers: list[Subscriber]) -> None:
+    for subscriber in subscribers:
+        subscriber.ws.close()
+        if subscriber.reader is not None:
+            subscriber.reader.cancel()
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The source tree of ``rev`` (git archive), to run the gateway as it was."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], check=True, capture_output=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+async def measure_tree(
+    http: aiohttp.ClientSession, tree: Path, workdir: Path, args: argparse.Namespace, latency: bool
+) -> dict[str, Any]:
+    """Memory readings of one tree (and, for this tree, the latencies)."""
+    count = args.connections
+    out: dict[str, Any] = {}
+    async with running(tree, workdir) as gateway:
+        per, subscribers = await idle_memory(http, gateway, count, args.wave, gateway.rss_kib)
+        out["rss_kib"] = per
+        if latency:
+            streams: list[Listener] = []
+            before = await gateway.rss_kib()
+            for start in range(0, count, 100):
+                streams += await asyncio.gather(
+                    *(Listener.open(http, gateway.url) for _ in range(start, min(count, start + 100)))
+                )
+            await until_gauge(http, gateway.url, "gateway_sse_clients", count)
+            await asyncio.sleep(1.0)
+            out["sse_stream_kib"] = (await gateway.rss_kib() - before) / count
+            signer = CallbackSigner(SECRET, 3600)
+            ws_ms, sse_ms = await latencies(http, gateway, signer, subscribers, streams, args.samples, count)
+            out["latency"] = latency_figures(ws_ms, sse_ms)
+            for listener in streams:
+                await listener.stream.close()
+        close_all(subscribers)
+    async with running(tree, workdir) as gateway:
+        per, subscribers = await idle_memory(http, gateway, count, args.wave, gateway.rss_kib, burst=True)
+        out["rss_burst_kib"] = per
+        close_all(subscribers)
+    async with running(tree, workdir, traced=True) as gateway:
+        per, subscribers = await idle_memory(http, gateway, args.traced, args.wave, gateway.traced_kib)
+        out["traced_kib"] = per
+        close_all(subscribers)
+    return out
+
+
+def latency_figures(ws_ms: list[float], sse_ms: list[float]) -> dict[str, float]:
+    figures = {
         "ws_next_p50_ms": pct(ws_ms, 0.5),
         "ws_next_p99_ms": pct(ws_ms, 0.99),
         "sse_event_p50_ms": pct(sse_ms, 0.5),
         "sse_event_p99_ms": pct(sse_ms, 0.99),
     }
-    result["p50_ratio"] = result["ws_next_p50_ms"] / result["sse_event_p50_ms"]
-    result["p99_ratio"] = result["ws_next_p99_ms"] / result["sse_event_p99_ms"]
+    figures["p50_ratio"] = figures["ws_next_p50_ms"] / figures["sse_event_p50_ms"]
+    figures["p99_ratio"] = figures["ws_next_p99_ms"] / figures["sse_event_p99_ms"]
+    return figures
+
+
+async def drive(args: argparse.Namespace) -> dict[str, Any]:
+    raise_fd_limit()
+    unbounded = aiohttp.TCPConnector(limit=0)  # aiohttp's default pool stops at 100 connections
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    result: dict[str, Any] = {"connections": args.connections, "samples": args.samples, "wave": args.wave}
+    result["traced_connections"] = args.traced
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        async with aiohttp.ClientSession(connector=unbounded, timeout=timeout) as http:
+            if args.baseline_rev:
+                base = checkout(args.baseline_rev, workdir / "baseline")
+                result["baseline_rev"] = args.baseline_rev
+                result["before"] = await measure_tree(http, base, workdir, args, latency=False)
+            result["after"] = await measure_tree(http, ROOT, workdir, args, latency=True)
     return result
 
 
 async def latencies(
     http: aiohttp.ClientSession,
-    url: str,
-    nats_url: str,
+    gateway: Gateway,
     signer: CallbackSigner,
     subscribers: list[Subscriber],
     streams: list[Listener],
@@ -244,8 +385,9 @@ async def latencies(
         subscriber = subscribers[n % len(subscribers)]
         stream = streams[n % len(streams)]
         plan.append((str(uuid.uuid4()), subscriber, str(uuid.uuid4()), stream))
+    url = gateway.url
     await put_requests(
-        nats_url,
+        gateway.nats_url,
         [(rid, s.client_id, s.token) for rid, s, _, _ in plan]
         + [(rid, listener.client_id, listener.token) for _, _, rid, listener in plan],
     )
@@ -274,29 +416,52 @@ async def post_result(http: aiohttp.ClientSession, url: str, signer: CallbackSig
 
 
 def table(result: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            f"| measure ({result['connections']} open) | graphql-ws subscription | /events stream | ratio |",
-            "|---|---|---|---|",
-            f"| result → event p50 (ms) | {result['ws_next_p50_ms']:.2f} | {result['sse_event_p50_ms']:.2f} "
-            f"| {result['p50_ratio']:.2f}× |",
-            f"| result → event p99 (ms) | {result['ws_next_p99_ms']:.2f} | {result['sse_event_p99_ms']:.2f} "
-            f"| {result['p99_ratio']:.2f}× |",
-            f"| RSS per idle connection (KiB) | {result['ws_subscription_kib']:.1f} "
-            f"| {result['sse_stream_kib']:.1f} | |",
-        ]
-    )
+    after = result["after"]
+    before = result.get("before")
+    rev = result.get("baseline_rev", "—")
+    lines = [
+        f"| per idle graphql-ws connection with one subscription ({result['connections']} open) "
+        f"| before ({rev}) | after |",
+        "|---|---|---|",
+    ]
+
+    def row(label: str, key: str, part: str, unit: str) -> None:
+        old = f"{before[key][part]:.1f} {unit}" if before else "—"
+        lines.append(f"| {label} | {old} | {after[key][part]:.1f} {unit} |")
+
+    wave = result["wave"]
+    row(f"RSS, opened {wave} at a time", "rss_kib", "total", "KiB")
+    row("… of which the connection", "rss_kib", "connection", "KiB")
+    row("… of which the subscription", "rss_kib", "subscription", "KiB")
+    row("RSS, every subscribe sent at once", "rss_burst_kib", "total", "KiB")
+    row(f"tracemalloc, connection ({result['traced_connections']} open)", "traced_kib", "connection", "KiB")
+    row("tracemalloc, subscription", "traced_kib", "subscription", "KiB")
+    figures = after["latency"]
+    lines += [
+        "",
+        f"| measure ({result['connections']} open) | graphql-ws subscription | /events stream | ratio |",
+        "|---|---|---|---|",
+        f"| result → event p50 (ms) | {figures['ws_next_p50_ms']:.2f} | {figures['sse_event_p50_ms']:.2f} "
+        f"| {figures['p50_ratio']:.2f}× |",
+        f"| result → event p99 (ms) | {figures['ws_next_p99_ms']:.2f} | {figures['sse_event_p99_ms']:.2f} "
+        f"| {figures['p99_ratio']:.2f}× |",
+        f"| RSS per idle connection (KiB) | {after['rss_kib']['total']:.1f} | {after['sse_stream_kib']:.1f} | |",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--wave", type=int, default=50, help="connections/subscriptions opened at a time")
+    parser.add_argument("--traced", type=int, default=300, help="connections of the tracemalloc run")
+    parser.add_argument("--baseline-rev", default=None, help="also measure the gateway at this git revision")
     parser.add_argument("--smoke", action="store_true", help="20 connections, 10 samples")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.smoke:
-        args.connections, args.samples = 20, 10
+        args.connections, args.samples, args.traced, args.wave = 20, 10, 20, 10
     result = asyncio.run(drive(args))
     print(table(result))
     write_json(args.json, result)

@@ -100,7 +100,7 @@ class SubscriptionRefused(ExecutionRefused):
 
 
 class TooManySubscriptions(ExecutionRefused):
-    """The session (in this process) or the connection already has its limit of open subscriptions."""
+    """The session (on every replica together) or the connection already has its limit of open subscriptions."""
 
     code = RATE_LIMITED
     status = 429

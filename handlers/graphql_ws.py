@@ -16,6 +16,12 @@ handlers/__init__.py) sends only ``Upgrade: websocket`` requests here.
   4409; more than ``GATEWAY_MAX_SUBSCRIPTIONS_PER_CONNECTION`` → an ``error`` for that one.
 * The session ends (logout on any replica, expiry): 4403 at once; every pong re-checks revocation.
   Dead peers: WebSocket pings every ``GATEWAY_WS_PING_INTERVAL_SECS``. The gateway stops: 1001.
+
+Memory: most sockets sit idle with one subscription, so once upgraded a connection keeps only what
+it uses later — the handshake's token and client address, not its request headers or HTTP/1
+connection objects (``_shed_handshake``) — and one ``RequestContext`` shared by its operations.
+No permessage-deflate: ``get_compression_options`` stays Tornado's ``None``, so no zlib state is
+allocated per socket whatever the client offers.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import asyncio
 import logging
 from typing import Any, cast
 
+from tornado.httputil import HTTPHeaders
 from tornado.routing import PathMatches
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
@@ -33,6 +40,7 @@ from gateway.live.subscribers import EXPIRED, REVOKED, Attachment
 from gateway.logging import request_id_var
 from handlers import graphql_ws_protocol as wire
 from handlers.app_services import AppServices
+from handlers.graphql_http import GraphQLRequest
 from handlers.graphql_ws_auth import SessionCheck, check_handshake, client_ip, find_handshake_token
 from handlers.graphql_ws_protocol import ProtocolViolation
 from schema.context import RequestContext
@@ -59,11 +67,12 @@ class GraphQLWebSocketHandler(AppServices, WebSocketHandler):
 
     def initialize(self) -> None:
         self.session: Session | None = None
-        self.token: str | None = None
         self.client_id: str | None = None
         self.request_id = "-"
         self._init_seen = False
         self._init_timer: asyncio.TimerHandle | None = None
+        self._handshake: tuple[str | None, str] = (None, "")  # its token and client address, for connection_init
+        self._context: RequestContext | None = None  # every operation's, from the ack on
         self._attachment: Attachment | None = None
         self._operations: dict[str, asyncio.Task[None]] = {}
 
@@ -104,8 +113,24 @@ class GraphQLWebSocketHandler(AppServices, WebSocketHandler):
             return
         # Each message is small and wanted now (events): no Nagle delay (measured: +40 ms per event without).
         self.set_nodelay(True)
+        self._handshake = (find_handshake_token(self), client_ip(self))
+        self._shed_handshake()
         timeout = self.services.config.gateway_ws_init_timeout_secs
         self._init_timer = asyncio.get_running_loop().call_later(timeout, self._init_timed_out)
+
+    def _shed_handshake(self) -> None:
+        """Let go of the upgrade's request and response headers and HTTP/1 connection objects.
+
+        ≈ 4 KB a socket (bench/subscriptions_bench.py). After the upgrade Tornado reads none of them:
+        the socket is detached, and log lines use the request's method, URI and address, which stay.
+        The request headers are emptied in place (Tornado's ``get`` still holds that object while
+        the socket lives); ``server_connection`` would keep the finished HTTP/1 serving task.
+        """
+        request = self.request
+        request.headers.clear()
+        request.connection = None
+        request.server_connection = None
+        self._headers = HTTPHeaders()  # the 101 response's, sent: Tornado's attribute, reset as clear() does
 
     def _init_timed_out(self) -> None:
         self._init_timer = None
@@ -141,8 +166,10 @@ class GraphQLWebSocketHandler(AppServices, WebSocketHandler):
         if self._init_seen:
             raise ProtocolViolation(wire.TOO_MANY_INITS, "Too many initialisation requests")
         self._init_seen = True
-        token = wire.token_of_init(payload) or find_handshake_token(self)
-        check = await SessionCheck.run(self.services, token, client_ip(self))
+        handshake_token, ip = self._handshake
+        self._handshake = (None, "")
+        token = wire.token_of_init(payload) or handshake_token
+        check = await SessionCheck.run(self.services, token, ip)
         if check.session is None or token is None:
             raise ProtocolViolation(check.close_code, check.reason)
         if self.ws_connection is None:  # the peer left while the session was checked
@@ -150,10 +177,11 @@ class GraphQLWebSocketHandler(AppServices, WebSocketHandler):
         if self._init_timer is not None:
             self._init_timer.cancel()
             self._init_timer = None
-        self.session, self.token = check.session, token
+        self.session = check.session
         subscribers = self.services.subscriptions.subscribers
         self._attachment = subscribers.attach(check.session, self._session_ended)
         self.client_id = subscribers.lease_client(check.session)
+        self._context = RequestContext(self.services, check.session, token, self.request_id, self.client_id)
         log.info("graphql-ws open: client %s (user %s)", self.client_id[:8], check.session.user.user_id)
         await self._send(wire.encode("connection_ack", payload={"clientId": self.client_id}))
 
@@ -164,11 +192,9 @@ class GraphQLWebSocketHandler(AppServices, WebSocketHandler):
         if message.id in self._operations:
             raise ProtocolViolation(wire.SUBSCRIBER_EXISTS, f"Subscriber for {message.id} already exists")
         request = wire.subscribe_request(message.payload)
-        assert request.query is not None  # subscribe_request refused a hash-only request
-        task = asyncio.create_task(self._run(message.id, request.query, request.variables, request.operation_name))
-        self._operations[message.id] = task
+        self._operations[message.id] = asyncio.create_task(self._run(message.id, request))
 
-    async def _run(self, op_id: str, query: str, variables: dict[str, Any] | None, name: str | None) -> None:
+    async def _run(self, op_id: str, request: GraphQLRequest) -> None:
         """One operation to its end; removed from the running ones however it ends."""
         try:
             limit = self.config.gateway_max_subscriptions_per_connection
@@ -176,9 +202,11 @@ class GraphQLWebSocketHandler(AppServices, WebSocketHandler):
                 refusal = TooManySubscriptions(limit, "connection")
                 await self._send(wire.encode("error", op_id, [simple_error(refusal.public, RATE_LIMITED)]))
                 return
-            assert self.session is not None and self.token is not None
-            context = RequestContext(self.services, self.session, self.token, self.request_id, self.client_id)
-            started = await start_operation(self.engine, query, variables, name, context)
+            assert self._context is not None and request.query is not None  # acked; subscribe_request checked
+            started = await start_operation(
+                self.engine, request.query, request.variables, request.operation_name, self._context
+            )
+            del request  # the text and variables stay only where the operation needs them
             if isinstance(started, Refused):
                 await self._send(wire.encode("error", op_id, started.errors))
                 return

@@ -40,12 +40,12 @@ log = logging.getLogger("gateway.graphql")
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None), dict, list})
 
 
-def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
+def is_awaitable_value(value: Any) -> TypeGuard[Awaitable[Any]]:
     """graphql-core asks this for every value; plain JSON values answer without attribute lookups."""
     return type(value) not in _PLAIN_TYPES and is_awaitable(value)
 
 
-def _field_from_dict(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
+def field_from_dict(source: Any, info: GraphQLResolveInfo, **args: Any) -> Any:
     """Resolvers return dicts keyed by field name; a plain lookup skips the Mapping ABC check."""
     if type(source) is dict:
         return source.get(info.field_name)
@@ -109,8 +109,8 @@ class GraphQLEngine:
                 context_value=context,
                 variable_values=variables,
                 operation_name=operation_name,
-                field_resolver=_field_from_dict,
-                is_awaitable=_is_awaitable,
+                field_resolver=field_from_dict,
+                is_awaitable=is_awaitable_value,
             )
             if is_awaitable(result):
                 result = await result

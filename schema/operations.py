@@ -2,7 +2,11 @@
 
 Queries and mutations run through :meth:`GraphQLEngine.run`, the entry point of ``POST /graphql``
 (same document cache, limits, errors); a subscription is prepared the same way (the cached,
-validated document) and run by graphql-core's own ``subscribe()``. Transport-agnostic: the
+validated document) and run on graphql-core's own pieces of ``subscribe()``: the source stream
+from ``create_source_event_stream``, then ``execute`` once per event with the event as root value.
+Unlike ``subscribe()`` this keeps no executor (its sets, error collector and resolve helpers,
+≈ 1.5 KB) and no mapping generator alive while a subscription waits, which is what most of them
+do (bench/subscriptions_bench.py: memory per idle subscription). Transport-agnostic: the
 handlers turn the three outcomes into their messages.
 """
 
@@ -13,12 +17,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import ExecutionResult, OperationType, subscribe
+from graphql import DocumentNode, ExecutionResult, Executor, OperationType, create_source_event_stream, execute
 from graphql.pyutils import is_awaitable
 
 from gateway.errors import PublicError
 from schema.context import RequestContext
-from schema.engine import GraphQLEngine, Outcome
+from schema.engine import GraphQLEngine, Outcome, field_from_dict, is_awaitable_value
 from schema.errors import BAD_REQUEST, BAD_USER_INPUT, INTERNAL, format_execution_error, simple_error
 
 log = logging.getLogger("gateway.graphql")
@@ -38,22 +42,53 @@ class Single:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
 class Stream:
     """A subscription: response bodies, one per source event (close it with ``aclose``)."""
 
-    results: AsyncIterator[ExecutionResult]
-    request_id: str
+    __slots__ = ("_context", "_document", "_name", "_schema", "_source", "_variables")
+
+    def __init__(
+        self,
+        source: AsyncIterator[Any],
+        engine: GraphQLEngine,
+        document: DocumentNode,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: RequestContext,
+    ) -> None:
+        self._source = source
+        self._schema = engine.schema
+        self._document = document
+        self._variables = variables
+        self._name = operation_name
+        self._context = context
+
+    @property
+    def request_id(self) -> str:
+        return self._context.request_id
 
     def __aiter__(self) -> Stream:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
-        return body_of(await self.results.__anext__(), self.request_id)
+        event = await self._source.__anext__()
+        result: Any = execute(
+            self._schema,
+            self._document,
+            root_value=event,
+            context_value=self._context,
+            variable_values=self._variables,
+            operation_name=self._name,
+            field_resolver=field_from_dict,
+            is_awaitable=is_awaitable_value,
+        )
+        if is_awaitable(result):
+            result = await result
+        return body_of(result, self._context.request_id)
 
     async def aclose(self) -> None:
         """Stop the subscription (its source stream is closed, its slot given back)."""
-        close = getattr(self.results, "aclose", None)
+        close = getattr(self._source, "aclose", None)
         if close is not None:
             await close()
 
@@ -96,17 +131,33 @@ async def start_operation(
         return Single(outcome.body)
     document = engine.prepare(query).document
     assert document is not None
-    started: Any = subscribe(
-        engine.schema, document, context_value=context, variable_values=variables, operation_name=operation_name
+    async with context.services.subscriptions.starting:  # a burst's transient memory stays bounded
+        return await _subscribe(engine, document, variables, operation_name, context)
+
+
+async def _subscribe(
+    engine: GraphQLEngine,
+    document: DocumentNode,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+    context: RequestContext,
+) -> Refused | Stream:
+    """The subscription's source stream (its resolver: the access rules, the slot, the watch)."""
+    executor = Executor.build(
+        engine.schema, document, context_value=context, raw_variable_values=variables, operation_name=operation_name
     )
-    if is_awaitable(started):
-        started = await started
-    if isinstance(started, ExecutionResult):
-        # No stream: variables that do not coerce, or the source refused (not found, access, limits).
+    if isinstance(executor, list):  # variables that do not coerce
+        return Refused([format_execution_error(error, BAD_USER_INPUT, context.request_id) for error in executor])
+    source: Any = create_source_event_stream(executor)
+    del executor  # only the source stream lives on (module doc)
+    if is_awaitable(source):
+        source = await source
+    if isinstance(source, ExecutionResult):
+        # No stream: the source refused (not found, access, limits).
         return Refused(
-            [format_execution_error(error, BAD_USER_INPUT, context.request_id) for error in started.errors or ()]
+            [format_execution_error(error, BAD_USER_INPUT, context.request_id) for error in source.errors or ()]
         )
-    return Stream(started, context.request_id)
+    return Stream(source, engine, document, variables, operation_name, context)
 
 
 def body_of(result: ExecutionResult, request_id: str) -> dict[str, Any]:

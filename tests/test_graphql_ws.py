@@ -118,10 +118,30 @@ async def test_token_from_the_handshake_and_expired_sessions(
     ws = await WsClient.connect(gateway.url, query=f"session_token={token}")
     assert (await ws.init(None) or {}).get("type") == "connection_ack"
     ws.close()
+    # Read at the upgrade: the handshake's headers are let go of before connection_init comes.
+    ws = await WsClient.connect(gateway.url, headers={"Cookie": f"session_token={token}"})
+    assert (await ws.init(None) or {}).get("type") == "connection_ack"
+    assert (await ws.run("me", "{ me { email } }"))[0]["payload"]["data"]["me"]["email"] == "alice@example.com"
+    ws.close()
+    ws = await WsClient.connect(gateway.url)
+    await ws.send("connection_init", payload={})
+    assert (await ws.closed())[0] == 4403  # no token anywhere
     expired = await login(client, gateway, "expired-x")
     ws = await WsClient.connect(gateway.url)
     await ws.send("connection_init", payload={"session_token": expired})
     assert (await ws.closed())[0] == 4403
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_permessage_deflate_is_not_negotiated(gateway: GatewayInstance, token: str) -> None:
+    """An offered permessage-deflate is declined: no zlib state per socket (≈ 300 KB each at zlib's defaults)."""
+    ws = await WsClient.connect(gateway.url, offer_deflate=True)
+    assert ws.connection.headers is not None
+    assert "Sec-WebSocket-Extensions" not in ws.connection.headers
+    assert ws.connection.selected_subprotocol == "graphql-transport-ws"
+    assert (await ws.init(token) or {}).get("type") == "connection_ack"
+    assert (await ws.run("h", "{ health }"))[0]["payload"] == {"data": {"health": "ok"}}
+    ws.close()
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -150,6 +170,37 @@ async def test_logout_on_another_replica_closes_the_socket_with_4403(
     code, reason = await ws.closed(timeout=3)
     assert code == 4403 and "logged out" in (reason or ""), (code, reason)
     assert loop.time() - began < 1.0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_burst_of_subscribes_all_start_refusals_included(
+    make_gateway: GatewayFactory, client: aiohttp.ClientSession
+) -> None:
+    """More subscribes at once than start at once (STARTS_AT_ONCE): each waits its turn, refused
+    ones give their turn back, none is lost."""
+    gw = await make_gateway(GATEWAY_MAX_SUBSCRIPTIONS_PER_SESSION="500")
+    assert gw.services is not None
+    subscribers = gw.services.subscriptions.subscribers
+    token = await login(client, gw)
+    sockets = [await signed_in(gw, token) for _ in range(4)]
+    watch = 'subscription { executionUpdates(executionId: "%d") { kind } }'
+    unknown = 'subscription { playbookEvents(requestId: "%s") { kind } }'
+    for n in range(30):  # 4 × 30 = 120: 40 refused (no such request), 80 that start and stay open
+        for index, ws in enumerate(sockets):
+            query = unknown % f"no-such-{index}-{n}" if (n + index) % 3 == 0 else watch % (100 * index + n)
+            await ws.send("subscribe", f"s{n}", {"query": query})
+    errors = 0
+    for ws in sockets:
+        for _ in range(sum(1 for n in range(30) if (n + sockets.index(ws)) % 3 == 0)):
+            message = await ws.receive(20)
+            assert message is not None and message["type"] == "error", message
+            assert message["payload"][0]["extensions"]["code"] == "NOT_FOUND", message
+            errors += 1
+    assert errors == 40
+    await wait_for(lambda: subscribers.open_total == 80, 20)
+    for ws in sockets:
+        ws.close()
+    await wait_for(lambda: subscribers.open_total == 0, 10)
 
 
 @pytest.mark.gen_test(timeout=30)

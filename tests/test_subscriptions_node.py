@@ -1,17 +1,12 @@
 """The real npm clients: ``graphql-ws`` (``createClient`` over the ``ws`` package) and ``graphql-sse``.
 
-Node runs tests/node_graphql/clients.mjs (packages from its lock file, ``npm ci``); each scenario
-prints JSON lines this test reads, and waits on stdin where the test acts in between.
+Node runs tests/node_graphql/clients.mjs (tests/support/graphql_node.py); each scenario prints
+JSON lines this test reads, and waits on stdin where the test acts in between.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,79 +15,18 @@ import pytest
 from tests.conftest import Replicas, SignedInFactory, Standin
 from tests.standin import playbooks
 from tests.support.gateway import GatewayInstance, call
+from tests.support.graphql_node import NODE_DIR, node_run
 from tests.support.live import callback_headers, post_progress, post_result, waiting_client
 from tests.support.node_packages import node_with_packages
 from tests.support.signin import login
 from tests.support.sse_client import init_of, streaming
 from tests.support.waiting import wait_for
 
-NODE_DIR = Path(__file__).resolve().parent / "node_graphql"
-SCRIPT = NODE_DIR / "clients.mjs"
-
 
 @pytest.fixture(scope="session")
 def node_graphql() -> str:
     """node, with graphql-ws, ws and graphql-sse installed from tests/node_graphql's lock file."""
     return node_with_packages(NODE_DIR)
-
-
-class NodeRun:
-    """One run of the script: its JSON lines, and "go" on its stdin."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.seen: list[dict[str, Any]] = []
-
-    async def line(self, timeout: float = 15.0) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
-        if not raw:
-            assert self.process.stderr is not None
-            error = (await self.process.stderr.read()).decode()[-2000:]
-            raise AssertionError(f"the script ended without a word after {self.seen}: {error}")
-        line: dict[str, Any] = json.loads(raw)
-        self.seen.append(line)
-        return line
-
-    async def until(self, key: str, timeout: float = 15.0) -> dict[str, Any]:
-        """Lines up to the first that has ``key``."""
-        while True:
-            line = await self.line(timeout)
-            assert "fatal" not in line, self.seen
-            if key in line:
-                return line
-
-    async def go(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(b"go\n")
-        await self.process.stdin.drain()
-
-    def events(self) -> list[dict[str, Any]]:
-        """The playbookEvents the script printed, in order."""
-        return [line["event"]["data"]["playbookEvents"] for line in self.seen if "event" in line]
-
-
-@contextlib.asynccontextmanager
-async def node_run(node: str, gw: GatewayInstance, token: str | None, mode: str, **env: str) -> AsyncIterator[NodeRun]:
-    variables = {**os.environ, "GATEWAY_URL": gw.url, "MODE": mode, **env}
-    if token is not None:
-        variables["SESSION_TOKEN"] = token
-    process = await asyncio.create_subprocess_exec(
-        node,
-        str(SCRIPT),
-        cwd=NODE_DIR,
-        env=variables,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        yield NodeRun(process)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with contextlib.suppress(Exception):
-            await process.wait()
 
 
 def assert_progress_then_result(events: list[dict[str, Any]], execution_id: str) -> None:

@@ -15,6 +15,11 @@ While NATS is away the same accounting runs in process memory (per process, like
 piece of state then, and from zero: the slots' view of the bucket remembers nothing from before),
 and is dropped when NATS returns; releases made meanwhile are deferred to the bucket
 (``KvBucket.defer``), applied with compare-and-set when NATS is back.
+
+The same mechanism counts other per-session things under another key ``prefix``: GraphQL
+subscriptions (gateway/live/subscribers.py). Their holder stamps its entries again every so often
+(``refresh``) and an entry counts ``hold_secs`` after its last stamp, so a replica that dies leaves
+entries that expire; ``confirm=False``: at the limit there is nothing else to check them against.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 from functools import partial
 from typing import Any
 
@@ -42,11 +48,24 @@ Held = dict[str, float]
 class SessionSlots:
     """Pending-request slots per session (see module doc); ``reserve`` is the only hot-path call."""
 
-    def __init__(self, requests: RequestStore, link: NatsLink, ttl_secs: float, limit: int) -> None:
+    def __init__(
+        self,
+        requests: RequestStore,
+        link: NatsLink,
+        ttl_secs: float,
+        limit: int,
+        *,
+        prefix: str = SESSION_PREFIX,
+        hold_secs: float | None = None,
+        confirm: bool = True,
+    ) -> None:
         self._requests = requests
         self._link = link
         self.ttl = float(ttl_secs)
         self.limit = limit
+        self.prefix = prefix
+        self.hold = self.ttl if hold_secs is None else float(hold_secs)  # an entry counts this long after its stamp
+        self._confirm = confirm  # at the limit, drop entries whose pending request is gone
         # The requests' bucket, seen with nothing remembered: an outage's count starts empty.
         self.bucket = KvBucket(
             link,
@@ -63,6 +82,12 @@ class SessionSlots:
         self._written: dict[str, tuple[Held, int]] = {}
         link.add_state_listener(lambda _connected: self._written.clear())  # a bucket after an outage: read it
 
+    def sibling(self, prefix: str, limit: int, *, hold_secs: float, confirm: bool) -> SessionSlots:
+        """Slots of something else per session: the same bucket and link, keys under ``prefix``."""
+        return SessionSlots(
+            self._requests, self._link, self.ttl, limit, prefix=prefix, hold_secs=hold_secs, confirm=confirm
+        )
+
     async def reserve(self, session: str, request_id: str) -> bool:
         """Take a slot for ``request_id``; False when the session already has ``limit`` pending."""
         async with self._lock(session):
@@ -71,18 +96,18 @@ class SessionSlots:
                 if revision is None and self._link.connected:
                     # The read failed although NATS looks up (a node hung or failing over): like a
                     # failed write, the slot is not counted (fail-open) rather than retried into a stall.
-                    log.warning("pending-request slots unreadable while NATS is up; this slot is not counted")
+                    log.warning("%s slots unreadable while NATS is up; this slot is not counted", self.prefix)
                     return True
                 now = time.time()
-                held = {rid: at for rid, at in held.items() if at + self.ttl > now}
-                if len(held) >= self.limit:
+                held = {rid: at for rid, at in held.items() if at + self.hold > now}
+                if len(held) >= self.limit and self._confirm:
                     held = await self._still_pending(held, now)
-                    if len(held) >= self.limit:
-                        return False
+                if len(held) >= self.limit:
+                    return False
                 held[request_id] = now
                 if await self._store(session, held, revision):
                     return True
-        log.warning("pending-request slots of a session stayed contended; refusing one execute")
+        log.warning("%s slots of a session stayed contended; refusing one", self.prefix)
         return False
 
     async def release(self, session: str, *request_ids: str) -> None:
@@ -93,7 +118,7 @@ class SessionSlots:
                 remembered = attempt == 0 and session in self._written
                 held, revision = await self._load(session, remembered)
                 if revision is None:  # the bucket may hold the slots too: free them there once NATS is back
-                    self.bucket.defer(SESSION_PREFIX + session, partial(_without, request_ids))
+                    self.bucket.defer(self.prefix + session, partial(_without, request_ids))
                 freed = [request_id for request_id in request_ids if request_id in held]
                 if not freed:
                     if remembered:  # another replica may have taken them meanwhile: ask the bucket
@@ -104,11 +129,26 @@ class SessionSlots:
                 if await self._store(session, held, revision):
                     return
 
+    async def refresh(self, session: str, ids: Collection[str]) -> None:
+        """Stamp the session's slots ``ids`` as alive now, dropping expired entries; a failure waits
+        for the next refresh. ``ids`` is read when the write is made: pass the holder's live
+        collection, so a slot released meanwhile is not stamped back."""
+        async with self._lock(session):
+            for _ in range(_CAS_ATTEMPTS):
+                held, revision = await self._load(session)
+                if revision is None and self._link.connected:
+                    return
+                now = time.time()
+                held = {rid: at for rid, at in held.items() if at + self.hold > now}
+                held.update(dict.fromkeys(ids, now))
+                if await self._store(session, held, revision):
+                    return
+
     async def count(self, session: str) -> int:
         """Slots the session holds now (tests and diagnostics)."""
         held, _ = await self._load(session)
         now = time.time()
-        return sum(1 for at in held.values() if at + self.ttl > now)
+        return sum(1 for at in held.values() if at + self.hold > now)
 
     async def close(self) -> None:
         """Stop replaying deferred releases (any left expire with the request TTL)."""
@@ -125,19 +165,19 @@ class SessionSlots:
         written = self._written.get(session) if as_written else None
         if written is not None:
             return dict(written[0]), written[1]
-        current = await self.bucket.read(SESSION_PREFIX + session)
+        current = await self.bucket.read(self.prefix + session)
         return _decode(current.value), current.revision
 
     async def _store(self, session: str, held: Held, revision: int | None) -> bool:
         """Write if nobody else did since ``_load``; False means: load again."""
         self._written.pop(session, None)
         try:
-            stored = await self.bucket.swap_versioned(SESSION_PREFIX + session, {"requests": held}, revision)
+            stored = await self.bucket.swap_versioned(self.prefix + session, {"requests": held}, revision)
         except KvWriteFailed as exc:
             # NATS is up but this write failed (a timeout while JetStream settles): the slot is not
             # counted (fail-open). Refusing the start for a transient error would hurt a user, and a
             # count kept in process would outlive the error (it is dropped only on a reconnect).
-            log.warning("pending-request slots not written (%s); this slot is not counted", exc)
+            log.warning("%s slots not written (%s); this slot is not counted", self.prefix, exc)
             return True
         if stored is None:
             return False
@@ -149,7 +189,7 @@ class SessionSlots:
 
     def _all_expired(self, value: dict[str, Any], now: float) -> bool:
         """A session whose slots have all expired carries no information (the first to go when full)."""
-        return all(at + self.ttl <= now for at in _decode(value).values())
+        return all(at + self.hold <= now for at in _decode(value).values())
 
     async def _still_pending(self, held: Held, now: float) -> Held:
         """Drop slots whose request no longer exists (delivered, expired, or its release was lost)."""

@@ -100,7 +100,8 @@ class RequestWatches:
     def __init__(self, hub: LiveHub) -> None:
         self._hub = hub
         self._limit = hub.config.gateway_sse_client_buffer
-        self._by_client: dict[str, set[RequestWatch]] = {}
+        # A list per client id, not a set: mostly one watch each, and an empty set costs 216 bytes.
+        self._by_client: dict[str, list[RequestWatch]] = {}
         hub.streams.tap = self._tap
 
     @property
@@ -146,7 +147,7 @@ class RequestWatches:
     async def events(self, watch: RequestWatch) -> AsyncGenerator[LiveEvent, None]:
         """Replayed, then live events of the watch, in order, once; ends after its result."""
         stream = watch.stream
-        self._by_client.setdefault(stream.client_id, set()).add(watch)
+        self._by_client.setdefault(stream.client_id, []).append(watch)
         ending: float | None = None
         try:
             opened = Opened(stream=stream, client_id=stream.client_id, start=ZERO, replay_after=ZERO)
@@ -158,6 +159,7 @@ class RequestWatches:
                     if self._is_result(watch, event):
                         return
                     ending = ending or self._end_deadline(event)
+            del missed, opened  # done with: this frame lives as long as the subscription
             stream.go_live()
             while True:
                 live = stream.take()
@@ -178,8 +180,8 @@ class RequestWatches:
                     await stream.wait()
         finally:
             peers = self._by_client.get(stream.client_id)
-            if peers is not None:
-                peers.discard(watch)
+            if peers is not None and watch in peers:
+                peers.remove(watch)
                 if not peers:
                     del self._by_client[stream.client_id]
             stream.close()

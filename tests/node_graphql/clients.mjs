@@ -118,6 +118,23 @@ const scenarios = {
     say({ outcomes: await Promise.all(outcomes) });
     await client.dispose();
   },
+  // Hold COUNT subscriptions (executionUpdates of ids FIRST..) until "go", then dispose of the client:
+  // a refusal prints {refused}; the test reads the gateway's side to know which are open.
+  async wsHold() {
+    const client = wsClient();
+    const first = Number(env.FIRST ?? 1);
+    for (let n = 0; n < Number(env.COUNT); n += 1) {
+      client.subscribe({ query: `subscription { executionUpdates(executionId: "${first + n}") { kind } }` }, {
+        next() {},
+        error: (error) => say({ refused: describe(error) }),
+        complete: () => say({ completed: first + n }),
+      });
+    }
+    say({ subscribing: Number(env.COUNT) });
+    await waitForGo();
+    await client.dispose();
+    say({ disposed: true });
+  },
   // graphql-sse: executePlaybook with an /events client id, then the request's events.
   async ssePlaybook() {
     const client = sseClient();

@@ -26,10 +26,15 @@ class WsClient:
         headers: dict[str, str] | None = None,
         protocols: list[str] | None = None,
         query: str = "",
+        offer_deflate: bool = False,
     ) -> WsClient:
         url = base_url.replace("http://", "ws://", 1) + "/graphql" + (f"?{query}" if query else "")
         request = HTTPRequest(url, headers=headers or {})
-        connection = await websocket_connect(request, subprotocols=[PROTOCOL] if protocols is None else protocols)
+        connection = await websocket_connect(
+            request,
+            subprotocols=[PROTOCOL] if protocols is None else protocols,
+            compression_options={} if offer_deflate else None,  # {}: offer permessage-deflate
+        )
         return cls(connection)
 
     async def send(self, kind: str, op_id: str | None = None, payload: Any = None) -> None:
