@@ -92,7 +92,8 @@ class SessionSlots:
         """Take a slot for ``request_id``; False when the session already has ``limit`` pending."""
         async with self._lock(session):
             for attempt in range(_CAS_ATTEMPTS):
-                held, revision = await self._load(session, attempt == 0)
+                remembered = attempt == 0 and session in self._written
+                held, revision = await self._load(session, remembered)
                 if revision is None and self._link.connected:
                     # The read failed although NATS looks up (a node hung or failing over): like a
                     # failed write, the slot is not counted (fail-open) rather than retried into a stall.
@@ -103,6 +104,8 @@ class SessionSlots:
                 if len(held) >= self.limit and self._confirm:
                     held = await self._still_pending(held, now)
                 if len(held) >= self.limit:
+                    if remembered:  # another replica may have freed some since this process wrote: ask the bucket
+                        continue
                     return False
                 held[request_id] = now
                 if await self._store(session, held, revision):
