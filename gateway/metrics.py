@@ -112,6 +112,7 @@ class Metrics:
         r.register(_LogDropped())
         self._request_series: dict[tuple[str, str, int], Any] = {}
         self._latency_series: dict[str, Any] = {}
+        self._session_series: dict[str, Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request and its latency; labelled children are cached (``labels()`` ≈ 2.5 µs each)."""
@@ -128,6 +129,13 @@ class Metrics:
             if len(self._latency_series) < MAX_CACHED_SERIES:
                 self._latency_series[route] = histogram
         histogram.observe(seconds)
+
+    def count_session(self, outcome: str) -> None:
+        """One session lookup by outcome (a fixed set of names); the child is cached like the request series."""
+        child = self._session_series.get(outcome)
+        if child is None:
+            child = self._session_series[outcome] = self.session_cache.labels(outcome)
+        child.inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

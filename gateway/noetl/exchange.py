@@ -17,13 +17,11 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from yarl import URL
 
-from gateway.noetl.client import UpstreamFailure, UpstreamTimeout, UpstreamUnavailable
+from gateway.noetl.client import UpstreamFailure, UpstreamTimeout, UpstreamUnavailable, proxy_session
 from gateway.noetl.shards import Route
 
 log = logging.getLogger("gateway.proxy")
 
-# Headers aiohttp would otherwise invent; the client's own (or none) must reach NoETL.
-_SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 # How often a blocked producer checks whether NoETL still reads the body at all.
 _STALL_POLL_SECS = 0.5
 
@@ -125,12 +123,12 @@ class ProxyExchange:
         streamed_body: bool,
         route: Route | None = None,
     ) -> None:
-        self._http = http
+        # Its defaults carry the idle timeout (sock_read) and the headers aiohttp must not invent.
+        self._http = proxy_session(http, connect_timeout, idle_timeout)
         self._route = route or Route(str(url))
         self._method = method
         self._url = url
         self._headers = headers
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=idle_timeout)
         self.idle_timeout = idle_timeout
         self.pipe = BodyPipe() if streamed_body else None
         self._task: asyncio.Task[aiohttp.ClientResponse] | None = None
@@ -164,13 +162,7 @@ class ProxyExchange:
     async def _open(self, data: AsyncIterator[bytes] | bytes | None) -> aiohttp.ClientResponse:
         try:
             response = await self._http.request(
-                self._method,
-                self._url,
-                headers=self._headers,
-                data=data,
-                allow_redirects=False,
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
-                timeout=self._timeout,
+                self._method, self._url, headers=self._headers, data=data, allow_redirects=False
             )
         except TimeoutError:
             server = self._route.server("NoETL")

@@ -49,17 +49,13 @@ _RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "x-request-id"}
 _RESPONSE_DROP_PREFIXES = ("access-control-",)
 
 
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
-    """Header names listed in ``Connection`` are hop-by-hop for this message too."""
-    tokens: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            tokens.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return frozenset(tokens)
+def _connection_tokens(value: str) -> list[str]:
+    """Header names listed in one ``Connection`` value: hop-by-hop for this message too."""
+    return [token.strip().lower() for token in value.split(",") if token.strip()]
 
 
 def upstream_request_headers(
-    client_headers: list[tuple[str, str]],
+    client_headers: Iterable[tuple[str, str]],
     *,
     user_id: str,
     user_email: str,
@@ -73,24 +69,32 @@ def upstream_request_headers(
 
     ``trust_forwarded`` (a proxy sits in front, ``GATEWAY_TRUSTED_PROXY_HOPS`` > 0): its
     ``X-Forwarded-Proto``/``-Host`` are passed on; otherwise they came from the client and
-    the gateway's own view replaces them.
+    the gateway's own view replaces them. One pass over the headers (this runs on every
+    proxied call); names listed in ``Connection`` are taken out afterwards.
     """
-    listed = _connection_tokens(client_headers)
+    listed: set[str] = set()
     out: list[tuple[str, str]] = []
     forwarded_for: list[str] = []
     forwarded_proto = ""
     forwarded_host = ""
     for name, value in client_headers:
         lower = name.lower()
-        if lower == "x-forwarded-for":
-            forwarded_for.append(value.strip())
-        elif lower == "x-forwarded-proto" and not forwarded_proto:
-            forwarded_proto = value.split(",")[0].strip()
-        elif lower == "x-forwarded-host" and not forwarded_host:
-            forwarded_host = value.split(",")[0].strip()
-        if lower in _REQUEST_DROP or lower in listed or lower.startswith(_REQUEST_DROP_PREFIXES):
+        if lower in _REQUEST_DROP:
+            if lower == "x-forwarded-for":
+                forwarded_for.append(value.strip())
+            elif lower == "x-forwarded-proto":
+                if not forwarded_proto:
+                    forwarded_proto = value.split(",")[0].strip()
+            elif lower == "x-forwarded-host":
+                if not forwarded_host:
+                    forwarded_host = value.split(",")[0].strip()
+            elif lower == "connection":
+                listed.update(_connection_tokens(value))
             continue
-        out.append((name, value))
+        if not lower.startswith(_REQUEST_DROP_PREFIXES):
+            out.append((name, value))
+    if listed - _REQUEST_DROP:
+        out = [(name, value) for name, value in out if name.lower() not in listed]
     # Appending the peer keeps the chain an ingress built (NoETL decides how much of it to
     # trust); Proto/Host set by a trusted ingress in front of the gateway win over the
     # gateway's own view (the ingress may terminate TLS).
@@ -107,7 +111,7 @@ def upstream_request_headers(
 
 
 def client_response_headers(
-    upstream_headers: list[tuple[str, str]], noetl_base_url: str | None = None
+    upstream_headers: Iterable[tuple[str, str]], noetl_base_url: str | None = None
 ) -> list[tuple[str, str]]:
     """Headers of NoETL's answer that reach the client (order and repeats kept).
 
@@ -115,11 +119,15 @@ def client_response_headers(
     ``/noetl/`` path and one elsewhere on NoETL's internal host is dropped: the client must
     never learn (or be sent to) the internal address.
     """
-    listed = _connection_tokens(upstream_headers)
+    listed: set[str] = set()
     out: list[tuple[str, str]] = []
     for name, value in upstream_headers:
         lower = name.lower()
-        if lower in _RESPONSE_DROP or lower in listed or lower.startswith(_RESPONSE_DROP_PREFIXES):
+        if lower in _RESPONSE_DROP:
+            if lower == "connection":
+                listed.update(_connection_tokens(value))
+            continue
+        if lower.startswith(_RESPONSE_DROP_PREFIXES):
             continue
         if lower == "location" and noetl_base_url is not None:
             public = public_location(value, noetl_base_url)
@@ -127,6 +135,8 @@ def client_response_headers(
                 continue
             value = public
         out.append((name, value))
+    if listed - _RESPONSE_DROP:  # ``Connection: keep-alive`` names nothing left to drop
+        out = [(name, value) for name, value in out if name.lower() not in listed]
     return out
 
 
