@@ -18,7 +18,7 @@ from tornado.web import RequestHandler, stream_request_body
 
 from gateway.config import GatewayConfig
 from handlers.errors import ApiError
-from handlers.header_values import header_value
+from handlers.http_headers import header_value
 
 # A declared body at most this far past a route's limit is read and dropped before the 413 goes
 # out: a client that writes its whole body before reading (http.client, requests) would see a

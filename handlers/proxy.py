@@ -35,7 +35,7 @@ from gateway.noetl.paths import canonical_path, unsafe_path_reason, upstream_url
 from gateway.noetl.shards import Route
 from handlers.base import AuthenticatedHandler
 from handlers.errors import ApiError
-from handlers.header_values import header_value
+from handlers.http_headers import header_value
 from handlers.json_body import decode_json_body
 
 log = logging.getLogger("gateway.proxy")
