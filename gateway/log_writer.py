@@ -158,33 +158,40 @@ class BackgroundHandler(logging.Handler):
 _Line = tuple[float, int, str, str, tuple[Any, ...], str, "tuple[str, str] | None"]
 
 
+# What ``Logger.log`` puts into a record that the queued line does not vary (the gateway process
+# leaves out caller, thread and process: gateway/__main__.py ``skip_unused_record_fields``).
+_RECORD_CONSTANTS: dict[str, Any] = {
+    "pathname": "",
+    "filename": "",
+    "module": "",
+    "exc_info": None,
+    "exc_text": None,
+    "stack_info": None,
+    "lineno": 0,
+    "funcName": None,
+    "thread": None,
+    "threadName": None,
+    "processName": None,
+    "process": None,
+}
+
+
 def _record_of(line: _Line) -> logging.LogRecord:
     """The record ``Logger.log`` would have made (the fields the gateway's formats use, and the rest)."""
     created, level, name, msg, args, request_id, ids = line
     record = logging.LogRecord.__new__(logging.LogRecord)
-    record.__dict__.update(
-        name=name,
-        msg=msg,
-        args=args,
-        levelname=logging.getLevelName(level),
-        levelno=level,
-        pathname="",
-        filename="",
-        module="",
-        exc_info=None,
-        exc_text=None,
-        stack_info=None,
-        lineno=0,
-        funcName=None,
-        created=created,
-        msecs=int((created - int(created)) * 1000) + 0.0,
-        relativeCreated=(created - logging._startTime) * 1000,  # type: ignore[attr-defined]
-        thread=None,
-        threadName=None,
-        processName=None,
-        process=None,
-        request_id=request_id,
-    )
+    record.__dict__ = {
+        "name": name,
+        "msg": msg,
+        "args": args,
+        "levelname": logging.getLevelName(level),
+        "levelno": level,
+        **_RECORD_CONSTANTS,
+        "created": created,
+        "msecs": int((created - int(created)) * 1000) + 0.0,
+        "relativeCreated": (created - logging._startTime) * 1000,  # type: ignore[attr-defined]
+        "request_id": request_id,
+    }
     if ids is not None:
         record.trace_id, record.span_id = ids
     return record

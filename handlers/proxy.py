@@ -349,9 +349,7 @@ class ProxyHandler(AuthenticatedHandler):
         self.set_status(response.status, reason if reason and reason.isascii() else None)
         self.clear_header("Content-Type")  # Tornado's default; NoETL's own (if any) follows
         seen: set[str] = set()
-        raw = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
-        for name, value in client_response_headers(raw, self._route.base_url):
-            lower = name.lower()
+        for name, lower, value in client_response_headers(response.raw_headers, self._route.base_url):
             if redacted and lower in REDACTED_ANSWER_DROPS:
                 continue  # they describe NoETL's bytes, not the redacted ones
             try:

@@ -110,33 +110,57 @@ def upstream_request_headers(
     return out
 
 
+_PASS, _DROP, _CONNECTION, _LOCATION = range(4)
+# Upstream header name (as sent) → (name, lower-case name, what to do with it): NoETL sends the
+# same few names on every answer. Bounded, since the names come from the upstream.
+_RESPONSE_NAMES: dict[bytes, tuple[str, str, int]] = {}
+_RESPONSE_NAMES_MAX = 512
+
+
+def _response_name(raw: bytes) -> tuple[str, str, int]:
+    known = _RESPONSE_NAMES.get(raw)
+    if known is None:
+        name = raw.decode("latin-1")
+        lower = name.lower()
+        if lower == "connection":
+            kind = _CONNECTION
+        elif lower in _RESPONSE_DROP or lower.startswith(_RESPONSE_DROP_PREFIXES):
+            kind = _DROP
+        else:
+            kind = _LOCATION if lower == "location" else _PASS
+        known = (name, lower, kind)
+        if len(_RESPONSE_NAMES) < _RESPONSE_NAMES_MAX:
+            _RESPONSE_NAMES[raw] = known
+    return known
+
+
 def client_response_headers(
-    upstream_headers: Iterable[tuple[str, str]], noetl_base_url: str | None = None
-) -> list[tuple[str, str]]:
-    """Headers of NoETL's answer that reach the client (order and repeats kept).
+    upstream_headers: Iterable[tuple[bytes, bytes]], noetl_base_url: str | None = None
+) -> list[tuple[str, str, str]]:
+    """Headers of NoETL's answer (as received: latin-1 bytes) that reach the client, as
+    (name, lower-case name, value); order and repeats kept.
 
     With ``noetl_base_url``, a ``Location`` into NoETL's API is rewritten to the gateway's
     ``/noetl/`` path and one elsewhere on NoETL's internal host is dropped: the client must
     never learn (or be sent to) the internal address.
     """
     listed: set[str] = set()
-    out: list[tuple[str, str]] = []
-    for name, value in upstream_headers:
-        lower = name.lower()
-        if lower in _RESPONSE_DROP:
-            if lower == "connection":
-                listed.update(_connection_tokens(value))
-            continue
-        if lower.startswith(_RESPONSE_DROP_PREFIXES):
-            continue
-        if lower == "location" and noetl_base_url is not None:
-            public = public_location(value, noetl_base_url)
-            if public is None:
-                continue
-            value = public
-        out.append((name, value))
+    out: list[tuple[str, str, str]] = []
+    for raw_name, raw_value in upstream_headers:
+        name, lower, kind = _response_name(raw_name)
+        if kind == _PASS:
+            out.append((name, lower, raw_value.decode("latin-1")))
+        elif kind == _CONNECTION:
+            listed.update(_connection_tokens(raw_value.decode("latin-1")))
+        elif kind == _LOCATION:
+            if noetl_base_url is None:
+                out.append((name, lower, raw_value.decode("latin-1")))
+            else:
+                public = public_location(raw_value.decode("latin-1"), noetl_base_url)
+                if public is not None:
+                    out.append((name, lower, public))
     if listed - _RESPONSE_DROP:  # ``Connection: keep-alive`` names nothing left to drop
-        out = [(name, value) for name, value in out if name.lower() not in listed]
+        out = [header for header in out if header[1] not in listed]
     return out
 
 
