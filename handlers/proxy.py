@@ -75,6 +75,11 @@ class ProxyHandler(AuthenticatedHandler):
         """NoETL's ETag passes through; Tornado must not invent one (or answer 304 itself)."""
         return None
 
+    def check_etag_header(self) -> bool:
+        """False, as Tornado's own check is here: ``finish()`` asks only when NoETL sent no ETag,
+        and with no ETag of ours there is nothing to match (saves parsing ``If-None-Match``)."""
+        return False
+
     # -- before the body -------------------------------------------------------------------
 
     async def prepare(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from yarl import URL
@@ -197,15 +197,16 @@ class ProxyExchange:
         if self.pipe is not None:
             self.pipe.finish()
 
-    async def response(self, body: bytes | None = None) -> aiohttp.ClientResponse:
-        """NoETL's answer (status and headers); raises the mapped UpstreamFailure.
+    def response(self, body: bytes | None = None) -> Awaitable[aiohttp.ClientResponse]:
+        """NoETL's answer (status and headers), to await; raises the mapped UpstreamFailure.
 
-        A request without a streamed body is sent here, in the caller's task (no extra task
-        on the hot path); the caller cancels its own task to give up.
+        A request without a streamed body is sent when awaited, in the caller's task (no extra
+        task on the hot path, and no coroutine of its own: one frame less on every resumption);
+        the caller cancels its own task to give up.
         """
         if self._task is None:
-            return await self._open(body)
-        return await self._task
+            return self._open(body)
+        return self._task
 
     def abort(self, reason: str) -> None:
         """Give up: the upstream connection is closed, never reused, its body never completed."""
