@@ -24,7 +24,7 @@ from handlers.app_services import AppServices
 from handlers.bodies import BoundedBodyHandler, pending_body
 from handlers.csrf import cookie_change_from_foreign_origin
 from handlers.errors import ApiError
-from handlers.http_headers import default_response_headers, header_value
+from handlers.http_headers import CheapDefaults, header_value
 from handlers.json_body import decode_json_body
 from handlers.models import describe_validation_error
 from handlers.request_ids import request_id_for
@@ -41,7 +41,7 @@ CORS_ALLOWED_HEADERS = (
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
-class BaseHandler(AppServices, BoundedBodyHandler):
+class BaseHandler(AppServices, CheapDefaults, BoundedBodyHandler):
     """Common behaviour: typed services, CORS, request id, JSON errors, a bounded request body."""
 
     request_id: str = "-"
@@ -53,15 +53,6 @@ class BaseHandler(AppServices, BoundedBodyHandler):
         return self.services.auth
 
     # -- every response --------------------------------------------------------------------
-
-    def clear(self) -> None:
-        """Tornado's ``clear()`` (tests/test_http_headers.py keeps the two alike), its default
-        headers from ``default_response_headers``: the ``Date`` text is made once per second."""
-        self._headers = default_response_headers()
-        self.set_default_headers()
-        self._write_buffer = []
-        self._status_code = 200
-        self._reason = responses[200]
 
     def set_default_headers(self) -> None:
         """CORS here, not in prepare(): send_error() clears headers and calls this again.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http.client import responses
 from typing import Any
 
 import aiohttp
@@ -89,30 +90,34 @@ class ProxyHandler(AuthenticatedHandler):
         (``_defer_until_body_read``); ``data_received`` below drops it.
         """
         await super().prepare()
-        if self.request.method != "OPTIONS":
-            await self._prepare_upstream()
-
-    async def _prepare_upstream(self) -> None:
-        request = self.request
-        raw_path = request.path[len(PREFIX) :]
+        method = self.request.method or "GET"
+        if method == "OPTIONS":
+            return
+        raw_path = self.request.path[len(PREFIX) :]
         reason = unsafe_path_reason(raw_path)
         if reason is not None:
             raise ApiError(400, reason)
-        session = self.session
-        assert session is not None and self.session_token is not None
-        services = self.services
-        config = services.config
-        method = request.method or "GET"
+        assert self.session is not None and self.session_token is not None
         canonical = canonical_path(raw_path)
-        roles = session.user.roles
-        # Non-admins never read the credentials the gateway put into workloads (docs/proxy.md).
-        self._redacted = redacted = not sees_credentials(roles, config.gateway_admin_roles)
-        access = services.access
+        access = self.services.access
         try:
-            access.check_route(method, canonical, roles)
+            access.check_route(method, canonical, self.session.user.roles)
             await access.check_url_start(self.session_token, method, canonical, raw_path)
         except AccessRefusal as exc:
             raise ApiError(exc.status, exc.public) from None
+        self._start_upstream(method, raw_path, canonical)
+
+    def _start_upstream(self, method: str, raw_path: str, canonical: str) -> None:
+        """Headers, URL and the exchange of a call the access checks let through (no await here:
+        one coroutine less on every proxied call)."""
+        request = self.request
+        session = self.session
+        assert session is not None
+        services = self.services
+        config = services.config
+        access = services.access
+        # Non-admins never read the credentials the gateway put into workloads (docs/proxy.md).
+        self._redacted = redacted = not sees_credentials(session.user.roles, config.gateway_admin_roles)
         declared = self.declared_body_length()  # over body_limit(): refused in BaseHandler.prepare already
         chunked = "chunked" in (header_value(request.headers, "Transfer-Encoding") or "").lower()
         connection = request.connection
@@ -350,8 +355,10 @@ class ProxyHandler(AuthenticatedHandler):
             close()
 
     def _copy_status_and_headers(self, response: aiohttp.ClientResponse, *, redacted: bool = False) -> None:
-        reason = response.reason
-        self.set_status(response.status, reason if reason and reason.isascii() else None)
+        status, reason = response.status, response.reason
+        if reason == responses.get(status) or not (reason and reason.isascii()):
+            reason = None  # Tornado's own phrase for the status (and no check of a standard one)
+        self.set_status(status, reason)
         self.clear_header("Content-Type")  # Tornado's default; NoETL's own (if any) follows
         seen: set[str] = set()
         for name, lower, value in client_response_headers(response.raw_headers, self._route.base_url):
