@@ -49,9 +49,18 @@ _RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "x-request-id"}
 _RESPONSE_DROP_PREFIXES = ("access-control-",)
 
 
-def _connection_tokens(value: str) -> list[str]:
+_TOKENS: dict[str, frozenset[str]] = {}  # Connection value → its tokens ("keep-alive" on nearly every message)
+_TOKENS_MAX = 256
+
+
+def _connection_tokens(value: str) -> frozenset[str]:
     """Header names listed in one ``Connection`` value: hop-by-hop for this message too."""
-    return [token.strip().lower() for token in value.split(",") if token.strip()]
+    tokens = _TOKENS.get(value)
+    if tokens is None:
+        tokens = frozenset(token.strip().lower() for token in value.split(",") if token.strip())
+        if len(_TOKENS) < _TOKENS_MAX:
+            _TOKENS[value] = tokens
+    return tokens
 
 
 def upstream_request_headers(
@@ -89,7 +98,7 @@ def upstream_request_headers(
                 if not forwarded_host:
                     forwarded_host = value.split(",")[0].strip()
             elif lower == "connection":
-                listed.update(_connection_tokens(value))
+                listed |= _connection_tokens(value)
             continue
         if not lower.startswith(_REQUEST_DROP_PREFIXES):
             out.append((name, value))
@@ -101,12 +110,15 @@ def upstream_request_headers(
     forwarded_for.append(peer_ip)
     if not trust_forwarded:
         forwarded_proto = forwarded_host = ""
-    out.append(("X-Forwarded-For", ", ".join(part for part in forwarded_for if part)))
-    out.append(("X-Forwarded-Proto", forwarded_proto or scheme))
-    out.append(("X-Forwarded-Host", forwarded_host or host))
-    out.append(("X-Noetl-User-Id", user_id))
-    out.append(("X-Noetl-User-Email", user_email))
-    out.append(("X-Request-Id", request_id))
+    chain = peer_ip if len(forwarded_for) == 1 else ", ".join([part for part in forwarded_for if part])
+    out += (
+        ("X-Forwarded-For", chain),
+        ("X-Forwarded-Proto", forwarded_proto or scheme),
+        ("X-Forwarded-Host", forwarded_host or host),
+        ("X-Noetl-User-Id", user_id),
+        ("X-Noetl-User-Email", user_email),
+        ("X-Request-Id", request_id),
+    )
     return out
 
 
@@ -151,7 +163,7 @@ def client_response_headers(
         if kind == _PASS:
             out.append((name, lower, raw_value.decode("latin-1")))
         elif kind == _CONNECTION:
-            listed.update(_connection_tokens(raw_value.decode("latin-1")))
+            listed |= _connection_tokens(raw_value.decode("latin-1"))
         elif kind == _LOCATION:
             if noetl_base_url is None:
                 out.append((name, lower, raw_value.decode("latin-1")))
