@@ -172,6 +172,7 @@ def main() -> None:
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} not found (apt-get install -y wrk nginx-light)")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    load_start = os.getloadavg()[0]
     python = sys.executable
     workdir = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     skip = {name for name in args.skip.split(",") if name}
@@ -286,7 +287,10 @@ def main() -> None:
 
     base = next((t for t in targets if t.name == "bare-aiohttp"), None)
     load = os.getloadavg()
-    print(f"\nwrk -t1 -c{args.connections}, {args.rounds} x {args.duration:g}s per target; load average {load[0]:.2f}")
+    print(
+        f"\nwrk -t1 -c{args.connections}, {args.rounds} x {args.duration:g}s per target; "
+        f"load average {load_start:.2f} -> {load[0]:.2f} (1 min, start -> end)"
+    )
     print("best = the round with the most rps (other load on the machine only ever lowers a round)")
     print("CPU µs/req = the proxy process's own CPU time per request served (other load barely moves it)")
     print(
