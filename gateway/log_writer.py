@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from gateway.tracing import log_ids
@@ -54,13 +55,28 @@ class ContextStamp(logging.Filter):
         return True
 
 
+class LineRenderer:
+    """Renders a queued line (``queue_line``) to the text ``sink``'s filters and formatter would
+    make of its record, without building the record; ``usable()`` is False once the sink has
+    other filters or another formatter (then each line takes the record path)."""
+
+    def usable(self, sink: logging.Handler) -> bool:
+        return False
+
+    def render(self, line: _Line) -> str:
+        raise NotImplementedError
+
+
 class BackgroundHandler(logging.Handler):
     """Queues records for a writer thread that hands them to ``sink``'s filters and formatter."""
 
-    def __init__(self, sink: logging.StreamHandler[Any], capacity: int = CAPACITY) -> None:
+    def __init__(
+        self, sink: logging.StreamHandler[Any], capacity: int = CAPACITY, renderer: LineRenderer | None = None
+    ) -> None:
         super().__init__()
         self.sink = sink
         self.capacity = capacity
+        self.renderer = renderer
         self._records: collections.deque[logging.LogRecord | _Line] = collections.deque()
         self._write_lock = threading.Lock()  # one drain at a time keeps lines in order
         self._stopping = threading.Event()
@@ -133,12 +149,23 @@ class BackgroundHandler(logging.Handler):
 
     def _drain(self) -> None:
         sink = self.sink
+        renderer = self.renderer
+        render: Callable[[_Line], str] | None = renderer.render if renderer and renderer.usable(sink) else None
         with self._write_lock:
             lines: list[str] = []
             records = self._records
             while records:
                 item = records.popleft()
-                record = item if isinstance(item, logging.LogRecord) else _record_of(item)
+                if isinstance(item, logging.LogRecord):
+                    record = item
+                else:
+                    if render is not None and item[1] >= sink.level:
+                        try:
+                            lines.append(render(item))
+                            continue
+                        except Exception:  # the record path below decides (and reports) what it was
+                            pass
+                    record = _record_of(item)
                 try:
                     if record.levelno >= sink.level and sink.filter(record):
                         lines.append(sink.format(record))
@@ -158,33 +185,40 @@ class BackgroundHandler(logging.Handler):
 _Line = tuple[float, int, str, str, tuple[Any, ...], str, "tuple[str, str] | None"]
 
 
+# What ``Logger.log`` puts into a record that the queued line does not vary (the gateway process
+# leaves out caller, thread and process: gateway/__main__.py ``skip_unused_record_fields``).
+_RECORD_CONSTANTS: dict[str, Any] = {
+    "pathname": "",
+    "filename": "",
+    "module": "",
+    "exc_info": None,
+    "exc_text": None,
+    "stack_info": None,
+    "lineno": 0,
+    "funcName": None,
+    "thread": None,
+    "threadName": None,
+    "processName": None,
+    "process": None,
+}
+
+
 def _record_of(line: _Line) -> logging.LogRecord:
     """The record ``Logger.log`` would have made (the fields the gateway's formats use, and the rest)."""
     created, level, name, msg, args, request_id, ids = line
     record = logging.LogRecord.__new__(logging.LogRecord)
-    record.__dict__.update(
-        name=name,
-        msg=msg,
-        args=args,
-        levelname=logging.getLevelName(level),
-        levelno=level,
-        pathname="",
-        filename="",
-        module="",
-        exc_info=None,
-        exc_text=None,
-        stack_info=None,
-        lineno=0,
-        funcName=None,
-        created=created,
-        msecs=int((created - int(created)) * 1000) + 0.0,
-        relativeCreated=(created - logging._startTime) * 1000,  # type: ignore[attr-defined]
-        thread=None,
-        threadName=None,
-        processName=None,
-        process=None,
-        request_id=request_id,
-    )
+    record.__dict__ = {
+        "name": name,
+        "msg": msg,
+        "args": args,
+        "levelname": logging.getLevelName(level),
+        "levelno": level,
+        **_RECORD_CONSTANTS,
+        "created": created,
+        "msecs": int((created - int(created)) * 1000) + 0.0,
+        "relativeCreated": (created - logging._startTime) * 1000,  # type: ignore[attr-defined]
+        "request_id": request_id,
+    }
     if ids is not None:
         record.trace_id, record.span_id = ids
     return record

@@ -110,24 +110,26 @@ class Metrics:
         )
         # Access/application log lines dropped by the background writer (gateway/log_writer.py).
         r.register(_LogDropped())
-        self._request_series: dict[tuple[str, str, int], Any] = {}
-        self._latency_series: dict[str, Any] = {}
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # (counter, histogram)
+        self._session_series: dict[str, Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request and its latency; labelled children are cached (``labels()`` ≈ 2.5 µs each)."""
         key = (route, method, status)
-        counter = self._request_series.get(key)
-        if counter is None:
-            counter = self.requests.labels(route, method, str(status))
+        series = self._request_series.get(key)
+        if series is None:
+            series = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
             if len(self._request_series) < MAX_CACHED_SERIES:
-                self._request_series[key] = counter
-        counter.inc()
-        histogram = self._latency_series.get(route)
-        if histogram is None:
-            histogram = self.latency.labels(route)
-            if len(self._latency_series) < MAX_CACHED_SERIES:
-                self._latency_series[route] = histogram
-        histogram.observe(seconds)
+                self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def count_session(self, outcome: str) -> None:
+        """One session lookup by outcome (a fixed set of names); the child is cached like the request series."""
+        child = self._session_series.get(outcome)
+        if child is None:
+            child = self._session_series[outcome] = self.session_cache.labels(outcome)
+        child.inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

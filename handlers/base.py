@@ -24,6 +24,7 @@ from handlers.app_services import AppServices
 from handlers.bodies import BoundedBodyHandler, pending_body
 from handlers.csrf import cookie_change_from_foreign_origin
 from handlers.errors import ApiError
+from handlers.http_headers import CheapDefaults, header_value
 from handlers.json_body import decode_json_body
 from handlers.models import describe_validation_error
 from handlers.request_ids import request_id_for
@@ -40,7 +41,7 @@ CORS_ALLOWED_HEADERS = (
 CORS_ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
-class BaseHandler(AppServices, BoundedBodyHandler):
+class BaseHandler(AppServices, CheapDefaults, BoundedBodyHandler):
     """Common behaviour: typed services, CORS, request id, JSON errors, a bounded request body."""
 
     request_id: str = "-"
@@ -59,31 +60,35 @@ class BaseHandler(AppServices, BoundedBodyHandler):
         ``Vary: Origin`` on every answer: whether it carries ``Access-Control-Allow-Origin``
         depends on the Origin, so a cache must never hand one origin's answer to another.
         """
-        self.set_header("Vary", "Origin")
-        origin = self.request.headers.get("Origin")
+        # Every request runs this: values the gateway wrote itself (constants, a request id of
+        # request_id_for's alphabet) go into the headers without Tornado's check of each value.
+        headers = self._headers
+        headers["Vary"] = "Origin"
+        origin = header_value(self.request.headers, "Origin")
         if origin and origin in self.config.cors_allowed_origins:
             self.set_header("Access-Control-Allow-Origin", origin)
             if self.config.cors_allow_credentials:
                 self.set_header("Access-Control-Allow-Credentials", "true")
             self.set_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After")
-        self.set_header("X-Content-Type-Options", "nosniff")
+        headers["X-Content-Type-Options"] = "nosniff"
         if self.request_id != "-":
-            self.set_header("X-Request-Id", self.request_id)
+            headers["X-Request-Id"] = self.request_id
 
     def _assign_request_id(self) -> None:
-        self.request_id = request_id_for(self.request.headers.get("X-Request-Id", ""))
-        request_id_var.set(self.request_id)
-        self.set_header("X-Request-Id", self.request_id)
+        self.request_id = request_id = request_id_for(header_value(self.request.headers, "X-Request-Id") or "")
+        request_id_var.set(request_id)
+        self._headers["X-Request-Id"] = request_id  # request_id_for's alphabet: nothing to check
 
     _counted = False
 
     async def prepare(self) -> None:
         """Request id first, so every log line of the request carries it; then the body's size."""
         self._assign_request_id()
-        self._trace = begin_request(self.services.tracing, self.request.headers, self._span_start)
-        if self.services.audit.enabled:
+        services = self.services
+        self._trace = begin_request(services.tracing, self.request.headers, self._span_start)
+        if services.audit.enabled:
             note_caller(ip=self.client_ip())
-        self.services.request_started()
+        services.request_started()
         self._counted = True
         self._expect_body()
 
@@ -192,7 +197,7 @@ class BaseHandler(AppServices, BoundedBodyHandler):
         trusted blindly (it would let anyone dodge the per-IP login limit).
         """
         hops = self.config.gateway_trusted_proxy_hops
-        forwarded = self.request.headers.get("X-Forwarded-For", "")
+        forwarded = header_value(self.request.headers, "X-Forwarded-For") if hops else None
         if hops and forwarded:
             entries = [part.strip() for part in forwarded.split(",") if part.strip()]
             if entries:
@@ -222,7 +227,7 @@ class APIHandler(BaseHandler):
         header = self.request.headers.get("Authorization", "")
         if header[:7].lower() == "bearer ":
             return header[7:].strip()
-        token = self.request.headers.get("X-Session-Token")
+        token = header_value(self.request.headers, "X-Session-Token")
         if token:
             return token.strip()
         return self.get_cookie("session_token")
@@ -234,10 +239,12 @@ class APIHandler(BaseHandler):
             self.metrics.reference.session_checked["missing_token"].inc()
             raise ApiError(401, "Missing authentication token")
         if not is_wellformed_session_token(token):
-            self.metrics.session_cache.labels("malformed").inc()
+            self.metrics.count_session("malformed")
             self.metrics.reference.session_checked["invalid_or_expired"].inc()
             raise ApiError(401, "Invalid or expired session")
-        session = await self.validate_token(token)
+        session = self._cached_session(token)
+        if session is None:
+            session = await self.validate_token(token)
         if session is None:
             raise ApiError(401, "Invalid or expired session")
         self.session = session
@@ -247,13 +254,23 @@ class APIHandler(BaseHandler):
             note_caller(user_id=session.user.user_id, email=session.user.email)
         return session
 
+    def _cached_session(self, token: str) -> Session | None:
+        """A cache hit without a coroutine chain; with tracing on, ``validate`` (its span) decides."""
+        services = self.services
+        if services.tracing is not None:
+            return None
+        session = services.auth.cached(token)
+        if session is not None:
+            services.metrics.reference.session_checked["ok"].inc()  # cached(): never bypass mode
+        return session
+
     async def validate_token(self, token: str) -> Session | None:
         """The session for a token; a cache miss spends from this client's budget (429 beyond it)."""
         checks = self.metrics.reference.session_checked
         try:
             session = await self.auth.validate(token, client=self.client_ip())
         except ValidationBudgetExceeded as exc:
-            self.metrics.session_cache.labels("over_budget").inc()
+            self.metrics.count_session("over_budget")
             self.services.audit.record("rate_limited", limit="session check misses", route=self.request.path)
             raise ApiError(exc.status, exc.public, headers={"Retry-After": str(exc.retry_after)}) from None
         except Exception:

@@ -18,6 +18,7 @@ from tornado.web import RequestHandler, stream_request_body
 
 from gateway.config import GatewayConfig
 from handlers.errors import ApiError
+from handlers.http_headers import header_value
 
 # A declared body at most this far past a route's limit is read and dropped before the 413 goes
 # out: a client that writes its whole body before reading (http.client, requests) would see a
@@ -71,7 +72,7 @@ class BoundedBodyHandler(RequestHandler):
 
     def declared_body_length(self) -> int | None:
         """``Content-Length`` as a number; 400 when it is not one."""
-        value = self.request.headers.get("Content-Length")
+        value = header_value(self.request.headers, "Content-Length")
         if value is None:
             return None
         if not value.strip().isdigit():

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import log_writer
 from gateway.log_writer import BackgroundHandler, ContextStamp
@@ -183,3 +185,38 @@ def test_the_access_fast_path_writes_the_line_the_logger_would(fmt: str) -> None
     else:
         assert by_logger.split(" ", 2)[2] == queued.split(" ", 2)[2]  # all but the date and time
         assert queued.split(" ", 2)[2] == "WARNING gateway.access [rid-1] 404 GET /x?session_token=[redacted]&a=1 1.2ms"
+
+
+LINE_ARGS = st.one_of(
+    st.tuples(st.integers(100, 599), st.sampled_from(["GET", "POST", "BREW"]), st.text(max_size=40), st.floats(0, 1e4)),
+    st.tuples(st.text(max_size=20)),  # too few for the format: rendering fails, the raw message is logged
+    st.just(()),
+)
+LINE_TEXT = st.sampled_from(
+    ["%d %s %s %.1fms", "plain", "token=%s", "%s", "x-session-token: sess_abc %s", "100%"]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(
+    level=st.sampled_from([logging.INFO, logging.WARNING, logging.ERROR]),
+    msg=LINE_TEXT,
+    args=LINE_ARGS,
+    request_id=st.sampled_from(["-", "rid-1", "a" * 32]),
+    created=st.floats(1.7e9, 1.8e9),
+    ids=st.sampled_from([None, ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"), (None, None)]),
+)
+def test_queued_lines_render_as_their_records_do(
+    fmt: str, level: int, msg: str, args: tuple[object, ...], request_id: str, created: float, ids: object
+) -> None:
+    # The writer's shortcut (QueuedLines: no LogRecord) against the record path it skips, byte for byte.
+    with production_logging(fmt, "INFO"):
+        background = fast_path_for(logging.getLogger("gateway.access"))
+        assert background is not None and background.renderer is not None
+        sink = background.sink
+        assert background.renderer.usable(sink)
+        line = (created, level, "gateway.access", msg, args, request_id, ids)
+        record = log_writer._record_of(line)
+        assert sink.filter(record)
+        assert background.renderer.render(line) == sink.format(record)

@@ -202,6 +202,15 @@ class AuthService:
             return await self._validate_via_playbook(token, hashed)
         return await self._accept_validation(answer, hashed)
 
+    def cached(self, token: str) -> Session | None:
+        """``validate``'s cache hit for a well-formed token, without awaiting (the proxy's hot path).
+
+        None is no verdict (a miss, a revocation, bypass mode): then ``validate`` decides.
+        """
+        if self._config.gateway_auth_bypass:
+            return None
+        return self.sessions.cached(token)
+
     async def _validate_via_playbook(self, token: str, hashed: str) -> Session | None:
         playbook = self._config.auth_playbook_validate_session
         try:

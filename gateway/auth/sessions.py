@@ -165,25 +165,38 @@ class SessionCache:
             return None
         return self._session_of(hashed, record)
 
+    def cached(self, token: str) -> Session | None:
+        """The hot path, without awaiting: a session this replica's mirrors vouch for (not revoked,
+        held, not expired), counted as a hit. None is no verdict: ``lookup`` decides and counts."""
+        hashed = token_hash(token)
+        revoked = self.revoked
+        if not revoked.complete or revoked.get_local(hashed) is not None:
+            return None
+        session = self.lookup_local(hashed)
+        if session is None or session.expired:
+            return None
+        self._metrics.count_session("hit")
+        return session
+
     @session_lookup  # a span with the outcome when tracing is on
     async def lookup(self, token: str) -> Session | None:
         """A valid cached session for the token, else None (revoked/expired/inactive evicted)."""
         hashed = token_hash(token)
         if self.is_revoked(hashed) or (not self.revoked.complete and await self.was_revoked(hashed)):
-            self._metrics.session_cache.labels("revoked").inc()
+            self._metrics.count_session("revoked")
             return None
         session = self.lookup_local(hashed)
         if session is None:
             record = await self.sessions.get(hashed)
             session = self._session_of(hashed, record) if record is not None else None
         if session is None:
-            self._metrics.session_cache.labels("miss").inc()
+            self._metrics.count_session("miss")
             return None
         if session.expired:
-            self._metrics.session_cache.labels("expired").inc()
+            self._metrics.count_session("expired")
             await self.evict(hashed)
             return None
-        self._metrics.session_cache.labels("hit").inc()
+        self._metrics.count_session("hit")
         return session
 
     def _session_of(self, hashed: str, record: dict[str, Any]) -> Session | None:

@@ -49,17 +49,22 @@ _RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "x-request-id"}
 _RESPONSE_DROP_PREFIXES = ("access-control-",)
 
 
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
-    """Header names listed in ``Connection`` are hop-by-hop for this message too."""
-    tokens: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            tokens.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return frozenset(tokens)
+_TOKENS: dict[str, frozenset[str]] = {}  # Connection value → its tokens ("keep-alive" on nearly every message)
+_TOKENS_MAX = 256
+
+
+def _connection_tokens(value: str) -> frozenset[str]:
+    """Header names listed in one ``Connection`` value: hop-by-hop for this message too."""
+    tokens = _TOKENS.get(value)
+    if tokens is None:
+        tokens = frozenset(token.strip().lower() for token in value.split(",") if token.strip())
+        if len(_TOKENS) < _TOKENS_MAX:
+            _TOKENS[value] = tokens
+    return tokens
 
 
 def upstream_request_headers(
-    client_headers: list[tuple[str, str]],
+    client_headers: Iterable[tuple[str, str]],
     *,
     user_id: str,
     user_email: str,
@@ -73,60 +78,101 @@ def upstream_request_headers(
 
     ``trust_forwarded`` (a proxy sits in front, ``GATEWAY_TRUSTED_PROXY_HOPS`` > 0): its
     ``X-Forwarded-Proto``/``-Host`` are passed on; otherwise they came from the client and
-    the gateway's own view replaces them.
+    the gateway's own view replaces them. One pass over the headers (this runs on every
+    proxied call); names listed in ``Connection`` are taken out afterwards.
     """
-    listed = _connection_tokens(client_headers)
+    listed: set[str] = set()
     out: list[tuple[str, str]] = []
     forwarded_for: list[str] = []
     forwarded_proto = ""
     forwarded_host = ""
     for name, value in client_headers:
         lower = name.lower()
-        if lower == "x-forwarded-for":
-            forwarded_for.append(value.strip())
-        elif lower == "x-forwarded-proto" and not forwarded_proto:
-            forwarded_proto = value.split(",")[0].strip()
-        elif lower == "x-forwarded-host" and not forwarded_host:
-            forwarded_host = value.split(",")[0].strip()
-        if lower in _REQUEST_DROP or lower in listed or lower.startswith(_REQUEST_DROP_PREFIXES):
+        if lower in _REQUEST_DROP:
+            if lower == "x-forwarded-for":
+                forwarded_for.append(value.strip())
+            elif lower == "x-forwarded-proto":
+                if not forwarded_proto:
+                    forwarded_proto = value.split(",")[0].strip()
+            elif lower == "x-forwarded-host":
+                if not forwarded_host:
+                    forwarded_host = value.split(",")[0].strip()
+            elif lower == "connection":
+                listed |= _connection_tokens(value)
             continue
-        out.append((name, value))
+        if not lower.startswith(_REQUEST_DROP_PREFIXES):
+            out.append((name, value))
+    if listed - _REQUEST_DROP:
+        out = [(name, value) for name, value in out if name.lower() not in listed]
     # Appending the peer keeps the chain an ingress built (NoETL decides how much of it to
     # trust); Proto/Host set by a trusted ingress in front of the gateway win over the
     # gateway's own view (the ingress may terminate TLS).
     forwarded_for.append(peer_ip)
     if not trust_forwarded:
         forwarded_proto = forwarded_host = ""
-    out.append(("X-Forwarded-For", ", ".join(part for part in forwarded_for if part)))
-    out.append(("X-Forwarded-Proto", forwarded_proto or scheme))
-    out.append(("X-Forwarded-Host", forwarded_host or host))
-    out.append(("X-Noetl-User-Id", user_id))
-    out.append(("X-Noetl-User-Email", user_email))
-    out.append(("X-Request-Id", request_id))
+    chain = peer_ip if len(forwarded_for) == 1 else ", ".join([part for part in forwarded_for if part])
+    out += (
+        ("X-Forwarded-For", chain),
+        ("X-Forwarded-Proto", forwarded_proto or scheme),
+        ("X-Forwarded-Host", forwarded_host or host),
+        ("X-Noetl-User-Id", user_id),
+        ("X-Noetl-User-Email", user_email),
+        ("X-Request-Id", request_id),
+    )
     return out
 
 
+_PASS, _DROP, _CONNECTION, _LOCATION = range(4)
+# Upstream header name (as sent) → (name, lower-case name, what to do with it): NoETL sends the
+# same few names on every answer. Bounded, since the names come from the upstream.
+_RESPONSE_NAMES: dict[bytes, tuple[str, str, int]] = {}
+_RESPONSE_NAMES_MAX = 512
+
+
+def _response_name(raw: bytes) -> tuple[str, str, int]:
+    known = _RESPONSE_NAMES.get(raw)
+    if known is None:
+        name = raw.decode("latin-1")
+        lower = name.lower()
+        if lower == "connection":
+            kind = _CONNECTION
+        elif lower in _RESPONSE_DROP or lower.startswith(_RESPONSE_DROP_PREFIXES):
+            kind = _DROP
+        else:
+            kind = _LOCATION if lower == "location" else _PASS
+        known = (name, lower, kind)
+        if len(_RESPONSE_NAMES) < _RESPONSE_NAMES_MAX:
+            _RESPONSE_NAMES[raw] = known
+    return known
+
+
 def client_response_headers(
-    upstream_headers: list[tuple[str, str]], noetl_base_url: str | None = None
-) -> list[tuple[str, str]]:
-    """Headers of NoETL's answer that reach the client (order and repeats kept).
+    upstream_headers: Iterable[tuple[bytes, bytes]], noetl_base_url: str | None = None
+) -> list[tuple[str, str, str]]:
+    """Headers of NoETL's answer (as received: latin-1 bytes) that reach the client, as
+    (name, lower-case name, value); order and repeats kept.
 
     With ``noetl_base_url``, a ``Location`` into NoETL's API is rewritten to the gateway's
     ``/noetl/`` path and one elsewhere on NoETL's internal host is dropped: the client must
     never learn (or be sent to) the internal address.
     """
-    listed = _connection_tokens(upstream_headers)
-    out: list[tuple[str, str]] = []
-    for name, value in upstream_headers:
-        lower = name.lower()
-        if lower in _RESPONSE_DROP or lower in listed or lower.startswith(_RESPONSE_DROP_PREFIXES):
-            continue
-        if lower == "location" and noetl_base_url is not None:
-            public = public_location(value, noetl_base_url)
-            if public is None:
-                continue
-            value = public
-        out.append((name, value))
+    listed: set[str] = set()
+    out: list[tuple[str, str, str]] = []
+    for raw_name, raw_value in upstream_headers:
+        name, lower, kind = _response_name(raw_name)
+        if kind == _PASS:
+            out.append((name, lower, raw_value.decode("latin-1")))
+        elif kind == _CONNECTION:
+            listed |= _connection_tokens(raw_value.decode("latin-1"))
+        elif kind == _LOCATION:
+            if noetl_base_url is None:
+                out.append((name, lower, raw_value.decode("latin-1")))
+            else:
+                public = public_location(raw_value.decode("latin-1"), noetl_base_url)
+                if public is not None:
+                    out.append((name, lower, public))
+    if listed - _RESPONSE_DROP:  # ``Connection: keep-alive`` names nothing left to drop
+        out = [header for header in out if header[1] not in listed]
     return out
 
 

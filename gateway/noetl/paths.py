@@ -21,6 +21,10 @@ _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 _QUERY_SAFE = _PATH_SAFE + "?"
 _MAX_DECODE_ROUNDS = 4
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_~/:@!$&'()*+,;=-]*")
+# Text that ``quote(..., safe=_PATH_SAFE)`` / ``_QUERY_SAFE`` returns unchanged (ASCII, nothing to
+# escape): the common path and query skip the encode-and-quote round trip (every proxied call).
+_QUOTED_PATH = re.compile(r"[A-Za-z0-9_.~/%:@!$&'()*+,;=-]*")
+_QUOTED_QUERY = re.compile(r"[A-Za-z0-9_.~/%:@!$&'()*+,;=?-]*")
 
 
 def unsafe_path_reason(raw_path: str) -> str | None:
@@ -58,14 +62,19 @@ def _fully_decoded(segment: str) -> bytes:
 
 def upstream_url(base_url: str, raw_path: str, raw_query: str) -> URL:
     """``{base}/api/{path}?{query}`` with the client's escapes kept (yarl must not re-encode)."""
-    path = quote(raw_path.encode("latin-1", "replace"), safe=_PATH_SAFE)
+    path = (
+        raw_path if _QUOTED_PATH.fullmatch(raw_path) else quote(raw_path.encode("latin-1", "replace"), safe=_PATH_SAFE)
+    )
     url = f"{base_url}/api/{path}"
     if raw_query:
-        url += "?" + quote(raw_query.encode("latin-1", "replace"), safe=_QUERY_SAFE)
+        if not _QUOTED_QUERY.fullmatch(raw_query):
+            raw_query = quote(raw_query.encode("latin-1", "replace"), safe=_QUERY_SAFE)
+        url += "?" + raw_query
     return URL(url, encoded=True)
 
 
 def canonical_path(raw_path: str) -> str:
     """Decoded path without empty segments, for matching routes such as ``execute``."""
-    decoded = _fully_decoded(raw_path).decode("utf-8", "replace")
-    return "/".join(part for part in decoded.split("/") if part).lower()
+    if "%" in raw_path or not raw_path.isascii():
+        raw_path = _fully_decoded(raw_path).decode("utf-8", "replace")  # else decoding changes nothing
+    return "/".join([part for part in raw_path.split("/") if part]).lower()
