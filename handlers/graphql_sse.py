@@ -25,7 +25,7 @@ import orjson
 from graphql import OperationType
 from tornado.iostream import StreamClosedError
 
-from gateway.live.subscribers import EXPIRED, REVOKED
+from gateway.live.stream import EXPIRED, REVOKED
 from handlers.base import APIHandler
 from handlers.errors import ApiError
 from handlers.graphql_http import GraphQLRequest, request_from_json, request_from_params

@@ -36,7 +36,8 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from gateway.auth.sessions import Session
 from gateway.errors import TooManySubscriptions
-from gateway.live.subscribers import EXPIRED, REVOKED, Attachment
+from gateway.live.stream import EXPIRED, REVOKED
+from gateway.live.subscribers import Attachment
 from gateway.logging import request_id_var
 from handlers import graphql_ws_protocol as wire
 from handlers.app_services import AppServices

@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.auth.sessions import Session, SessionCache
 from gateway.live.events import LiveEvent, Pos, is_client_id
+from gateway.live.revocation import ending_revoked
 from gateway.live.store import ClientRegistry
 from gateway.live.stream import EXPIRED, REVOKED, SHUTDOWN, LiveStream, expires_in
 from gateway.metrics import Metrics
@@ -61,7 +62,7 @@ class StreamRegistry:
         self._by_session: dict[str, set[LiveStream]] = {}
         self._all_closed = asyncio.Event()
         self._all_closed.set()
-        sessions.revoked.add_listener(self._on_revoked)
+        sessions.revoked.add_listener(ending_revoked(self._by_session))
         # GraphQL subscriptions (gateway/live/watch.py) see every event handed out here too.
         self.tap: Callable[[LiveEvent], None] | None = None
 
@@ -175,12 +176,6 @@ class StreamRegistry:
             self.tap(event)
 
     # -- ending ----------------------------------------------------------------------------
-
-    def _on_revoked(self, token_hash: str, value: dict[str, Any] | None) -> None:
-        if value is None:
-            return
-        for stream in list(self._by_session.get(token_hash, ())):
-            stream.end(REVOKED)
 
     async def shutdown(self) -> None:
         """Every stream gets a retry hint and a clean close (bounded wait)."""

@@ -29,22 +29,19 @@ import itertools
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import Gauge
 
 from gateway.auth.sessions import Session, SessionCache
 from gateway.errors import TooManySubscriptions
+from gateway.live.revocation import ending_revoked
 from gateway.live.slots import SessionSlots
-from gateway.live.stream import LiveStream, expires_in
+from gateway.live.stream import EXPIRED, LiveStream, expires_in
 from gateway.live.writes import RecordWriter
 from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.subscriptions")
 
-REVOKED = "revoked"
-EXPIRED = "expired"
-SHUTDOWN = "shutdown"
 
 SLOTS_PREFIX = "subscriptions-by-session."
 SLOT_REFRESH_SECS = 30.0
@@ -121,7 +118,7 @@ class Subscribers:
         self._attached: dict[str, list[Attachment]] = {}  # lists: mostly one each (a set costs 216 bytes)
         self._clients: dict[str, LiveStream] = {}  # client id -> its record's facts (no queue is used)
         self._tasks: tuple[asyncio.Task[None], ...] = ()
-        sessions.revoked.add_listener(self._on_revoked)
+        sessions.revoked.add_listener(ending_revoked(self._attached))
 
     # -- limits ----------------------------------------------------------------------------
 
@@ -193,12 +190,6 @@ class Subscribers:
     def _expire(self, attachment: Attachment) -> None:
         attachment._timer = None
         attachment.end(EXPIRED)
-
-    def _on_revoked(self, token_hash: str, value: dict[str, Any] | None) -> None:
-        if value is None:
-            return
-        for attachment in list(self._attached.get(token_hash, ())):
-            attachment.end(REVOKED)
 
     def end_all(self, reason: str) -> None:
         """Every attached connection ends (the process stops)."""
