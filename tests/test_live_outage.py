@@ -36,8 +36,7 @@ async def result_for(stream: SseStream, request_id: str) -> None:
 async def test_nats_stopped_mid_stream_then_back(
     make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    async with stream_on_a(make_replicas, own_nats.url, client) as shared:
-        a, b, token, stream, client_id = shared.a, shared.b, shared.token, shared.stream, shared.client_id
+    async with stream_on_a(make_replicas, own_nats.url, client) as (a, b, token, stream, client_id):
         before = await pending_request(a, token, client_id)
         assert (await post_result(client, b, before, headers=callback_headers(before)))[0] == 200
         await result_for(stream, before)  # routed A <- NATS <- B

@@ -57,8 +57,7 @@ async def restart(server: NatsServer, *gateways: GatewayInstance) -> None:
 async def test_result_for_a_client_on_another_replica_is_forwarded_when_nats_returns(
     make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    async with stream_on_a(make_replicas, own_nats.url, client) as shared:
-        a, b, token, stream, client_id = shared.a, shared.b, shared.token, shared.stream, shared.client_id
+    async with stream_on_a(make_replicas, own_nats.url, client) as (a, b, token, stream, client_id):
         request_id = await pending_request(b, token, client_id)  # executePlaybook ran through B
         await stop(own_nats, a, b)
         status, answer = await post_result(client, b, request_id, headers=callback_headers(request_id))
@@ -86,8 +85,7 @@ async def _gone(gw: GatewayInstance, request_id: str) -> bool:
 async def test_a_replica_knows_the_owners_it_checked_through_an_outage(
     make_replicas: ReplicasFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    async with stream_on_a(make_replicas, own_nats.url, client) as shared:
-        a, b, token, client_id = shared.a, shared.b, shared.token, shared.client_id
+    async with stream_on_a(make_replicas, own_nats.url, client) as (a, b, token, _stream, client_id):
         other = await login(client, a, "good:bob@example.com")
         await pending_request(b, token, client_id)  # B checked the owner in NATS once
         await stop(own_nats, a, b)

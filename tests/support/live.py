@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -96,9 +95,9 @@ def hashed(token: str) -> str:
     return token_hash(token)
 
 
-@dataclass
-class StreamOnA:
-    """Two replicas on one NATS and a signed-in client streaming from A (the replicas' shared set-up)."""
+class StreamOnA(NamedTuple):
+    """Two replicas on one NATS and a signed-in client streaming from A (the replicas' shared set-up);
+    unpack it: ``as (a, b, token, stream, client_id)``."""
 
     a: GatewayInstance
     b: GatewayInstance
