@@ -420,6 +420,34 @@ def streams(ctx: Context) -> Row:
     return row
 
 
+def subscriptions(ctx: Context) -> Row:
+    args = ["--smoke"] if ctx.smoke else ["--connections", "1000", "--samples", "300"]
+    data = ctx.json_of("subscriptions", [str(BENCH / "subscriptions_bench.py"), *args], timeout=900)
+    after = data["after"]
+    latency, rss = after["latency"], after["rss_kib"]
+    per_connection_kb = rss["total"] * 1024 / 1000  # the goal is written in kB
+    row = Row(
+        f"graphql-ws subscriptions, {data['connections']:,} idle (one each), result → `next`",
+        goal="≤ 24 kB per idle subscription; ≤ 1.5× /events latency",
+    )
+    row.gateway = (
+        f"{rss['total']:.1f} KiB per idle connection with one subscription; result → next p50 "
+        f"{latency['ws_next_p50_ms']:.2f} ms, p99 {latency['ws_next_p99_ms']:.2f} ms"
+    )
+    row.baseline = (
+        f"/events stream, same gateway: {after['sse_stream_kib']:.1f} KiB per stream; p50 "
+        f"{latency['sse_event_p50_ms']:.2f} ms, p99 {latency['sse_event_p99_ms']:.2f} ms"
+    )
+    row.result = f"p50 {latency['p50_ratio']:.2f}×, p99 {latency['p99_ratio']:.2f}×; {per_connection_kb:.1f} kB"
+    met = per_connection_kb <= 24 and max(latency["p50_ratio"], latency["p99_ratio"]) <= 1.5
+    row.status = status(met, ctx.smoke)
+    row.notes.append(
+        f"of which the connection {rss['connection']:.1f} KiB and the subscription {rss['subscription']:.1f} KiB "
+        f"(RSS, opened {data['wave']} at a time); every subscribe at once: {after['rss_burst_kib']['total']:.1f} KiB"
+    )
+    return row
+
+
 SCENARIOS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "health": health,
     "proxy": proxy,
@@ -433,6 +461,7 @@ SCENARIOS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "anonymous": anonymous,
     "callbacks": callbacks,
     "streams": streams,
+    "subscriptions": subscriptions,
 }
 
 
