@@ -171,7 +171,9 @@ class EventBus:
         headers = _headers(session, method, kind, request_id, msg_id)
         subject = self.subject(client_id)
         with nats_publish(self.prefix.rstrip("."), headers):  # trace context into the headers (gateway/tracing)
-            ack = await js.publish(subject, payload, timeout=2.0, stream=self.stream_name, headers=headers)
+            # No `stream=`: its Nats-Expected-Stream header would travel with every event to every consumer
+            # (a header costs each replica's consumer its parsing); the subject can only be this stream's.
+            ack = await js.publish(subject, payload, timeout=2.0, headers=headers)
         return LiveEvent((int(ack.seq), 0), client_id, session, method, payload, kind, request_id)
 
     async def publish_ahead(

@@ -276,18 +276,19 @@ class KvBucket:
         if self._link.connected:
             self._start_replay()
 
-    async def delete(self, key: str) -> None:
-        """Remove a value everywhere; queued if NATS is away."""
+    async def delete(self, key: str) -> bool:
+        """Remove a value everywhere; queued if NATS is away. True: the bucket acknowledged it."""
         self._copy.pop(key)
         kv = self._online
         if kv is not None:
             self._queued.discard(key)
             try:
                 await kv.delete(key)
-                return
+                return True
             except Exception as exc:
                 log.warning("KV %s delete failed (%s); queued for replay", self.name, type(exc).__name__)
         self._queue(key, None)
+        return False
 
     def _queue(self, key: str, value: Value | None) -> None:
         self._queued.queue(key, value)
