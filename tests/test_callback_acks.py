@@ -14,7 +14,7 @@ import uuid
 import nats
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import KeyWrongLastSequenceError, NoStreamResponseError
+from nats.js.errors import InvalidKeyError, KeyWrongLastSequenceError, NoStreamResponseError
 
 from gateway.nats.acks import ack_inbox, kv_write
 from tests.support.nats_server import NatsServer
@@ -36,6 +36,9 @@ async def test_kv_writes_give_revisions_and_refuse_like_nats_py(nats_server: Nat
         await kv.delete("k")
         third = await kv_write(nc, kv, "k", b"3", 0)  # a deleted key is created again (its tombstone)
         assert (await kv.get("k")).value == b"3" and third > second
+        for key in ("a b", "a.*", "a.>", ".a"):  # not a key: nats-py's own path refuses it
+            with pytest.raises(InvalidKeyError):
+                await kv_write(nc, kv, key, b"x", 0)
     finally:
         await nc.close()
 

@@ -114,4 +114,13 @@ async def kv_write(nc: Client | None, kv: KeyValue, key: str, value: bytes, last
 
 def _plain(key: str) -> bool:
     """A key that is a plain subject token sequence (the gateway's are hashes, uuids and prefixes)."""
-    return bool(key) and not any(char in key for char in " \t\r\n*>") and not key.startswith(".")
+    return (
+        bool(key)
+        and key[0] != "."
+        and " " not in key
+        and "*" not in key
+        and ">" not in key
+        and "\t" not in key
+        and "\r" not in key
+        and "\n" not in key
+    )
