@@ -19,7 +19,10 @@ writes the records straight into the bucket, as another replica would have (the 
   ``results/s ÷ health rps`` is the ratio; the gateway's CPU per callback from /proc beside it.
 
 ``--profile FILE`` runs the gateway under cProfile (slower: compare shares, not times) and writes
-its stats there (``python -m pstats FILE``). Loopback only; bounded by ``--timeout``.
+its stats there (``python -m pstats FILE``). ``--sample FILE`` attaches py-spy (PyPI; blocking
+mode) to the gateway for each burst only — not the ``executePlaybook`` preparation — and writes
+collapsed stacks to ``FILE.<run>`` (shares, not times: each sample pauses the gateway).
+Loopback only; bounded by ``--timeout``.
 
 Another checkout's gateway (``main``, back to back): run this script with that checkout as the working
 directory (``python -m gateway`` starts from there), e.g. ``cd /tmp/main && PYTHONPATH=$PWD python
@@ -36,6 +39,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -153,8 +157,30 @@ async def settled_counts(monitor_port: int, quiet: float = 0.5, limit: float = 1
     return last
 
 
+def start_sampler(pid: int, output: str | None) -> subprocess.Popen[bytes] | None:
+    """py-spy (blocking mode: it pauses the gateway per sample, so shares, not times) on the
+    gateway for the burst only, collapsed stacks into ``output`` (appended when run again)."""
+    if not output:
+        return None
+    command = ["py-spy", "record", "--pid", str(pid), "--rate", "400", "--format", "raw", "-o", output]
+    sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # py-spy attaches before the burst starts (nothing to wait on: it has no ready signal)
+    return sampler
+
+
+def stop_sampler(sampler: subprocess.Popen[bytes] | None) -> None:
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        sampler.wait(timeout=30)
+
+
 async def callback_burst(
-    target: GatewayTarget, client: Client, client_ids: list[str], in_flight: int, monitor_port: int = 0
+    target: GatewayTarget,
+    client: Client,
+    client_ids: list[str],
+    in_flight: int,
+    monitor_port: int = 0,
+    sample_to: str | None = None,
 ) -> dict[str, Any]:
     """One callback per client, ``in_flight`` at a time; every event timestamped by the client."""
     import aiohttp
@@ -165,6 +191,7 @@ async def callback_burst(
     sent: dict[str, int] = {}
     statuses: list[int] = []
     msgs_before = await settled_counts(monitor_port) if monitor_port else (0, 0)
+    sampler = start_sampler(target.proc.pid, sample_to)
     cpu_before = cpu_seconds(target.proc.pid)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
 
@@ -181,6 +208,7 @@ async def callback_burst(
     received = await client.acall(cmd="wait", ids=[rid for rid, _, _ in pairs], timeout=120)
     cpu_used = cpu_seconds(target.proc.pid) - cpu_before
     msgs_after = await settled_counts(monitor_port) if monitor_port else (0, 0)
+    stop_sampler(sampler)
     last = max(received.values()) if received else posted
     values = [(received[rid] - sent[rid]) / 1e6 for rid in received]
     return {
@@ -260,7 +288,8 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         print(f"one at a time: {result['sequential']}", flush=True)
         for run in range(args.runs):
             health = await health_burst(target.url, args.clients, args.in_flight)
-            burst = await callback_burst(target, client, client_ids, args.in_flight, nats.monitor_port)
+            sample_to = f"{args.sample}.{run + 1}" if args.sample else None
+            burst = await callback_burst(target, client, client_ids, args.in_flight, nats.monitor_port, sample_to)
             burst["health_rps"] = health["rps"]
             burst["ratio_to_health"] = burst["results_per_s"] / health["rps"]
             result["runs"].append(burst)
@@ -319,6 +348,9 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--profile", help="run the gateway under cProfile, stats written to this file")
+    parser.add_argument(
+        "--sample", help="py-spy the gateway during each burst (only), collapsed stacks to SAMPLE.<run>"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks the script works")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args()

@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 
 from gateway.config import GatewayConfig
 from gateway.live.events import KIND_RESULT, KIND_STATE, LiveEvent, Pos
+from gateway.nats.acks import ack_inbox
 from gateway.nats.consumers import newer_sequence, unsubscribe_quietly
 from gateway.nats.link import NatsLink
 from gateway.nats.replicas import ensure_stream
@@ -165,14 +166,17 @@ class EventBus:
 
         ``msg_id`` (Nats-Msg-Id) makes a re-publish within JetStream's duplicate window a no-op.
         """
-        js = self._link.js
-        if js is None:
+        nc = self._link.nc
+        if nc is None or self._link.js is None:
             raise ConnectionError("NATS is not connected")
         headers = _headers(session, method, kind, request_id, msg_id)
         subject = self.subject(client_id)
         with nats_publish(self.prefix.rstrip("."), headers):  # trace context into the headers (gateway/tracing)
-            ack = await js.publish(subject, payload, timeout=2.0, stream=self.stream_name, headers=headers)
-        return LiveEvent((int(ack.seq), 0), client_id, session, method, payload, kind, request_id)
+            # No Nats-Expected-Stream: it would travel with every event to every consumer (a header costs
+            # each replica's consumer its parsing); the subject can only be this stream's. The ack through
+            # the connection's ack inbox (gateway/nats/acks.py), cheaper than nats-py's request().
+            ack = await ack_inbox(nc).publish(subject, payload, headers, 2.0)
+        return LiveEvent((int(ack["seq"]), 0), client_id, session, method, payload, kind, request_id)
 
     async def publish_ahead(
         self, client_id: str, session: str, method: str, payload: bytes, kind: str | None, request_id: str | None

@@ -30,7 +30,8 @@ from typing import Any
 from gateway.auth.tokens import is_callback_request_id
 from gateway.errors import RequestStateUnavailable
 from gateway.live.events import is_client_id
-from gateway.nats.kv import KvBucket, KvWriteFailed, Versioned
+from gateway.nats.kv import KvWriteFailed, Versioned
+from gateway.nats.kv_ahead import AheadKvBucket
 from gateway.nats.link import NatsLink
 from gateway.nats.local_copy import LocalCopy
 from gateway.tasks import Backoff
@@ -47,7 +48,7 @@ class ClientRegistry:
     """SSE client ownership and presence, shared across replicas through NATS KV."""
 
     def __init__(self, link: NatsLink, bucket: str, ttl_secs: float) -> None:
-        self.bucket = KvBucket(link, bucket, ttl_secs, mirror=False, remember=True, max_local=_MAX_LOCAL)
+        self.bucket = AheadKvBucket(link, bucket, ttl_secs, mirror=False, remember=True, max_local=_MAX_LOCAL)
         self.ttl = float(ttl_secs)
 
     async def get(self, client_id: str) -> dict[str, Any] | None:
@@ -62,9 +63,13 @@ class ClientRegistry:
         record = (await self.bucket.read(client_id)).value
         return record if record is not None else self.bucket.get_local(client_id)
 
-    async def put(self, client_id: str, record: dict[str, Any]) -> None:
-        """Write the record (locally at once; to NATS now or when it returns)."""
-        await self.bucket.put(client_id, record)
+    async def put(self, client_id: str, record: dict[str, Any]) -> bool:
+        """Write the record (locally at once; to NATS now or when it returns). True: NATS acked it."""
+        return await self.bucket.put(client_id, record)
+
+    async def put_ahead(self, client_id: str, record: dict[str, Any]) -> bool:
+        """``put`` without its own ack, for a batch whose last ``put`` is acked (gateway/nats/kv_ahead.py)."""
+        return await self.bucket.put_ahead(client_id, record)
 
 
 class RequestStore:
@@ -72,7 +77,7 @@ class RequestStore:
 
     def __init__(self, link: NatsLink, bucket: str, ttl_secs: float) -> None:
         self._link = link
-        self.bucket = KvBucket(link, bucket, ttl_secs, mirror=False, remember=True, max_local=_MAX_LOCAL)
+        self.bucket = AheadKvBucket(link, bucket, ttl_secs, mirror=False, remember=True, max_local=_MAX_LOCAL)
         # Index updates are read-modify-write: serialise them per client within this process.
         self._index_locks = [asyncio.Lock() for _ in range(64)]
         # The requests this process stored (put_shared) as it last wrote them, until deleted or expired.
@@ -154,10 +159,15 @@ class RequestStore:
             # else changed meanwhile (e.g. its result was queued): read again
         return None
 
-    async def delete(self, request_id: str) -> None:
-        """The result was delivered: forget the request everywhere."""
+    async def delete(self, request_id: str) -> bool:
+        """The result was delivered: forget the request everywhere. True: NATS acked it."""
         self._stored_here.pop(request_id)
-        await self.bucket.delete(request_id)
+        return await self.bucket.delete(request_id)
+
+    async def delete_ahead(self, request_id: str) -> bool:
+        """``delete`` without its own ack, for a batch whose last ``delete`` is acked."""
+        self._stored_here.pop(request_id)
+        return await self.bucket.delete_ahead(request_id)
 
     async def add_to_index(self, client_id: str, request_id: str) -> None:
         """Remember the request under its client (newest last, bounded)."""

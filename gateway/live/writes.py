@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.live.events import format_pos
 from gateway.live.state import LiveState
@@ -21,6 +21,8 @@ from gateway.live.streams import StreamRegistry
 from gateway.tasks import stop_tasks
 
 log = logging.getLogger("gateway.live")
+
+Item = TypeVar("Item")
 
 
 class RecordWriter:
@@ -71,17 +73,18 @@ class RecordWriter:
     async def _flush(self) -> None:
         records, self._records = self._records, {}
         deletes, self._deletes = self._deletes, {}
-        jobs: list[Callable[[], Awaitable[None]]] = [partial(self._clients.put, c, r) for c, r in records.items()]
-        jobs += [partial(self._requests.delete, rid) for rid in deletes]
         by_session: dict[str, list[str]] = {}
         for rid, session in deletes.items():
             by_session.setdefault(session, []).append(rid)
+        clients, requests = self._clients, self._requests
+        # A bucket's batch is acked once, by its last write (gateway/nats/kv_ahead.py); slots: one
+        # compare-and-set per session.
+        jobs: list[Callable[[], Awaitable[None]]] = [
+            partial(_pipelined, list(records.items()), _star(clients.put_ahead), _star(clients.put)),
+            partial(_pipelined, list(deletes), requests.delete_ahead, requests.delete),
+        ]
         jobs += [partial(self._slots.release, session, *rids) for session, rids in by_session.items()]
-        for start in range(0, len(jobs), 64):
-            results = await asyncio.gather(*(job() for job in jobs[start : start + 64]), return_exceptions=True)
-            for result in results:
-                if isinstance(result, Exception):
-                    log.warning("live state write failed: %s", type(result).__name__)
+        await _each(lambda job: job(), jobs)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -97,3 +100,37 @@ class RecordWriter:
             await asyncio.wait_for(self._flush(), 2.0)
         except (TimeoutError, Exception) as exc:
             log.warning("live state not fully written at close: %s", type(exc).__name__)
+
+
+async def _pipelined(
+    items: list[Item], ahead: Callable[[Item], Awaitable[bool]], acked: Callable[[Item], Awaitable[bool]]
+) -> None:
+    """Write one bucket's batch: all but the last handed to NATS without their own ack, then the
+    last with its ack, which covers them (one connection, one stream: stored in that order). If
+    that ack fails, each is written again with its own (queued for replay if that fails too)."""
+    if not items:
+        return
+    *rest, last = items
+    unsent = [item for item in rest if not await ahead(item)]  # NATS away now: acked (queued) writes
+    try:
+        covered = await acked(last)
+    except Exception as exc:
+        log.warning("live state write failed: %s", type(exc).__name__)
+        covered = False
+    await _each(acked, unsent if covered else rest)
+
+
+async def _each(write: Callable[[Item], Awaitable[object]], items: list[Item]) -> None:
+    """``write`` every item, 64 at a time; a failure is logged (the bucket queued it for replay)."""
+    for start in range(0, len(items), 64):
+        results = await asyncio.gather(*(write(item) for item in items[start : start + 64]), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("live state write failed: %s", type(result).__name__)
+
+
+def _star(
+    write: Callable[[str, dict[str, Any]], Awaitable[bool]],
+) -> Callable[[tuple[str, dict[str, Any]]], Awaitable[bool]]:
+    """``write(key, value)`` taking one ``(key, value)`` item."""
+    return lambda item: write(*item)

@@ -29,6 +29,7 @@ import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from gateway.nats.acks import kv_write
 from gateway.nats.link import NatsLink
 from gateway.nats.local_copy import LocalCopy, Obsolete
 from gateway.nats.mirror import ChangeListener, Mirror
@@ -221,7 +222,7 @@ class KvBucket:
         kv = self._online
         if kv is not None:
             try:
-                await kv.create(key, orjson.dumps(value))
+                await kv_write(self._link.nc, kv, key, orjson.dumps(value), 0)
             except KeyWrongLastSequenceError:
                 return False
             except Exception as exc:
@@ -256,10 +257,7 @@ class KvBucket:
             return Versioned(value, None)
         payload = orjson.dumps(value)
         try:
-            if revision == 0:
-                written = await kv.create(key, payload)
-            else:
-                written = await kv.update(key, payload, last=revision)
+            written = await kv_write(self._link.nc, kv, key, payload, revision)  # gateway/nats/acks.py: create if 0
         except KeyWrongLastSequenceError:
             return None
         except Exception as exc:
@@ -276,18 +274,19 @@ class KvBucket:
         if self._link.connected:
             self._start_replay()
 
-    async def delete(self, key: str) -> None:
-        """Remove a value everywhere; queued if NATS is away."""
+    async def delete(self, key: str) -> bool:
+        """Remove a value everywhere; queued if NATS is away. True: the bucket acknowledged it."""
         self._copy.pop(key)
         kv = self._online
         if kv is not None:
             self._queued.discard(key)
             try:
                 await kv.delete(key)
-                return
+                return True
             except Exception as exc:
                 log.warning("KV %s delete failed (%s); queued for replay", self.name, type(exc).__name__)
         self._queue(key, None)
+        return False
 
     def _queue(self, key: str, value: Value | None) -> None:
         self._queued.queue(key, value)
