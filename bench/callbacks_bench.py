@@ -24,12 +24,16 @@ mode) to the gateway for each burst only — not the ``executePlaybook`` prepara
 collapsed stacks to ``FILE.<run>`` (shares, not times: each sample pauses the gateway).
 Loopback only; bounded by ``--timeout``.
 
+``--pin``: the gateway process (every thread) alone on CPU 0, nats-server, the NoETL stand-in, the
+client process and this driver on CPU 1 — what one gateway process does with one core of its own
+(the goal's "on one process"), not what the 2-core machine does with everything on it.
+
 Another checkout's gateway (``main``, back to back): run this script with that checkout as the working
 directory (``python -m gateway`` starts from there), e.g. ``cd /tmp/main && PYTHONPATH=$PWD python
 /path/to/bench/callbacks_bench.py``.
 
 Usage: .venv/bin/python bench/callbacks_bench.py [--clients 1000] [--in-flight 64] [--samples 300]
-    [--prepare gateway|kv]
+    [--prepare gateway|kv] [--pin]
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import cpu_seconds, free_port, median_spread, wait_http, write_json  # noqa: E402
+from bench.harness import cpu_seconds, free_port, median_spread, pin_threads, wait_http, write_json  # noqa: E402
 from bench.sse_bench import TOKEN_PREFIX, Client, GatewayTarget, latency, pct, raise_fd_limit  # noqa: E402
 from tests.support.nats_server import NatsServer, nats_server_binary  # noqa: E402
 
@@ -268,6 +272,7 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         "clients": args.clients,
         "in_flight": args.in_flight,
         "prepare": args.prepare,
+        "pinned": args.pin,
         "gateway_from": os.getcwd(),
         "runs": [],
     }
@@ -277,6 +282,11 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             target = StoredByGateway(nats, workdir, profile)
         else:
             target = GatewayTarget(nats, workdir, profile)
+        if args.pin:  # the gateway alone on CPU 0; NATS, the NoETL stand-in, the clients and this driver on CPU 1
+            pin_threads(target.proc.pid, {0})
+            others = [nats.proc, client.proc, getattr(target, "standin", None)]
+            for pid in [os.getpid(), *(proc.pid for proc in others if proc is not None)]:
+                pin_threads(pid, {1})
         client_ids: list[str] = await client.acall(cmd="open", url=target.url, count=args.clients, start=0)
         deadline = time.monotonic() + 60
         while not target.streams_open(args.clients):
@@ -350,6 +360,11 @@ def main() -> None:
     parser.add_argument("--profile", help="run the gateway under cProfile, stats written to this file")
     parser.add_argument(
         "--sample", help="py-spy the gateway during each burst (only), collapsed stacks to SAMPLE.<run>"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="gateway alone on CPU 0, everything else on CPU 1: one process's own rate, not the machine's",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks the script works")
     parser.add_argument("--json", help="write the result here")

@@ -168,6 +168,12 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(pid, usable)
 
 
+def pin_threads(pid: int, cpus: set[int]) -> None:
+    """``pin`` for every thread a running process has now (a thread keeps the affinity it was made with)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pin(int(task.name), cpus)
+
+
 def wait_http(
     url: str, proc: subprocess.Popen[bytes] | None = None, headers: dict[str, str] | None = None, timeout: float = 30
 ) -> None:
