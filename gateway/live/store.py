@@ -50,14 +50,22 @@ class ClientRegistry:
     def __init__(self, link: NatsLink, bucket: str, ttl_secs: float) -> None:
         self.bucket = AheadKvBucket(link, bucket, ttl_secs, mirror=False, remember=True, max_local=_MAX_LOCAL)
         self.ttl = float(ttl_secs)
+        # Client ids this process leased to its graphql-ws connections (subscribers.py) -> session
+        # hash, while they are open: known here before the write-behind has written their records.
+        self.leased: dict[str, str] = {}
 
     async def get(self, client_id: str) -> dict[str, Any] | None:
         """The client's record: the bucket when NATS is up, else what this process knows.
 
-        A record this process has seen keeps answering the owner check through an outage (a client
-        id's session never changes while its record lives), and also when the bucket lost it (a
+        A client id leased here is answered at once (connected, of its session): an
+        ``executePlaybook`` right after ``connection_ack`` must not race the write-behind. A record
+        this process has seen keeps answering the owner check through an outage (a client id's
+        session never changes while its record lives), and also when the bucket lost it (a
         nats-server killed before storing it: the owner writes it again at its next refresh).
         """
+        session = self.leased.get(client_id)
+        if session is not None:
+            return {"session": session, "connected": True, "seen": int(time.time())}
         if not is_client_id(client_id):
             return None
         record = (await self.bucket.read(client_id)).value
