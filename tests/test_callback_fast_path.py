@@ -59,8 +59,8 @@ async def test_a_request_stored_here_is_answered_from_this_process_only(
 async def test_a_result_taken_by_another_replica_is_refused_by_the_one_that_stored_the_request(
     make_replicas: ReplicasFactory, nats_server: NatsServer, client: aiohttp.ClientSession
 ) -> None:
-    """Stored on A, client streaming from B, result accepted by B (B deletes the request when it has
-    delivered it; A's own copy is never told): A refuses the token, for results and progress alike."""
+    """Stored on A, client streaming from B, result accepted by B (B turns the request into its trace
+    when it has delivered it; A's own copy is never told): A refuses the token, for results and progress alike."""
     a, b = await make_replicas(NATS_URL=nats_server.url)
     token = await login(client, b)
     async with streaming(client, b.url, token) as stream:
@@ -71,14 +71,14 @@ async def test_a_result_taken_by_another_replica_is_refused_by_the_one_that_stor
         await stream.next_named("playbook/result")
         requests = await raw_bucket(a, a.config.nats_request_bucket)
 
-        async def deleted() -> bool:
+        async def delivered() -> bool:
             try:
                 entry = await requests.get(request_id)
             except Exception:  # KeyNotFoundError: deleted (or purged)
                 return True
-            return not entry.value
+            return not entry.value or b'"client_id"' not in entry.value  # its trace: pending no more
 
-        await wait_for(deleted)
+        await wait_for(delivered)
         assert services_of(a).live.requests.stored_here(request_id) is not None  # A still has its copy
         assert await post_result(client, a, request_id, headers=headers) == (401, SPENT)
         assert await post_progress(client, a, request_id, headers=headers) == (401, SPENT)

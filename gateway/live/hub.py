@@ -194,7 +194,7 @@ class LiveHub:
         self._metrics.sse_events.labels(event.method).inc()
         if event.kind == KIND_RESULT:
             if event.request_id:
-                self.writes.note_delivered(event.request_id, event.session)
+                self.writes.note_delivered(event.request_id, event.session, event.client_id)
             self.writes.note_record(stream, connected=True)
 
     def close_stream(self, stream: LiveStream) -> None:

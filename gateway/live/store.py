@@ -11,8 +11,12 @@
   them for ``pendingRequests`` without scanning keys; entries are checked against the bucket
   when read, so a stale index entry is harmless. A request is stored provisionally (no
   ``execution_id`` yet) before its playbook starts and completed when NoETL answers, so a fast
-  worker's callback always finds it. Per-session slots (``by-session.<token hash>``) live in the
-  same bucket: ``gateway/live/slots.py``.
+  worker's callback always finds it. Once its result was delivered the record becomes a *trace*
+  ``{"session", "delivered_to": <client id>, "execution_id", "delivered_at"}`` for the rest of the
+  TTL (one write, like the delete it replaces): no longer a pending request to anyone (``get``),
+  but a subscription of the same session can still replay the request's retained events
+  (``gateway/live/watch.py``). This process forgets the trace at once (memory). Per-session
+  slots (``by-session.<token hash>``) live in the same bucket: ``gateway/live/slots.py``.
 
 Both buckets remember what *this* process wrote or read (``KvBucket(remember=True)``), answered
 while NATS is away, so a single process keeps working through an outage (CONTRACT §1). The requests
@@ -40,8 +44,11 @@ log = logging.getLogger("gateway.live")
 
 INDEX_PREFIX = "by-client."
 MAX_INDEX = 100  # request ids remembered per client (the newest; older ones expire anyway)
+DELIVERED_TO = "delivered_to"  # in a delivered request's trace: its client id
 SHARED_WRITE_SECS = 8.0  # longer than the link takes to leave a hung node (2 pings of 2 s)
 _MAX_LOCAL = 100_000  # records remembered per store for an outage
+
+Delivered = tuple[str, str, str, str | None]  # request id, session hash, client id, execution id (if known)
 
 
 class ClientRegistry:
@@ -50,14 +57,22 @@ class ClientRegistry:
     def __init__(self, link: NatsLink, bucket: str, ttl_secs: float) -> None:
         self.bucket = AheadKvBucket(link, bucket, ttl_secs, mirror=False, remember=True, max_local=_MAX_LOCAL)
         self.ttl = float(ttl_secs)
+        # Client ids this process leased to its graphql-ws connections (subscribers.py) -> session
+        # hash, while they are open: known here before the write-behind has written their records.
+        self.leased: dict[str, str] = {}
 
     async def get(self, client_id: str) -> dict[str, Any] | None:
         """The client's record: the bucket when NATS is up, else what this process knows.
 
-        A record this process has seen keeps answering the owner check through an outage (a client
-        id's session never changes while its record lives), and also when the bucket lost it (a
+        A client id leased here is answered at once (connected, of its session): an
+        ``executePlaybook`` right after ``connection_ack`` must not race the write-behind. A record
+        this process has seen keeps answering the owner check through an outage (a client id's
+        session never changes while its record lives), and also when the bucket lost it (a
         nats-server killed before storing it: the owner writes it again at its next refresh).
         """
+        session = self.leased.get(client_id)
+        if session is not None:
+            return {"session": session, "connected": True, "seen": int(time.time())}
         if not is_client_id(client_id):
             return None
         record = (await self.bucket.read(client_id)).value
@@ -83,14 +98,25 @@ class RequestStore:
         # The requests this process stored (put_shared) as it last wrote them, until deleted or expired.
         self._stored_here = LocalCopy(f"{bucket} (stored here)", float(ttl_secs), _MAX_LOCAL)
 
-    async def get(self, request_id: str, *, sure: bool = False) -> dict[str, Any] | None:
-        """A pending request, or None (unknown, expired, delivered, or not a request id)."""
+    async def get(self, request_id: str, *, sure: bool = False, delivered: bool = False) -> dict[str, Any] | None:
+        """A pending request, or None (unknown, expired, delivered, or not a request id);
+        ``delivered``: a delivered request's trace too (it has ``DELIVERED_TO``, not ``client_id``)."""
         if not is_callback_request_id(request_id):  # ours, or it names nothing
             return None
-        read = await self.bucket.read(request_id)
+        read = await self._read(request_id)
         if sure and read.value is None and read.revision is None and self._link.enabled:
             raise RequestStateUnavailable()  # NATS cannot tell now: another replica may have stored it
-        return _request(read)
+        record = _request(read)
+        if record is None and delivered and read.value is not None and read.value.get(DELIVERED_TO):
+            return read.value
+        return record
+
+    async def _read(self, request_id: str) -> Versioned:
+        """The bucket's entry; a delivered request's trace read from NATS is not kept here (memory)."""
+        read = await self.bucket.read(request_id)
+        if read.revision and read.value is not None and read.value.get(DELIVERED_TO):
+            self.bucket.forget_local(request_id)
+        return read
 
     def stored_here(self, request_id: str) -> dict[str, Any] | None:
         """The request as this process stored and last changed it; None if another process stored
@@ -138,7 +164,7 @@ class RequestStore:
     async def _complete(self, request_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         """``complete``'s write; the record as written, or None when nothing was."""
         for _ in range(5):
-            current = await self.bucket.read(request_id)
+            current = await self._read(request_id)
             if current.revision is None:
                 # NATS is away (or the read failed, or the request was stored while NATS was away
                 # and is not replayed yet): this process's copy decides; the write follows it to NATS.
@@ -148,9 +174,10 @@ class RequestStore:
                 completed = {**record, **fields}
                 await self.put(request_id, completed)
                 return completed
-            if current.value is None:
-                return None  # delivered meanwhile
-            completed = {**current.value, **fields}
+            pending = _request(current)
+            if pending is None:
+                return None  # delivered meanwhile (deleted, or its trace)
+            completed = {**pending, **fields}
             try:
                 if await self.bucket.swap(request_id, completed, current.revision):
                     return completed
@@ -168,6 +195,36 @@ class RequestStore:
         """``delete`` without its own ack, for a batch whose last ``delete`` is acked."""
         self._stored_here.pop(request_id)
         return await self.bucket.delete_ahead(request_id)
+
+    async def trace(self, delivered: Delivered) -> bool:
+        """The result was delivered: the request becomes its trace (module doc). True: NATS acked it."""
+        request_id, trace = self._trace_of(delivered)
+        written = await self.bucket.put(request_id, trace)
+        if written:  # else queued for NATS: kept here meanwhile, as every write made during an outage
+            self.bucket.forget_local(request_id)
+        return written
+
+    async def trace_ahead(self, delivered: Delivered) -> bool:
+        """``trace`` without its own ack, for a batch whose last ``trace`` is acked."""
+        request_id, trace = self._trace_of(delivered)
+        handed = await self.bucket.put_ahead(request_id, trace)
+        if handed:
+            self.bucket.forget_local(request_id)
+        return handed
+
+    def _trace_of(self, delivered: Delivered) -> tuple[str, dict[str, Any]]:
+        request_id, session, client_id, execution_id = delivered
+        stored = self._stored_here.get(request_id)  # the execution id is known here when stored here
+        self._stored_here.pop(request_id)
+        if execution_id is None and stored is not None:
+            execution_id = stored.get("execution_id")
+        trace = {
+            "session": session,
+            DELIVERED_TO: client_id,
+            "execution_id": execution_id,
+            "delivered_at": int(time.time()),
+        }
+        return request_id, trace
 
     async def add_to_index(self, client_id: str, request_id: str) -> None:
         """Remember the request under its client (newest last, bounded)."""

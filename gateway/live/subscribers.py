@@ -19,7 +19,8 @@ and the live client id a graphql-ws connection holds.
 * **Client ids.** A graphql-ws connection is a live client of its session, like an ``/events``
   stream: its id is recorded in the client bucket (owner, "connected", refreshed while it is
   open), so ``executePlaybook(clientId)`` accepts it on every replica and results for it are
-  published under it; the connection's subscriptions read them (``watch.py``).
+  published under it; the connection's subscriptions read them (``watch.py``). This process
+  knows it at once (``ClientRegistry.leased``): no owner check here waits for the write-behind.
 """
 
 from __future__ import annotations
@@ -210,12 +211,14 @@ class Subscribers:
         identity = LiveStream(client_id, session.token_hash, 1)
         identity.held = None
         self._clients[client_id] = identity
+        self._writes.leased[client_id] = session.token_hash  # owned at once, here (before the write)
         self._writes.note_record(identity, connected=True)
         return client_id
 
     def return_client(self, client_id: str) -> None:
         """The connection closed: its record says so (results for it wait in the stream)."""
         identity = self._clients.pop(client_id, None)
+        self._writes.leased.pop(client_id, None)
         if identity is not None:
             self._writes.note_record(identity, connected=False)
 

@@ -11,7 +11,10 @@ Before going live a watch replays the client's retained events (``replay.py``: t
 with this process's outage journal, what ``/events`` resumes with) and keeps its request's.
 Events that arrive meanwhile are held and released after the replay, skipping those it already
 sent (``stream.LiveStream``'s bookkeeping): a subscription that starts after ``executePlaybook``
-returned — within ``GATEWAY_EVENT_RETENTION_SECS`` — gets every event once, in order. A watch ends
+returned — within ``GATEWAY_EVENT_RETENTION_SECS`` — gets every event once, in order. So does one
+that starts after the result was delivered (to an ``/events`` stream, or to another subscription):
+the request's trace (``store.py``) names its session and client, the replay gives what is
+retained, and the watch ends there (nothing more will come). A watch ends
 after its request's result; or ``END_GRACE_SECS`` after NoETL said the execution ended, when no
 result came (a playbook that never posts one).
 """
@@ -31,6 +34,7 @@ from gateway.errors import PublicError, SubscriptionRefused
 from gateway.live.events import KIND_RESULT, KIND_STATE, ZERO, LiveEvent
 from gateway.live.hub import LiveHub
 from gateway.live.lifecycle import PLAYBOOK_END, execution_id_text
+from gateway.live.store import DELIVERED_TO
 from gateway.live.stream import SHUTDOWN, SLOW, LiveStream
 from gateway.live.streams import Opened
 
@@ -58,12 +62,21 @@ _ENDED = {
 class RequestWatch:
     """One subscription's filter and queue over one client's events."""
 
-    __slots__ = ("execution_id", "request_id", "stream")
+    __slots__ = ("delivered", "execution_id", "request_id", "stream")
 
-    def __init__(self, request_id: str, execution_id: str | None, client_id: str, session: str, limit: int) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        execution_id: str | None,
+        client_id: str,
+        session: str,
+        limit: int,
+        delivered: bool = False,
+    ) -> None:
         self.request_id = request_id
         self.execution_id = execution_id
         self.stream = LiveStream(client_id, session, limit)
+        self.delivered = delivered  # its result was delivered already: replay only
 
     def wants(self, event: LiveEvent) -> bool:
         """Its request's events, and NoETL's state frames of its execution (they carry no request id)."""
@@ -122,13 +135,17 @@ class RequestWatches:
         request of the session waits on that execution (the caller may then watch NoETL's view)."""
         mine = session.token_hash
         if request_id is not None:
-            record = await self._hub.find_request(request_id)
+            # Pending, or delivered already (its trace): the same refusal for another session's.
+            record = await self._hub.requests.get(request_id, sure=True, delivered=True)
             if record is None or record.get("session") != mine:
                 raise SubscriptionRefused(NOT_WATCHABLE)
             recorded = execution_id_text(record.get("execution_id"))
             if execution_id is not None and recorded is not None and recorded != execution_id:
                 raise SubscriptionRefused(NOT_WATCHABLE)
-            return RequestWatch(request_id, recorded or execution_id, str(record["client_id"]), mine, self._limit)
+            delivered_to = record.get(DELIVERED_TO)
+            client_id = str(delivered_to or record["client_id"])
+            watch_id = recorded or execution_id
+            return RequestWatch(request_id, watch_id, client_id, mine, self._limit, delivered=bool(delivered_to))
         if execution_id is None:
             return None
         candidates = list(await self._hub.states.index.request_ids(execution_id))
@@ -160,6 +177,8 @@ class RequestWatches:
                         return
                     ending = ending or self._end_deadline(event)
             del missed, opened  # done with: this frame lives as long as the subscription
+            if watch.delivered:
+                return  # its result came before the watch and is not retained any more: nothing will
             stream.go_live()
             while True:
                 live = stream.take()
@@ -189,8 +208,11 @@ class RequestWatches:
     def _is_result(self, watch: RequestWatch, event: LiveEvent) -> bool:
         if event.kind != KIND_RESULT:
             return False
+        if watch.delivered:
+            return True  # delivered before: its trace is written already
         # Sent: its request is over, as when an /events stream flushes it (frees the pending slot).
-        self._hub.writes.note_delivered(watch.request_id, watch.stream.session)
+        stream = watch.stream
+        self._hub.writes.note_delivered(watch.request_id, stream.session, stream.client_id, watch.execution_id)
         return True
 
     def _end_deadline(self, event: LiveEvent) -> float | None:

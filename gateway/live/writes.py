@@ -1,4 +1,4 @@
-"""Write-behind of live state: client records and delivered requests, coalesced in one task.
+"""Write-behind of live state: client records and delivered requests' traces, coalesced in one task.
 
 Never on a connection's critical path: a stream that opens, delivers or closes only notes what
 changed; the task writes it to NATS (or the buckets' local fallback) soon after. A second task
@@ -30,9 +30,11 @@ class RecordWriter:
 
     def __init__(self, state: LiveState, streams: StreamRegistry) -> None:
         self._clients, self._requests, self._slots = state.clients, state.requests, state.slots
+        self.leased = state.clients.leased  # client ids of this process's graphql-ws connections
         self._journal, self._streams = state.journal, streams
         self._records: dict[str, dict[str, Any]] = {}
-        self._deletes: dict[str, str] = {}  # request id -> session hash (frees its slot)
+        # request id -> (session hash (frees its slot), client id, execution id if known): its trace
+        self._deletes: dict[str, tuple[str, str, str | None]] = {}
         self._due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -59,10 +61,14 @@ class RecordWriter:
         }
         self._due.set()
 
-    def note_delivered(self, request_id: str, session_hash: str) -> None:
-        """The request's result reached its client: forget the request and free its slot (a
-        session's slots freed in one pass are given back together)."""
-        self._deletes[request_id] = session_hash
+    def note_delivered(
+        self, request_id: str, session_hash: str, client_id: str, execution_id: str | None = None
+    ) -> None:
+        """The request's result reached its client: the request becomes its trace (``store.py``:
+        a subscription of the session may still replay it) and its slot is freed (a session's
+        slots freed in one pass are given back together)."""
+        self._deletes[request_id] = (session_hash, client_id, execution_id)
+        self._due.set()
 
     async def _write_behind(self) -> None:
         while True:
@@ -74,14 +80,15 @@ class RecordWriter:
         records, self._records = self._records, {}
         deletes, self._deletes = self._deletes, {}
         by_session: dict[str, list[str]] = {}
-        for rid, session in deletes.items():
+        traces = [(rid, session, client_id, eid) for rid, (session, client_id, eid) in deletes.items()]
+        for rid, session, _, _ in traces:
             by_session.setdefault(session, []).append(rid)
         clients, requests = self._clients, self._requests
         # A bucket's batch is acked once, by its last write (gateway/nats/kv_ahead.py); slots: one
         # compare-and-set per session.
         jobs: list[Callable[[], Awaitable[None]]] = [
             partial(_pipelined, list(records.items()), _star(clients.put_ahead), _star(clients.put)),
-            partial(_pipelined, list(deletes), requests.delete_ahead, requests.delete),
+            partial(_pipelined, traces, requests.trace_ahead, requests.trace),
         ]
         jobs += [partial(self._slots.release, session, *rids) for session, rids in by_session.items()]
         await _each(lambda job: job(), jobs)

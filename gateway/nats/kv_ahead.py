@@ -30,6 +30,10 @@ class AheadKvBucket(KvBucket):
         self._copy.pop(key)
         return await self._ahead(key, None)
 
+    def forget_local(self, key: str) -> None:
+        """Drop the key from process memory (a value the bucket holds that this process needs not answer)."""
+        self._copy.pop(key)
+
     async def _ahead(self, key: str, value: Value | None) -> bool:
         kv, nc = self._online, self._link.nc
         if kv is None or nc is None:
