@@ -34,13 +34,17 @@ class ClusterNode:
     def __init__(self, binary: str, name: str) -> None:
         self.binary = binary
         self.name = name
-        self.port = free_port()
-        self.cluster_port = free_port()
-        self.monitor_port = free_port()
-        self.store = tempfile.mkdtemp(prefix=f"nats-{name}-")
-        self.log_path = Path(self.store) / "server.log"
+        self.reset()
         self.proc: subprocess.Popen[bytes] | None = None
         self.frozen = False
+
+    def reset(self) -> None:
+        """Fresh ports and an empty store (before the first start, or after a start that failed)."""
+        if getattr(self, "store", None):
+            shutil.rmtree(self.store, ignore_errors=True)
+        self.port, self.cluster_port, self.monitor_port = free_port(), free_port(), free_port()
+        self.store = tempfile.mkdtemp(prefix=f"nats-{self.name}-")
+        self.log_path = Path(self.store) / "server.log"
 
     @property
     def url(self) -> str:
@@ -129,11 +133,33 @@ class NatsCluster:
     def node(self, name: str) -> ClusterNode:
         return next(node for node in self.nodes if node.name == name)
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start every node, then wait until each is healthy and a meta-leader is elected."""
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Start every node, then wait until each is healthy and a meta-leader is elected.
+
+        A port found free can be taken before the node binds it (another test's outgoing connection
+        gets it as its ephemeral source port): a node that exits while starting makes the whole
+        cluster start again on fresh ports; the last attempt's failure names the node's log."""
+        for attempt in range(attempts):
+            for node in self.nodes:
+                node.spawn(self.routes)
+            try:
+                self.wait_healthy(timeout)
+                return
+            except NotReady as exc:
+                if "exited" not in str(exc) or attempt == attempts - 1:
+                    raise NotReady(f"{exc}; {self.log_tails()}") from None
+                for node in self.nodes:
+                    node.stop()
+                    node.reset()
+
+    def log_tails(self) -> str:
+        """The last lines of each node's log (why a node would not start)."""
+        tails = []
         for node in self.nodes:
-            node.spawn(self.routes)
-        self.wait_healthy(timeout)
+            with contextlib.suppress(OSError):
+                lines = node.log_path.read_text(errors="replace").splitlines()[-3:]
+                tails.append(f"{node.name}: " + " | ".join(lines))
+        return "; ".join(tails)
 
     def restart(self, node: ClusterNode, timeout: float = 30.0) -> None:
         """Bring a killed or stopped node back on its ports and store; wait until it has caught up."""
