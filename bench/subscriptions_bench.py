@@ -257,13 +257,18 @@ class Gateway:
             await asyncio.sleep(0.05)  # poll interval of a file the gateway writes
 
 
+# How long the gateway is left alone before a memory reading (allocations settle, timers armed);
+# --smoke shortens it: its readings only show the script works.
+SETTLE_SECS = 1.0
+
+
 @contextlib.asynccontextmanager
 async def running(tree: Path, workdir: Path, traced: bool = False) -> AsyncIterator[Gateway]:
     with nats_server() as nats_url:
         gateway = Gateway(tree, nats_url, workdir, traced)
         gateway.start()
         try:
-            await asyncio.sleep(1.0)  # let start-up allocations settle before the first reading
+            await asyncio.sleep(SETTLE_SECS)  # let start-up allocations settle before the first reading
             yield gateway
         finally:
             gateway.stop()
@@ -278,10 +283,10 @@ async def idle_memory(
     """Per connection and per subscription (``read``'s unit), opened in waves, or the subscriptions at once."""
     base = await read()
     subscribers = await open_subscribers(gateway.url, count, 100 if burst else wave)
-    await asyncio.sleep(1.0)  # the loop settles (acks written, timers armed)
+    await asyncio.sleep(SETTLE_SECS)  # the loop settles (acks written, timers armed)
     connected = await read()
     await subscribe_idle(http, gateway, subscribers, count if burst else wave)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(SETTLE_SECS)
     subscribed = await read()
     per = {"connection": (connected - base) / count, "subscription": (subscribed - connected) / count}
     per["total"] = per["connection"] + per["subscription"]
@@ -320,7 +325,7 @@ async def measure_tree(
                     *(Listener.open(http, gateway.url) for _ in range(start, min(count, start + 100)))
                 )
             await until_gauge(http, gateway.url, "gateway_sse_clients", count)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(SETTLE_SECS)
             out["sse_stream_kib"] = (await gateway.rss_kib() - before) / count
             signer = CallbackSigner(SECRET, 3600)
             ws_ms, sse_ms = await latencies(http, gateway, signer, subscribers, streams, args.samples, count)
@@ -462,6 +467,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.connections, args.samples, args.traced, args.wave = 20, 10, 20, 10
+        global SETTLE_SECS
+        SETTLE_SECS = 0.1
     result = asyncio.run(drive(args))
     print(table(result))
     write_json(args.json, result)
