@@ -14,7 +14,6 @@ import asyncio
 import aiohttp
 import orjson
 import pytest
-from nats.js.errors import KeyNotFoundError
 
 from gateway.live.writes import _pipelined
 from tests.conftest import GatewayFactory
@@ -39,7 +38,7 @@ def connected(gw: GatewayInstance) -> bool:
 
 
 @pytest.mark.gen_test
-async def test_a_batch_of_deletes_and_of_client_records_is_one_message_per_write(
+async def test_a_batch_of_traces_and_of_client_records_is_one_message_per_write(
     make_gateway: GatewayFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
     gw = await make_gateway(NATS_URL=own_nats.url)
@@ -47,7 +46,8 @@ async def test_a_batch_of_deletes_and_of_client_records_is_one_message_per_write
     for request_id in IDS:
         await live.requests.put_shared(request_id, RECORD)
     before = await messages(client, own_nats)
-    await _pipelined(IDS, live.requests.delete_ahead, live.requests.delete)
+    traces = [(request_id, "s", "c", None) for request_id in IDS]  # delivered: each request becomes its trace
+    await _pipelined(traces, live.requests.trace_ahead, live.requests.trace)
     records = [(f"client-{n}", {"session": "s", "created_at": 1, "delivered": f"{n}-0"}) for n in range(5)]
     await _pipelined(records, lambda item: live.clients.put_ahead(*item), lambda item: live.clients.put(*item))
     after = await messages(client, own_nats)
@@ -55,9 +55,8 @@ async def test_a_batch_of_deletes_and_of_client_records_is_one_message_per_write
     # One ack per bucket (each write acked: 10). At most one more: a consumer's idle heartbeat.
     assert after[1] - before[1] <= 3
     requests = await raw_bucket(gw, gw.config.nats_request_bucket)
-    for request_id in IDS:  # every delete landed
-        with pytest.raises(KeyNotFoundError):
-            await requests.get(request_id)
+    for request_id in IDS:  # every trace landed in place of its request
+        assert orjson.loads((await requests.get(request_id)).value)["delivered_to"] == "c"
     clients = await raw_bucket(gw, gw.config.nats_client_bucket)
     for key, record in records:
         assert orjson.loads((await clients.get(key)).value) == record

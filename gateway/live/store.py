@@ -191,11 +191,6 @@ class RequestStore:
         self._stored_here.pop(request_id)
         return await self.bucket.delete(request_id)
 
-    async def delete_ahead(self, request_id: str) -> bool:
-        """``delete`` without its own ack, for a batch whose last ``delete`` is acked."""
-        self._stored_here.pop(request_id)
-        return await self.bucket.delete_ahead(request_id)
-
     async def trace(self, delivered: Delivered) -> bool:
         """The result was delivered: the request becomes its trace (module doc). True: NATS acked it."""
         request_id, trace = self._trace_of(delivered)
