@@ -169,8 +169,7 @@ class SessionCache:
         """The hot path, without awaiting: a session this replica's mirrors vouch for (not revoked,
         held, not expired), counted as a hit. None is no verdict: ``lookup`` decides and counts."""
         hashed = token_hash(token)
-        revoked = self.revoked
-        if not revoked.complete or revoked.get_local(hashed) is not None:
+        if not self.revoked.complete or self.is_revoked(hashed):
             return None
         session = self.lookup_local(hashed)
         if session is None or session.expired:
