@@ -14,7 +14,9 @@ from gateway.config import GatewayConfig
 from gateway.services import Services
 from handlers import all_handlers
 from handlers.access_log import log_request
+from handlers.application import GatewayApplication
 from handlers.bodies import body_read_ceiling
+from handlers.deadlines import ConnectionDeadlines
 from handlers.fallback import NotFoundHandler
 from schema.engine import GraphQLEngine
 
@@ -32,7 +34,8 @@ def make_app(config: GatewayConfig, services: Services, **overrides: Any) -> App
         "serve_traceback": False,
         **overrides,
     }
-    return Application(all_handlers(), **settings)
+    deadlines = ConnectionDeadlines(config.gateway_idle_connection_timeout_secs, config.gateway_body_timeout_secs)
+    return GatewayApplication(all_handlers(), deadlines, **settings)
 
 
 def make_server(app: Application, config: GatewayConfig) -> HTTPServer:
@@ -41,13 +44,10 @@ def make_server(app: Application, config: GatewayConfig) -> HTTPServer:
     Every handler streams its body and enforces its own route's limit before reading it, so
     Tornado's ``max_body_size`` is only the ceiling for routes that never raise it: the JSON
     limit plus what a refused body may be read and dropped for. The proxy raises it per request,
-    once the session is valid. Headers must arrive within the idle timeout (it is Tornado's
-    header timeout too) and a body within the body timeout: a slow-loris client is closed.
+    once the session is valid. Headers must arrive within the idle timeout and a body within the
+    body timeout (a slow-loris client is closed): ``GatewayApplication``'s connection deadlines
+    keep both, so Tornado's own timer per read is off (handlers/deadlines.py says why).
     """
-    return HTTPServer(
-        app,
-        xheaders=False,
-        max_body_size=body_read_ceiling(config),
-        idle_connection_timeout=config.gateway_idle_connection_timeout_secs,
-        body_timeout=config.gateway_body_timeout_secs,
-    )
+    server = HTTPServer(app, xheaders=False, max_body_size=body_read_ceiling(config), body_timeout=None)
+    server.conn_params.header_timeout = None  # the constructor turns None into an hour
+    return server

@@ -13,10 +13,11 @@ from tornado.web import Application
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.services import Services
+from handlers.deadlines import ConnectionDeadlines
 
 
 class AppServices:
-    """``services``, ``config`` and ``metrics`` of the Application a handler serves."""
+    """``services``, ``config``, ``metrics`` and the connection deadlines of the Application a handler serves."""
 
     application: Application  # set by Tornado's RequestHandler
 
@@ -31,3 +32,7 @@ class AppServices:
     @property
     def metrics(self) -> Metrics:
         return self.services.metrics
+
+    @property
+    def connection_deadlines(self) -> ConnectionDeadlines:
+        return cast(ConnectionDeadlines, self.application.settings["connection_deadlines"])

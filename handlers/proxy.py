@@ -35,6 +35,7 @@ from gateway.noetl.headers import client_response_headers, upstream_request_head
 from gateway.noetl.paths import canonical_path, unsafe_path_reason, upstream_url
 from gateway.noetl.shards import Route
 from handlers.base import AuthenticatedHandler
+from handlers.deadlines import stream_of
 from handlers.errors import ApiError
 from handlers.http_headers import header_value
 from handlers.json_body import decode_json_body
@@ -124,9 +125,9 @@ class ProxyHandler(AuthenticatedHandler):
         set_limit = getattr(connection, "set_max_body_size", None)
         if set_limit is not None:
             set_limit(self.body_limit() + _TORNADO_LIMIT_SLACK)
-        set_timeout = getattr(connection, "set_body_timeout", None)
-        if set_timeout is not None:  # a big upload may take longer than a JSON body may
-            set_timeout(config.gateway_proxy_body_timeout_secs)
+        stream = stream_of(connection)
+        if stream is not None:  # a big upload may take longer than a JSON body may
+            self.connection_deadlines.extend_body(stream, config.gateway_proxy_body_timeout_secs)
         user = session.user
         headers = upstream_request_headers(
             request.headers.get_all(),
