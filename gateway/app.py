@@ -16,7 +16,7 @@ from handlers import all_handlers
 from handlers.access_log import log_request
 from handlers.application import GatewayApplication
 from handlers.bodies import body_read_ceiling
-from handlers.deadlines import ConnectionDeadlines
+from handlers.deadlines import ConnectionDeadlines, DeadlineHTTPServer
 from handlers.fallback import NotFoundHandler
 from schema.engine import GraphQLEngine
 
@@ -45,9 +45,7 @@ def make_server(app: Application, config: GatewayConfig) -> HTTPServer:
     Tornado's ``max_body_size`` is only the ceiling for routes that never raise it: the JSON
     limit plus what a refused body may be read and dropped for. The proxy raises it per request,
     once the session is valid. Headers must arrive within the idle timeout and a body within the
-    body timeout (a slow-loris client is closed): ``GatewayApplication``'s connection deadlines
+    body timeout (a slow-loris client is closed): ``DeadlineHTTPServer``'s connection deadlines
     keep both, so Tornado's own timer per read is off (handlers/deadlines.py says why).
     """
-    server = HTTPServer(app, xheaders=False, max_body_size=body_read_ceiling(config), body_timeout=None)
-    server.conn_params.header_timeout = None  # the constructor turns None into an hour
-    return server
+    return DeadlineHTTPServer(app, xheaders=False, max_body_size=body_read_ceiling(config))
