@@ -27,6 +27,8 @@ from tests.support.live import (
     post_result,
     raw_bucket,
     services_of,
+    stream_on_a,
+    waiting_client,
 )
 from tests.support.nats_server import NatsServer
 from tests.support.signin import login
@@ -42,10 +44,8 @@ async def test_a_request_stored_here_is_answered_from_this_process_only(
 ) -> None:
     """The record is removed from the bucket behind both replicas' backs: the replica that stored it
     still answers the callback from its own copy; the other one, which must read the bucket, cannot."""
-    a, b = await make_replicas(NATS_URL=nats_server.url)
-    token = await login(client, a)
-    async with streaming(client, a.url, token) as stream:
-        request_id = await pending_request(a, token, init_of(stream)["clientId"])
+    async with stream_on_a(make_replicas, nats_server.url, client) as (a, b, token, stream, client_id):
+        request_id = await pending_request(a, token, client_id)
         await (await raw_bucket(a, a.config.nats_request_bucket)).delete(request_id)
         headers = callback_headers(request_id)
         assert await post_progress(client, b, request_id, headers=headers) == (404, {"error": "Request not found"})
@@ -61,10 +61,9 @@ async def test_a_result_taken_by_another_replica_is_refused_by_the_one_that_stor
 ) -> None:
     """Stored on A, client streaming from B, result accepted by B (B turns the request into its trace
     when it has delivered it; A's own copy is never told): A refuses the token, for results and progress alike."""
-    a, b = await make_replicas(NATS_URL=nats_server.url)
-    token = await login(client, b)
-    async with streaming(client, b.url, token) as stream:
-        request_id = await pending_request(a, token, init_of(stream)["clientId"])
+    # The helper's first replica is the one streaming: B here.
+    async with stream_on_a(make_replicas, nats_server.url, client) as (b, a, token, stream, client_id):
+        request_id = await pending_request(a, token, client_id)
         assert services_of(a).live.requests.stored_here(request_id) is not None
         headers = callback_headers(request_id)
         assert await post_result(client, b, request_id, headers=headers) == (200, {"status": "delivered"})
@@ -90,10 +89,8 @@ async def test_the_state_frame_and_the_result_land_in_the_stream_in_order_once_e
     make_gateway: GatewayFactory, nats_server: NatsServer, client: aiohttp.ClientSession
 ) -> None:
     gw = await make_gateway(NATS_URL=nats_server.url)
-    token = await login(client, gw)
-    async with streaming(client, gw.url, token) as stream:
+    async with waiting_client(client, gw) as (_, stream, request_id):
         client_id = init_of(stream)["clientId"]
-        request_id = await pending_request(gw, token, client_id)
         assert await post_result(client, gw, request_id, headers=callback_headers(request_id)) == (
             200,
             {"status": "delivered"},
@@ -129,9 +126,7 @@ async def test_when_the_result_cannot_be_published_both_frames_are_delivered_in_
     """The events stream is deleted behind the gateway's back: the state frame handed to NATS
     without an ack goes nowhere, the result's publish fails; the client still gets both, in order."""
     gw = await make_gateway(NATS_URL=own_nats.url)
-    token = await login(client, gw)
-    async with streaming(client, gw.url, token) as stream:
-        request_id = await pending_request(gw, token, init_of(stream)["clientId"])
+    async with waiting_client(client, gw) as (_, stream, request_id):
         nc = await nats.connect(own_nats.url)
         try:
             await nc.jetstream().delete_stream(gw.config.nats_events_stream)
@@ -183,10 +178,8 @@ async def test_a_slot_this_process_took_is_given_back_without_reading_the_bucket
     make_gateway: GatewayFactory, own_nats: NatsServer, client: aiohttp.ClientSession
 ) -> None:
     gw = await make_gateway(NATS_URL=own_nats.url)
-    token = await login(client, gw)
     live = services_of(gw).live
-    async with streaming(client, gw.url, token) as stream:
-        request_id = await pending_request(gw, token, init_of(stream)["clientId"])
+    async with waiting_client(client, gw) as (token, _, request_id):
         await wait_for(lambda: live.writes.backlog == 0)  # the stream's client record is written
         before = await messages_into(client, own_nats)
         await live.slots.release(hashed(token), request_id)
@@ -201,10 +194,7 @@ async def test_slots_taken_on_another_replica_are_freed_from_the_bucket_not_from
     """A remembers the session's slots as it wrote them; B takes one more. A asked to free B's slot
     (A holds the stream that delivered it) reads the bucket instead of trusting its copy; B's next
     write, from its own copy that A's write made stale, fails its compare-and-set and is retried."""
-    a, b = await make_replicas(NATS_URL=own_nats.url)
-    token = await login(client, a)
-    async with streaming(client, a.url, token) as stream:
-        client_id = init_of(stream)["clientId"]
+    async with stream_on_a(make_replicas, own_nats.url, client) as (a, b, token, _, client_id):
         on_a = await pending_request(a, token, client_id)
         on_b = await pending_request(b, token, client_id)
         slots_a, slots_b = services_of(a).live.slots, services_of(b).live.slots

@@ -166,9 +166,13 @@ class SessionCache:
         return self._session_of(hashed, record)
 
     def cached(self, token: str) -> Session | None:
-        """The hot path, without awaiting: a session this replica's mirrors vouch for (not revoked,
-        held, not expired), counted as a hit. None is no verdict: ``lookup`` decides and counts."""
-        hashed = token_hash(token)
+        """The hot path, without awaiting: a session this replica's mirrors vouch for, counted as a
+        hit. None is no verdict: ``lookup`` decides and counts."""
+        return self._vouched(token_hash(token))
+
+    def _vouched(self, hashed: str) -> Session | None:
+        """The hit rules, for ``cached`` and ``lookup`` alike: the revocation mirror is complete and
+        has no tombstone for it, the session mirror holds it, it has not expired. Counted as a hit."""
         if not self.revoked.complete or self.is_revoked(hashed):
             return None
         session = self.lookup_local(hashed)
@@ -181,6 +185,10 @@ class SessionCache:
     async def lookup(self, token: str) -> Session | None:
         """A valid cached session for the token, else None (revoked/expired/inactive evicted)."""
         hashed = token_hash(token)
+        session = self._vouched(hashed)
+        if session is not None:
+            return session
+        # The slow path: an incomplete revocation mirror, a tombstone, a mirror miss, an expiry.
         if self.is_revoked(hashed) or (not self.revoked.complete and await self.was_revoked(hashed)):
             self._metrics.count_session("revoked")
             return None

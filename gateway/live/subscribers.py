@@ -37,6 +37,7 @@ from gateway.auth.sessions import Session, SessionCache
 from gateway.errors import TooManySubscriptions
 from gateway.live.revocation import ending_revoked
 from gateway.live.slots import SessionSlots
+from gateway.live.store import ClientRegistry
 from gateway.live.stream import EXPIRED, LiveStream, expires_in
 from gateway.live.writes import RecordWriter
 from gateway.tasks import stop_tasks
@@ -97,6 +98,7 @@ class Subscribers:
         self,
         sessions: SessionCache,
         writes: RecordWriter,
+        clients: ClientRegistry,
         limit: int,
         refresh_secs: float,
         gauge: Gauge,
@@ -105,6 +107,7 @@ class Subscribers:
         self._sessions = sessions
         self._gauge = gauge
         self._writes = writes
+        self._registry = clients  # its ``leased``: this process's graphql-ws client ids, known at once
         self.limit = limit
         self.refresh_secs = refresh_secs
         self.slot_refresh_secs = min(SLOT_REFRESH_SECS, refresh_secs)
@@ -211,14 +214,14 @@ class Subscribers:
         identity = LiveStream(client_id, session.token_hash, 1)
         identity.held = None
         self._clients[client_id] = identity
-        self._writes.leased[client_id] = session.token_hash  # owned at once, here (before the write)
+        self._registry.leased[client_id] = session.token_hash  # owned at once, here (before the write)
         self._writes.note_record(identity, connected=True)
         return client_id
 
     def return_client(self, client_id: str) -> None:
         """The connection closed: its record says so (results for it wait in the stream)."""
         identity = self._clients.pop(client_id, None)
-        self._writes.leased.pop(client_id, None)
+        self._registry.leased.pop(client_id, None)
         if identity is not None:
             self._writes.note_record(identity, connected=False)
 

@@ -30,7 +30,6 @@ class RecordWriter:
 
     def __init__(self, state: LiveState, streams: StreamRegistry) -> None:
         self._clients, self._requests, self._slots = state.clients, state.requests, state.slots
-        self.leased = state.clients.leased  # client ids of this process's graphql-ws connections
         self._journal, self._streams = state.journal, streams
         self._records: dict[str, dict[str, Any]] = {}
         # request id -> (session hash (frees its slot), client id, execution id if known): its trace

@@ -59,14 +59,28 @@ class UpstreamError(UpstreamFailure):
 def make_http_session(connect_timeout: float, limit: int = 200) -> aiohttp.ClientSession:
     """The one pooled HTTP client of a process (keep-alive to NoETL; see docs/decisions.md)."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=60, force_close=False)
+    return _client_session(connector, owner=True, connect_timeout=connect_timeout, skip_auto_headers=("User-Agent",))
+
+
+def _client_session(
+    connector: aiohttp.BaseConnector | None,
+    *,
+    owner: bool,
+    connect_timeout: float,
+    skip_auto_headers: tuple[str, ...],
+    idle_timeout: float | None = None,
+) -> aiohttp.ClientSession:
+    """A client session to NoETL with the options every one of them needs; the arguments are what
+    the shared session and the proxy's view of it (``proxy_session``) do differently."""
     return aiohttp.ClientSession(
         connector=connector,
+        connector_owner=owner,
         # Shared by every user: a cookie NoETL sets for one must never be replayed for another.
         cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
-        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=idle_timeout),
+        auto_decompress=False,  # the proxy relays bytes as they are; request_json asks for identity
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
-        skip_auto_headers=("User-Agent",),
+        skip_auto_headers=skip_auto_headers,
         middlewares=upstream_middlewares(),  # traceparent on every NoETL call (gateway/tracing)
     )
 
@@ -88,14 +102,12 @@ def proxy_session(shared: aiohttp.ClientSession, connect_timeout: float, idle_ti
         by_timeouts = _proxy_sessions[shared] = {}
     session = by_timeouts.get((connect_timeout, idle_timeout))
     if session is None:
-        session = aiohttp.ClientSession(
-            connector=shared.connector,
-            connector_owner=False,
-            cookie_jar=aiohttp.DummyCookieJar(),  # as the shared one: never a cookie of one user for another
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=idle_timeout),
-            auto_decompress=False,
+        session = _client_session(
+            shared.connector,
+            owner=False,
+            connect_timeout=connect_timeout,
             skip_auto_headers=PROXY_SKIP_AUTO_HEADERS,
-            middlewares=upstream_middlewares(),
+            idle_timeout=idle_timeout,
         )
         by_timeouts[(connect_timeout, idle_timeout)] = session
     return session

@@ -101,6 +101,7 @@ class Subscriptions:
         self.subscribers = Subscribers(
             sessions,
             hub.writes,
+            hub.clients,
             config.gateway_max_subscriptions_per_session,
             hub.streams.refresh_secs,
             metrics.graphql_subscriptions,
