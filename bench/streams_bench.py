@@ -212,7 +212,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{streams} streams open in {result['open_secs']:.1f}s; {result['rss']}", flush=True)
             # Heartbeats: whole intervals starting one interval after the last stream opened.
             start = max(time.monotonic() + 2.0, opened_at + result["open_secs"] + interval)
-            seconds = interval * args.runs
+            seconds = interval * (1 if args.smoke else args.runs)  # --smoke: one heartbeat interval
             cpu_busy = harness.cpu_seconds(gateway.pid)
             busy_from = time.monotonic()
             busy = request_window(base, rate, start, seconds)
