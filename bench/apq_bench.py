@@ -20,69 +20,26 @@ import asyncio
 import hashlib
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import types
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import harness
+from graphql_common import MUTATION, executed, http_json, login
 
-MUTATION = """mutation {
-  executePlaybook(
-    name: "tests/noop"
-    variables: { query: "Flights from SFO to JFK tomorrow" }
-  ) { id executionId requestId status }
-}"""
 DIGEST = hashlib.sha256(MUTATION.encode()).hexdigest()
 EXTENSIONS = {"persistedQuery": {"version": 1, "sha256Hash": DIGEST}}
 BODIES = {"full document": {"query": MUTATION}, "APQ hit (hash only)": {"extensions": EXTENSIONS}}
-LUA = """
-wrk.method = "POST"
-wrk.body = [==[%(body)s]==]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %(token)s"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('{"requests": %%d, "duration_us": %%d, "errors": %%d, "p50_us": %%d, "p99_us": %%d}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout + e.status,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-def post(url: str, body: Any, token: str | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-def executed(answer: Any) -> bool:
-    return bool((answer or {}).get("data", {}).get("executePlaybook", {}).get("executionId"))
 
 
 def wrk(url: str, body: Any, token: str, connections: int, duration: float, gateway_pid: int) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % {"body": json.dumps(body), "token": token})
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", script.name]
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     before = harness.cpu_seconds(gateway_pid)
-    try:
-        done = subprocess.run([*argv, url], capture_output=True, text=True, timeout=duration + 30, check=True)
-    finally:
-        Path(script.name).unlink()
+    raw = harness.wrk_json(url, harness.post_lua(json.dumps(body), headers), connections, duration)
     used = harness.cpu_seconds(gateway_pid) - before
-    line = next(line for line in done.stdout.splitlines() if line.startswith("{"))
-    raw = json.loads(line)
-    if raw["errors"]:
+    if raw["socket_errors"] or raw["non2xx"]:
         raise RuntimeError(f"errors under load: {raw}")
     return {
         "rps": raw["requests"] / (raw["duration_us"] / 1e6),
@@ -131,18 +88,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         env = harness.gateway_env(gateway_port, NOETL_BASE_URL=standin)
         gw = procs.start("gateway", [harness.PYTHON, "-m", "gateway"], env)
         harness.wait_http(f"{gateway}/health", gw)
-        status, answer = post(f"{gateway}/api/auth/login", {"auth0_token": "good-bench"})
-        if status != 200:
-            raise RuntimeError(f"login failed: {status} {answer}")
-        token = answer["session_token"]
+        token = login(gateway)
         url = f"{gateway}/graphql"
         # The protocol first: unknown hash, then registered by the text, then a hit.
-        _, miss = post(url, {"extensions": EXTENSIONS}, token)
+        _, miss = http_json("POST", url, {"extensions": EXTENSIONS}, token)
         if (miss or {}).get("errors", [{}])[0].get("extensions", {}).get("code") != "PERSISTED_QUERY_NOT_FOUND":
             raise RuntimeError(f"expected PersistedQueryNotFound, got {miss}")
         for body in ({"query": MUTATION, "extensions": EXTENSIONS}, *BODIES.values()):
             for _ in range(1 if args.smoke else 50):  # correctness, and warm every cache
-                status, answer = post(url, body, token)
+                status, answer = http_json("POST", url, body, token)
                 if status != 200 or not executed(answer):
                     raise RuntimeError(f"unexpected answer {status} {answer}")
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in BODIES}

@@ -24,43 +24,23 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
+from graphql_common import MUTATION, executed, http_json, login
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-# The issue's example mutation, aimed at the stand-in's no-op playbook so that the
-# stand-in does the same (minimal) work for every target, the direct baseline included.
-MUTATION = """mutation {
-  executePlaybook(
-    name: "tests/noop"
-    variables: { query: "Flights from SFO to JFK tomorrow" }
-  ) { id executionId requestId status }
-}"""
+# The stand-in, measured directly: the same request the servers send it for the mutation.
 DIRECT_BODY = {
     "path": "tests/noop",
     "payload": {"query": "Flights from SFO to JFK tomorrow"},
     "workload": {"query": "Flights from SFO to JFK tomorrow"},
     "resource_kind": "playbook",
 }
-LUA = """
-wrk.method = "POST"
-wrk.body = [==[%(body)s]==]
-wrk.headers["Content-Type"] = "application/json"
-%(extra)s
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{"requests": %%d, "duration_us": %%d, "socket_errors": %%d, "non2xx": %%d, ' ..
-    '"p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "mean_us": %%.1f}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
-end
-"""
 
 
 # With --pin the server under test gets CPU 0 and the stand-in and wrk share CPU 1. Off by
@@ -68,35 +48,6 @@ end
 # wake-ups on each hop) and raised CPU per request by ~15 % without changing the ratios.
 SERVER_CPU, LOAD_CPU = 0, 1
 PIN = False
-
-
-def pinned(cpu: int) -> Any:
-    """A preexec_fn pinning the child to one CPU when --pin is given (and there are 2 CPUs)."""
-
-    def pin() -> None:
-        if PIN and (os.cpu_count() or 1) >= 2:
-            os.sched_setaffinity(0, {cpu})
-
-    return pin
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http_json(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -112,12 +63,6 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) ->
     raise RuntimeError(f"{url} did not start")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Target:
     name: str
@@ -131,51 +76,25 @@ class Target:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.tmp = Path(tempfile.mkdtemp(prefix="graphql-bench-"))
+        self.procs = harness.Processes("graphql")
 
     def spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, cpu: int = SERVER_CPU
     ) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}.log", "wb")  # closed when the bench ends
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=pinned(cpu),
-        )
-        self.procs.append(proc)
-        return proc
+        return self.procs.start(name, argv, env, {cpu} if PIN else None)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self.procs.stop()
 
     def start(self) -> list[Target]:
-        standin_port, gateway_port, plain_port, cached_port = (free_port() for _ in range(4))
+        standin_port, gateway_port, plain_port, cached_port = (harness.free_port() for _ in range(4))
         standin = f"http://127.0.0.1:{standin_port}"
         proc = self.spawn("standin", [PYTHON, "-m", "tests.standin", "--port", str(standin_port)], cpu=LOAD_CPU)
         wait_http(standin, proc)
         self.standin_pid = proc.pid
         pids = {}
         gateway = f"http://127.0.0.1:{gateway_port}"
-        env = {
-            "ROUTER_PORT": str(gateway_port),
-            "GATEWAY_BIND": "127.0.0.1",
-            "GATEWAY_PUBLIC_URL": gateway,
-            "NOETL_BASE_URL": standin,
-            "NATS_URL": "",
-            "GATEWAY_LOG_LEVEL": "WARNING",
-            "GATEWAY_CALLBACK_SECRET": "bench-callback-secret-0123456789abcdef",
-        }
+        env = harness.gateway_env(gateway_port, NOETL_BASE_URL=standin)
         proc = self.spawn("gateway", [PYTHON, "-m", "gateway"], env)
         wait_http(gateway, proc)
         pids["gateway"] = proc.pid
@@ -190,10 +109,7 @@ class Bench:
         )
         wait_http(cached, proc)
         pids["cached"] = proc.pid
-        status, answer = http_json("POST", f"{gateway}/api/auth/login", {"auth0_token": "good-bench"})
-        if status != 200:
-            raise RuntimeError(f"login failed: {status} {answer}")
-        token = answer["session_token"]
+        token = login(gateway)
         query = {"query": MUTATION}
         targets = [
             Target("noetl-standin (direct)", f"{standin}/api/execute", DIRECT_BODY, self.standin_pid),
@@ -207,40 +123,24 @@ class Bench:
                 ok = status == 200 and (
                     "execution_id" in answer
                     if target.name.startswith("noetl")
-                    else bool(answer.get("data", {}).get("executePlaybook", {}).get("executionId"))
-                    and not answer.get("errors")
+                    else executed(answer) and not answer.get("errors")
                 )
                 if not ok:
                     raise RuntimeError(f"{target.name}: unexpected answer {status} {answer}")
         return targets
 
+    def cpu_seconds(self, pid: int) -> tuple[float, float]:
+        """CPU time used so far by a server and by the stand-in behind it."""
+        return harness.cpu_seconds(pid, with_children=False), harness.cpu_seconds(self.standin_pid, with_children=False)
+
     def wrk(self, target: Target, connections: int) -> dict[str, Any]:
-        extra = f'wrk.headers["Authorization"] = "Bearer {target.token}"' if target.token else ""
-        script = self.tmp / "post.lua"
-        script.write_text(LUA % {"body": json.dumps(target.body), "extra": extra})
-        argv = [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{self.args.duration}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            target.url,
-        ]
-        cpu_before = cpu_seconds(target.pid), cpu_seconds(self.standin_pid)
-        out = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=self.args.duration + 30,
-            check=True,
-            preexec_fn=pinned(LOAD_CPU),
-        ).stdout
-        cpu_after = cpu_seconds(target.pid), cpu_seconds(self.standin_pid)
-        line = next(line for line in out.splitlines() if line.startswith("{"))
-        result: dict[str, Any] = json.loads(line)
+        headers = {"Content-Type": "application/json"}
+        if target.token:
+            headers["Authorization"] = f"Bearer {target.token}"
+        setup = harness.post_lua(json.dumps(target.body), headers)
+        cpu_before = self.cpu_seconds(target.pid)
+        result = harness.wrk_json(target.url, setup, connections, self.args.duration, LOAD_CPU if PIN else None)
+        cpu_after = self.cpu_seconds(target.pid)
         result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
         # CPU per request of the server under test (and of the stand-in behind it): steadier
         # than rps when other jobs share the machine.

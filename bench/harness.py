@@ -83,6 +83,14 @@ def cpu_seconds(pid: int, with_children: bool = True) -> float:
     return total
 
 
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process in KiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
 def median_spread(values: Sequence[float]) -> dict[str, float]:
     """Median with the lowest and highest value (the spread over runs)."""
     return {"median": float(statistics.median(values)), "min": float(min(values)), "max": float(max(values))}
@@ -288,18 +296,24 @@ def taskset(cpu: int | None) -> list[str]:
 
 def _wrk(plan: LoadPlan) -> dict[str, Any]:
     setup = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in plan.headers.items())
+    return wrk_json(plan.url, setup, plan.connections, plan.duration, plan.cpu)
+
+
+def post_lua(body: str, headers: dict[str, str]) -> str:
+    """Lua lines making wrk send ``body`` (as is) by POST with these headers, for ``wrk_json``."""
+    lines = ["wrk.method = 'POST'", f"wrk.body = [==[{body}]==]"]
+    lines += [f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}" for name, value in headers.items()]
+    return "\n".join(lines)
+
+
+def wrk_json(url: str, setup: str, connections: int, duration: float, cpu: int | None = None) -> dict[str, Any]:
+    """One wrk run (one thread, whole seconds) with a Lua ``setup`` block; its summary as ``WRK_LUA`` writes it."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_LUA % {"setup": setup})
     try:
-        argv = [
-            *taskset(plan.cpu),
-            "wrk",
-            "-t1",
-            f"-c{plan.connections}",
-            f"-d{max(1, round(plan.duration))}s",
-        ]  # whole seconds
-        argv += ["--timeout", "10s", "-s", script.name, plan.url]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=plan.duration + 30)
+        argv = [*taskset(cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s"]  # whole seconds
+        argv += ["--timeout", "10s", "-s", script.name, url]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
     finally:
         os.unlink(script.name)
     line = next((line for line in done.stdout.splitlines() if line.startswith("{")), None)

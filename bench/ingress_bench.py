@@ -22,11 +22,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
-import json
-import os
 import statistics
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -131,29 +127,18 @@ def serve_noetl(port: int) -> None:
 def wrk_post(url: str, delivery: str | None, duration: float, connections: int, pid: int) -> harness.Load:
     """wrk POSTing the signed body; ``delivery`` None: a new delivery id per request."""
     headers = {"Content-Type": "application/json", "X-GitHub-Event": "push", "X-Hub-Signature-256": SIGNATURE}
-    lua = [f"wrk.method = 'POST'\nwrk.body = {json.dumps(BODY.decode())}"]
-    lua += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    if delivery is not None:
+        headers["X-GitHub-Delivery"] = delivery
+    lua = harness.post_lua(BODY.decode(), headers)
     if delivery is None:
         run = uuid.uuid4().hex[:8]
-        lua.append(
-            "local n = 0\nrequest = function()\n  n = n + 1\n  local h = {}\n"
+        lua += (
+            "\nlocal n = 0\nrequest = function()\n  n = n + 1\n  local h = {}\n"
             "  for k, v in pairs(wrk.headers) do h[k] = v end\n"
             f"  h['X-GitHub-Delivery'] = '{run}-' .. n\n  return wrk.format(nil, nil, h, nil)\nend"
         )
-    else:
-        lua.append(f"wrk.headers['X-GitHub-Delivery'] = '{delivery}'")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(harness.WRK_LUA % {"setup": "\n".join(lua)})
     before = harness.cpu_seconds(pid)
-    try:
-        argv = [*harness.taskset(1), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s"]
-        done = subprocess.run([*argv, "--timeout", "10s", "-s", script.name, url], capture_output=True, text=True)
-    finally:
-        os.unlink(script.name)
-    line = next((line for line in done.stdout.splitlines() if line.startswith("{")), None)
-    if line is None:
-        raise RuntimeError(f"wrk failed: {done.stderr or done.stdout}")
-    result = json.loads(line)
+    result = harness.wrk_json(url, lua, connections, duration, cpu=1)
     used = harness.cpu_seconds(pid) - before
     seconds = result["duration_us"] / 1e6
     return harness.Load(
@@ -172,7 +157,7 @@ def http_rounds(args: argparse.Namespace) -> dict[str, Any]:
     if not harness.have_wrk():
         return {"skipped": "wrk not installed (apt-get install wrk)"}
     runs, duration = (1, 1.0) if args.smoke else (args.runs, args.duration)
-    with Processes("ingress") as procs, harness.nats_server() as nats_url:
+    with harness.nats_server() as nats_url, Processes("ingress") as procs:
         noetl_port, gw_port = harness.free_port(), harness.free_port()
         noetl = procs.start("noetl", [harness.PYTHON, __file__, "--serve-noetl", str(noetl_port)], cpus={1})
         harness.wait_http(f"http://127.0.0.1:{noetl_port}/api/health", noetl)

@@ -80,6 +80,13 @@ class Context:
         self.run(name, [*argv, "--json", str(out)], timeout)
         return json.loads(out.read_text())
 
+    def script_json(
+        self, name: str, full: list[str], smoke: list[str] | None = None, timeout: float | None = None
+    ) -> Any:
+        """The ``--json`` result of ``bench/{name}_bench.py``, run with ``full`` (``smoke`` in a smoke run)."""
+        args = (["--smoke"] if smoke is None else smoke) if self.smoke else full
+        return self.json_of(name.replace("_", "-"), [str(BENCH / f"{name}_bench.py"), *args], timeout)
+
 
 def spread(values: dict[str, float], fmt: str = "{:.2f}", unit: str = "") -> str:
     """'median (min–max)' of a harness.median_spread() result."""
@@ -101,12 +108,19 @@ def missing_tools(*tools: str) -> list[str]:
     return [tool for tool in tools if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
 
 
+def not_run(row: Row, *tools: str) -> bool:
+    """Mark the row "not run" when a tool its script needs is missing."""
+    absent = missing_tools(*tools)
+    if absent:
+        row.status = f"not run: {', '.join(absent)} missing"
+    return bool(absent)
+
+
 # -- scenarios ------------------------------------------------------------------------------------
 
 
 def health(ctx: Context) -> Row:
-    args = ["--runs", "1", "--smoke"] if ctx.smoke else ["--runs", "5", "--duration", "4"]
-    data = ctx.json_of("health", [str(BENCH / "health_bench.py"), *args])
+    data = ctx.script_json("health", ["--runs", "5", "--duration", "4"], smoke=["--runs", "1", "--smoke"])
     row = Row("`GET /health`", goal="≥ 0.9× rps")
     row.gateway = f"{data['gateway_rps']['median']:,.0f} rps, {data['gateway_cpu_us']['median']:.0f} µs CPU/req"
     row.baseline = (
@@ -120,13 +134,10 @@ def health(ctx: Context) -> Row:
 
 def proxy(ctx: Context) -> Row:
     row = Row("authenticated proxied GET, session cached", goal="≥ 0.9× rps")  # issue 19 (issue 8: 0.8×)
-    if missing_tools("wrk", "nginx"):
-        row.status = f"not run: {', '.join(missing_tools('wrk', 'nginx'))} missing"
+    if not_run(row, "wrk", "nginx"):
         return row
-    args = ["--rounds", "1", "--duration", "1", "--skip", "gateway-nolog,nginx"]
-    if not ctx.smoke:
-        args = ["--rounds", "5", "--duration", "4"]
-    data = {t["target"]: t for t in ctx.json_of("proxy", [str(BENCH / "proxy_bench.py"), *args])}
+    smoke = ["--rounds", "1", "--duration", "1", "--skip", "gateway-nolog,nginx"]
+    data = {t["target"]: t for t in ctx.script_json("proxy", ["--rounds", "5", "--duration", "4"], smoke=smoke)}
     gw, bare = data["gateway"], data["bare-aiohttp"]
     ratios = [g / b for g, b in zip(gw["rps"], bare["rps"], strict=True)]
     capacity = statistics.median(bare["cpu_us_per_request"]) / statistics.median(gw["cpu_us_per_request"])
@@ -280,8 +291,7 @@ def sse(ctx: Context) -> list[Row]:
 
 
 def heartbeat(ctx: Context) -> Row:
-    args = ["--smoke"] if ctx.smoke else ["--runs", "4", "--interval", "12"]
-    data = ctx.json_of("heartbeat", [str(BENCH / "heartbeat_bench.py"), *args])
+    data = ctx.script_json("heartbeat", ["--runs", "4", "--interval", "12"])
     row = Row(f"heartbeat to {data['streams']:,} connected while serving requests", goal="p99 during ≤ 2× without")
     row.gateway = f"request p99 during heartbeats {spread(data['p99_during_ms'], '{:.1f}')} ms"
     sources = sorted({cycle.get("without_source", "between pings") for cycle in data["cycles"]})
@@ -303,8 +313,7 @@ def heartbeat(ctx: Context) -> Row:
 
 
 def proxy_memory(ctx: Context) -> Row:
-    args = ["--smoke"] if ctx.smoke else ["--runs", "3"]
-    data = ctx.json_of("proxy-memory", [str(BENCH / "proxy_memory_bench.py"), *args])
+    data = ctx.script_json("proxy_memory", ["--runs", "3"])
     mib = data["mib_each_way"]
     row = Row(f"proxy {mib} MiB up and {mib} MiB down", goal="≤ 16 MB RSS growth")
     row.gateway = (
@@ -317,8 +326,7 @@ def proxy_memory(ctx: Context) -> Row:
 
 
 def anonymous(ctx: Context) -> Row:
-    args = ["--smoke"] if ctx.smoke else []
-    data = ctx.json_of("anonymous", [str(BENCH / "anonymous_bench.py"), *args], timeout=600)
+    data = ctx.script_json("anonymous", [], timeout=600)
     bodies, loris = data["bodies"], data["slow_loris"]
     row = Row(
         f"anonymous: {bodies['mb_per_request']:.0f} MB bodies to 8 JSON endpoints; {loris['connections']} slow-loris",
@@ -341,8 +349,7 @@ def anonymous(ctx: Context) -> Row:
 
 
 def processes(ctx: Context) -> Row:
-    args = ["--smoke"] if ctx.smoke else ["--runs", "8", "--duration", "3"]
-    data = ctx.json_of("processes", [str(BENCH / "processes_bench.py"), *args])
+    data = ctx.script_json("processes", ["--runs", "8", "--duration", "3"])
     row = Row("2 processes vs 1 (`GET /health`)", goal="≥ 1.7× rps")
     row.gateway = f"2 processes: {data['two_rps']['median']:,.0f} rps"
     row.baseline = f"1 process: {data['one_rps']['median']:,.0f} rps"
@@ -360,8 +367,7 @@ def processes(ctx: Context) -> Row:
 
 
 def callbacks(ctx: Context) -> Row:
-    args = ["--smoke"] if ctx.smoke else ["--runs", "3", "--clients", "1000"]
-    data = ctx.json_of("callbacks", [str(BENCH / "callbacks_bench.py"), *args], timeout=600)
+    data = ctx.script_json("callbacks", ["--runs", "3", "--clients", "1000"], timeout=600)
     row = Row(
         f"result callbacks, burst of {data['clients']:,} (one per connected client)",
         goal="≥ 2,000 results/s; p99 callback → event ≤ 50 ms",
@@ -383,8 +389,7 @@ def callbacks(ctx: Context) -> Row:
 
 
 def streams(ctx: Context) -> Row:
-    args = ["--smoke"] if ctx.smoke else ["--streams", "100000", "--runs", "2"]
-    data = ctx.json_of("streams", [str(BENCH / "streams_bench.py"), *args], timeout=900)
+    data = ctx.script_json("streams", ["--streams", "100000", "--runs", "2"], timeout=900)
     rss, beats, latency = data["rss"], data["heartbeats"], data["result_latency"]
     row = Row(
         f"idle SSE streams on one process: {data['streams']:,} held",
@@ -421,8 +426,7 @@ def streams(ctx: Context) -> Row:
 
 
 def subscriptions(ctx: Context) -> Row:
-    args = ["--smoke"] if ctx.smoke else ["--connections", "1000", "--samples", "300"]
-    data = ctx.json_of("subscriptions", [str(BENCH / "subscriptions_bench.py"), *args], timeout=900)
+    data = ctx.script_json("subscriptions", ["--connections", "1000", "--samples", "300"], timeout=900)
     after = data["after"]
     latency, rss = after["latency"], after["rss_kib"]
     per_connection_kb = rss["total"] * 1024 / 1000  # the goal is written in kB
@@ -448,6 +452,101 @@ def subscriptions(ctx: Context) -> Row:
     return row
 
 
+def apq(ctx: Context) -> Row:
+    # apq_bench.py states no goal: what a hit costs against the full document is reported.
+    row = Row("`executePlaybook` by persisted-query hash (APQ hit) vs as text", goal="none stated (reported)")
+    if not_run(row, "wrk"):
+        return row
+    data = ctx.script_json("apq", ["--runs", "3", "--duration", "5"])
+    hit, full = data["targets"]["APQ hit (hash only)"], data["targets"]["full document"]
+    size = data["body_bytes"]
+    row.gateway = (
+        f"hit: {hit['rps']['median']:,.0f} rps, {hit['cpu_us']['median']:.0f} µs CPU/req, "
+        f"{size['APQ hit (hash only)']} B request"
+    )
+    row.baseline = (
+        f"full document, same gateway: {full['rps']['median']:,.0f} rps, {full['cpu_us']['median']:.0f} µs, "
+        f"{size['full document']} B"
+    )
+    row.result = (
+        f"{spread(data['rps_ratio_hit_vs_full'], unit='×')} rps per round; "
+        f"by CPU/req {spread(data['cpu_ratio_full_vs_hit'], unit='×')}"
+    )
+    row.status = "smoke (not measured)" if ctx.smoke else "reported"
+    engine = data["in_process_us"]
+    row.notes.append(f"engine only, in process: {engine['hash']:.1f} µs by hash, {engine['text']:.1f} µs as text")
+    return row
+
+
+def ingress(ctx: Context) -> Row:
+    # ingress_bench.py states no goal: verify cost and deliveries per second against /health are reported.
+    row = Row("push ingress: `POST /ingress/github` vs `GET /health`", goal="none stated (reported)")
+    data = ctx.script_json("ingress", ["--runs", "3", "--duration", "4"])
+    verify, http = data["verify_us"], data["http"]
+    hmac_p50 = next(cost["p50"] for name, cost in verify.items() if name.startswith("hmac_sha256 ("))
+    sha_p50 = verify["baseline: sha256 of the body"]["p50"]
+    row.status = "smoke (not measured)" if ctx.smoke else "reported"
+    row.result = f"HMAC verify p50 {hmac_p50:.2f} µs"
+    row.baseline = f"sha256 of the same body: p50 {sha_p50:.2f} µs"
+    if "skipped" in http:
+        row.notes.append(f"HTTP part {http['skipped']}")
+        return row
+    new, again, health = http["new delivery"], http["redelivery"], http["GET /health"]
+    row.gateway = (
+        f"new delivery {new['rps']['median']:,.0f} rps, {new['cpu_us']['median']:.0f} µs CPU/req; "
+        f"redelivery {again['rps']['median']:,.0f} rps, {again['cpu_us']['median']:.0f} µs"
+    )
+    row.baseline = (
+        f"`GET /health`, same gateway: {health['rps']['median']:,.0f} rps, {health['cpu_us']['median']:.0f} µs; "
+        + row.baseline
+    )
+    row.result = (
+        f"new {spread(new['ratio_to_health'], unit='×')}, redelivery {spread(again['ratio_to_health'], unit='×')} "
+        f"of /health rps; {row.result}"
+    )
+    oidc = next(cost["p50"] for name, cost in verify.items() if name.startswith("pubsub_oidc"))
+    row.notes.append(
+        f"Pub/Sub OIDC verify (RS256 + claims) p50 {oidc:.1f} µs; errors {new['errors'] + again['errors']}"
+    )
+    return row
+
+
+def tracing(ctx: Context) -> Row:
+    # The goals tracing_bench.py states (issue 18): off ≤ 2 % and on at 0.01 ≤ 5 % below a build without tracing.
+    row = Row("tracing on a proxied GET: off / on at 0.01 / on at 1.0", goal="off ≥ 0.98×, on 0.01 ≥ 0.95× rps")
+    if not_run(row, "nginx"):
+        return row
+    data = ctx.script_json("tracing", ["--runs", "5", "--duration", "3"])
+    targets = data["targets"]
+    base = targets["untraced"]["rounds"]
+
+    def per_round(name: str, key: str) -> dict[str, float]:
+        return ms([r[key] / b[key] for r, b in zip(targets[name]["rounds"], base, strict=True)])
+
+    def median(name: str, key: str) -> float:
+        return float(statistics.median(r[key] for r in targets[name]["rounds"]))
+
+    shown = ("off", "on 0.01", "on 1.0")
+    row.gateway = "; ".join(f"{n}: {median(n, 'rps'):,.0f} rps, {median(n, 'cpu_us'):.0f} µs CPU/req" for n in shown)
+    row.baseline = (
+        f"no tracing code, no SDK: {median('untraced', 'rps'):,.0f} rps, {median('untraced', 'cpu_us'):.0f} µs"
+    )
+    row.result = "; ".join(
+        f"{n} {spread(per_round(n, 'rps'), unit='×')} rps, by CPU/req {1 / per_round(n, 'cpu_us')['median']:.2f}×"
+        for n in shown
+    )
+    row.status = status(
+        per_round("off", "rps")["median"] >= 0.98 and per_round("on 0.01", "rps")["median"] >= 0.95, ctx.smoke
+    )
+    hooks = data["hook_us_off"]
+    row.notes.append(
+        f"off with a caller's traceparent {spread(per_round('off+traceparent', 'rps'), unit='×')} rps; "
+        f"{data['exported_spans']:,} spans exported; the hooks when off, in process: "
+        + ", ".join(f"{name} {value:.2f} µs" for name, value in hooks.items())
+    )
+    return row
+
+
 SCENARIOS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "health": health,
     "proxy": proxy,
@@ -462,6 +561,9 @@ SCENARIOS: dict[str, Callable[[Context], Row | list[Row]]] = {
     "callbacks": callbacks,
     "streams": streams,
     "subscriptions": subscriptions,
+    "apq": apq,
+    "ingress": ingress,
+    "tracing": tracing,
 }
 
 

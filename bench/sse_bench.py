@@ -33,13 +33,11 @@ import hashlib
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -47,19 +45,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import harness  # noqa: E402
+from harness import raise_fd_limit  # noqa: E402
+from sse_streams import ChildProcess, callback, open_gauge, open_streams, serve_commands, store_pending  # noqa: E402
+
 from tests.support.nats_server import NatsServer, free_port, nats_server_binary  # noqa: E402
 
-SECRET = "bench-callback-secret-0123456789abcdefghijkl"
 TOKEN_PREFIX = "bench-session-"
 _RESULT = re.compile(rb'"requestId":"([^"]+)"')
-_CLIENT = re.compile(rb'"clientId":"([^"]+)"')
-
-
-def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 # -- the client process: holds the connections, timestamps events ---------------------------
@@ -73,18 +66,8 @@ class ClientSide:
         self.received: dict[str, int] = {}
         self.arrived = asyncio.Event()
 
-    async def open_one(self, host: str, port: int, path: str) -> str:
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
-        data = b""
-        while (match := _CLIENT.search(data)) is None:
-            chunk = await reader.read(65536)
-            if not chunk:
-                raise ConnectionError(f"closed before init: {data[:200]!r}")
-            data += chunk
-        task = asyncio.create_task(self.read(reader))
-        self.connections.append((writer, task))
-        return match.group(1).decode()
+    def held(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.append((writer, asyncio.create_task(self.read(reader))))
 
     async def read(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(Exception):
@@ -95,17 +78,11 @@ class ClientSide:
                         self.received[match.group(1).decode()] = now
                     self.arrived.set()
 
-    async def open(self, url: str, count: int, start: int) -> list[str]:
-        host, port = url.split("//", 1)[1].split(":")
-        semaphore = asyncio.Semaphore(200)
+    async def open(self, command: dict[str, Any]) -> list[str]:
+        return await open_streams(command["url"], TOKEN_PREFIX, command["start"], command["count"], self.held)
 
-        async def one(index: int) -> str:
-            async with semaphore:
-                return await self.open_one(host, int(port), f"/events?session_token={TOKEN_PREFIX}{index}")
-
-        return list(await asyncio.gather(*(one(start + i) for i in range(count))))
-
-    async def wait(self, ids: list[str], timeout: float) -> dict[str, int]:
+    async def wait(self, command: dict[str, Any]) -> dict[str, int]:
+        ids, timeout = command["ids"], command["timeout"]
         deadline = time.monotonic() + timeout
         wanted = set(ids)
         while not wanted <= self.received.keys() and time.monotonic() < deadline:
@@ -115,7 +92,7 @@ class ClientSide:
         found = {rid: self.received.pop(rid) for rid in ids if rid in self.received}
         return found
 
-    async def close(self) -> int:
+    async def close(self, _command: dict[str, Any]) -> int:
         count = len(self.connections)
         for writer, task in self.connections:
             task.cancel()
@@ -124,78 +101,17 @@ class ClientSide:
         return count
 
     async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 26)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        while line := await reader.readline():
-            command = json.loads(line)
-            name = command["cmd"]
-            answer: Any
-            if name == "open":
-                answer = await self.open(command["url"], command["count"], command["start"])
-            elif name == "wait":
-                answer = await self.wait(command["ids"], command["timeout"])
-            elif name == "close":
-                answer = await self.close()
-            else:
-                return
-            sys.stdout.write(json.dumps({"ok": answer}) + "\n")
-            sys.stdout.flush()
+        await serve_commands({"open": self.open, "wait": self.wait, "close": self.close})
 
 
-class Client:
+class Client(ChildProcess):
     """The driver's handle on the client process."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--client-mode"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-
-    def call(self, **command: Any) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write((json.dumps(command) + "\n").encode())
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("client process died")
-        return json.loads(line)["ok"]
-
-    async def acall(self, **command: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: self.call(**command))
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call(cmd="exit")
-        self.proc.terminate()
-        self.proc.wait(10)
+        super().__init__("client", [sys.executable, __file__, "--client-mode"])
 
 
 # -- targets ------------------------------------------------------------------------------
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        time.sleep(0.05)  # polling readiness of a process we started
-    raise RuntimeError(f"{url} did not come up")
-
-
-def gateway_streams(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    match = re.search(r"^gateway_sse_clients (\S+)$", text, re.M)
-    return int(float(match.group(1))) if match else -1
 
 
 class Target:
@@ -234,52 +150,20 @@ class GatewayTarget(Target):
 
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "ROUTER_PORT": str(port),
-            "GATEWAY_BIND": "127.0.0.1",
-            "GATEWAY_PUBLIC_URL": self.url,
-            "NATS_URL": nats.url,
-            "NOETL_BASE_URL": "http://127.0.0.1:9",
-            "GATEWAY_AUTH_BYPASS": "true",
-            "GATEWAY_CALLBACK_SECRET": SECRET,
-            "GATEWAY_LOG_LEVEL": "WARNING",
-            **(env or {}),  # a bench's own settings (callbacks_bench: a NoETL stand-in)
-        }
+        overrides = {"NATS_URL": nats.url, "GATEWAY_AUTH_BYPASS": "true", **(env or {})}  # callbacks_bench: a NoETL
+        env = {**os.environ, **harness.gateway_env(port, **overrides)}
         self.log = open(workdir / "gateway.log", "wb")
         command = [sys.executable, *(prefix or []), "-m", "gateway"]  # prefix: e.g. cProfile's options
         self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=self.log)
-        wait_http(f"{self.url}/health")
-        self.signer = CallbackSigner(SECRET, 3600)
+        harness.wait_http(f"{self.url}/health", self.proc)
+        self.signer = CallbackSigner(harness.CALLBACK_SECRET, 3600)
         self.nats_url = nats.url
 
     def streams_open(self, expected: int) -> bool:
-        return gateway_streams(self.url) == expected
+        return open_gauge(self.url) == expected
 
     async def prepare(self, pairs: list[tuple[str, str, int]]) -> None:
-        import nats
-
-        nc = await nats.connect(self.nats_url)
-        kv = await nc.jetstream().key_value("requests")
-        for start in range(0, len(pairs), 256):
-            await asyncio.gather(
-                *(
-                    kv.put(
-                        rid,
-                        json.dumps(
-                            {
-                                "client_id": client_id,
-                                "session": hashlib.sha256(f"{TOKEN_PREFIX}{index}".encode()).hexdigest(),
-                                "execution_id": "1",
-                                "playbook_path": "bench/sse",
-                                "created_at": int(time.time()),
-                            }
-                        ).encode(),
-                    )
-                    for rid, client_id, index in pairs[start : start + 256]
-                )
-            )
-        await nc.close()
+        await store_pending(self.nats_url, pairs, TOKEN_PREFIX, "bench/sse")
 
     async def broadcast(self, tag: str, client_ids: list[str]) -> None:
         """Publish straight into the events stream, as callbacks on other replicas would."""
@@ -299,8 +183,7 @@ class GatewayTarget(Target):
         await nc.close()
 
     def post(self, session: Any, rid: str, client_id: str) -> Any:
-        body = {"request_id": rid, "execution_id": "1", "status": "COMPLETED", "data": {"n": 1}}
-        headers = {"Authorization": f"Bearer {self.signer.issue(rid)}"}
+        body, headers = callback(self.signer, rid)
         return session.post(f"{self.url}/api/internal/callback/async", json=body, headers=headers)
 
 
@@ -311,7 +194,7 @@ class BareTarget(Target):
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sse_bare.py"), str(port)])
-        wait_http(f"{self.url}/health")
+        harness.wait_http(f"{self.url}/health", self.proc)
 
     def post(self, session: Any, rid: str, client_id: str) -> Any:
         return session.post(f"{self.url}/push", json={"client_id": client_id, "data": {"requestId": rid}})
@@ -400,7 +283,7 @@ async def run_target(target: Target, client: Client, sizes: list[int], samples: 
     loop = asyncio.get_running_loop()
     if pin:
         os.sched_setaffinity(target.proc.pid, {0})
-    baseline = rss_kib(target.proc.pid)
+    baseline = harness.rss_kib(target.proc.pid)
     result: dict[str, Any] = {"baseline_rss_kib": baseline, "rss": {}, "fanout": {}, "broadcast": {}}
     client_ids: list[str] = []
     for size in sizes:
@@ -415,7 +298,7 @@ async def run_target(target: Target, client: Client, sizes: list[int], samples: 
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{target.name}: streams did not all register")
             await asyncio.sleep(0.1)  # polling the server's own gauge
-        rss = rss_kib(target.proc.pid)
+        rss = harness.rss_kib(target.proc.pid)
         result["rss"][size] = {
             "rss_kib": rss,
             "per_connection_kib": (rss - baseline) / size,

@@ -31,16 +31,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import random
 import re
-import resource
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,11 +44,11 @@ from typing import Any
 import harness
 from harness import Processes
 from heartbeat_bench import classify
+from sse_streams import ChildProcess, callback, open_gauge, open_streams, serve_commands, store_pending
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_PREFIX = "bench-streams-"
 PER_HOLDER = 10_000  # streams per holder process (its own descriptors and one source address)
-_CLIENT = re.compile(rb'"clientId":"([^"]+)"')
 _RESULT = re.compile(rb'"requestId":"([^"]+)"')
 
 
@@ -69,6 +65,10 @@ class Holder:
         self.tasks: list[asyncio.Task[None]] = []
         self.writers: list[asyncio.StreamWriter] = []
 
+    def held(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        self.tasks.append(asyncio.create_task(self.read(reader)))
+
     async def read(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(Exception):
             while chunk := await reader.read(65536):
@@ -79,90 +79,32 @@ class Holder:
                     for match in _RESULT.finditer(chunk):
                         self.results[match.group(1).decode()] = now
 
-    async def open(self, url: str, start: int, count: int) -> list[str]:
-        host, port, _ = harness.split_url(url)
-        gate = asyncio.Semaphore(200)
+    async def open(self, command: dict[str, Any]) -> list[str]:
+        url, start, count = command["url"], command["start"], command["count"]
+        return await open_streams(url, TOKEN_PREFIX, start, count, self.held, source=self.source)
 
-        async def one(index: int) -> str:
-            async with gate:
-                reader, writer = await asyncio.open_connection(host, port, local_addr=(self.source, 0))
-                path = f"/events?session_token={TOKEN_PREFIX}{index}"
-                writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
-                data = b""
-                while (match := _CLIENT.search(data)) is None:
-                    chunk = await reader.read(65536)
-                    if not chunk:
-                        raise ConnectionError(f"stream closed before its init event: {data[:200]!r}")
-                    data += chunk
-                self.writers.append(writer)
-                self.tasks.append(asyncio.create_task(self.read(reader)))
-                return match.group(1).decode()
+    async def pings_read(self, _command: dict[str, Any]) -> list[float]:
+        return self.pings
 
-        return list(await asyncio.gather(*(one(start + i) for i in range(count))))
+    async def results_read(self, _command: dict[str, Any]) -> dict[str, int]:
+        return self.results
 
     async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 26)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        while line := await reader.readline():
-            command = json.loads(line)
-            answer: Any = None
-            if command["cmd"] == "open":
-                answer = await self.open(command["url"], command["start"], command["count"])
-            elif command["cmd"] == "pings":
-                answer = self.pings
-            elif command["cmd"] == "results":
-                answer = self.results
-            else:
-                break
-            sys.stdout.write(json.dumps({"ok": answer}) + "\n")
-            sys.stdout.flush()
+        await serve_commands({"open": self.open, "pings": self.pings_read, "results": self.results_read})
         for task in self.tasks:
             task.cancel()
         for writer in self.writers:
             writer.close()
 
 
-class HolderProcess:
+class HolderProcess(ChildProcess):
     """The driver's handle on one holder."""
 
     def __init__(self, source: str) -> None:
-        self.proc = subprocess.Popen(
-            [*harness.taskset(1), harness.PYTHON, __file__, "--holder", source],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-
-    def call(self, **command: Any) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write((json.dumps(command) + "\n").encode())
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("holder process died")
-        return json.loads(line)["ok"]
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call(cmd="exit")
-        self.proc.terminate()
-        self.proc.wait(10)
+        super().__init__("holder", [*harness.taskset(1), harness.PYTHON, __file__, "--holder", source])
 
 
 # -- the driver --------------------------------------------------------------------------------
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def gauge(base: str) -> int:
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
-        match = re.search(r"^gateway_sse_clients (\S+)$", resp.read().decode(), re.M)
-    return int(float(match.group(1))) if match else -1
 
 
 def request_window(base: str, rate: float, start: float, seconds: float) -> list[tuple[float, float]]:
@@ -187,23 +129,6 @@ def request_window(base: str, rate: float, start: float, seconds: float) -> list
     return [(float(due), float(latency)) for due, latency in json.loads(done.stdout)]
 
 
-async def store_requests(nats_url: str, pairs: list[tuple[str, str, int]]) -> None:
-    import nats
-
-    nc = await nats.connect(nats_url)
-    kv = await nc.jetstream().key_value("requests")
-    for rid, client_id, index in pairs:
-        record = {
-            "client_id": client_id,
-            "session": hashlib.sha256(f"{TOKEN_PREFIX}{index}".encode()).hexdigest(),
-            "execution_id": "1",
-            "playbook_path": "bench/streams",
-            "created_at": int(time.time()),
-        }
-        await kv.put(rid, json.dumps(record).encode())
-    await nc.close()
-
-
 async def one_at_a_time(base: str, pairs: list[tuple[str, str, int]]) -> dict[str, int]:
     """Signed result callbacks, one at a time; the send time of each."""
     import aiohttp
@@ -214,8 +139,7 @@ async def one_at_a_time(base: str, pairs: list[tuple[str, str, int]]) -> dict[st
     sent: dict[str, int] = {}
     async with aiohttp.ClientSession() as session:
         for rid, _, _ in pairs:
-            body = {"request_id": rid, "execution_id": "1", "status": "COMPLETED", "data": {"n": 1}}
-            headers = {"Authorization": f"Bearer {signer.issue(rid)}"}
+            body, headers = callback(signer, rid)
             sent[rid] = time.monotonic_ns()
             async with session.post(f"{base}/api/internal/callback/async", json=body, headers=headers) as resp:
                 if resp.status != 200:
@@ -253,7 +177,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         gateway = procs.start("gateway", [harness.PYTHON, "-m", "gateway"], env, cpus={0})
         harness.wait_http(f"{base}/health", gateway)
-        baseline_rss = rss_kib(gateway.pid)
+        baseline_rss = harness.rss_kib(gateway.pid)
         # Before any stream: the /health latency of the same process, idle (after a warm-up: the
         # first seconds of a process pay for imports, caches and the NATS mirrors' initial sync).
         # The request process starts from scratch each time (imports ≈ 0.5 s): its first send is
@@ -274,11 +198,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 client_ids += [(cid, k * PER_HOLDER + i) for i, cid in enumerate(ids)]
             result["open_secs"] = time.monotonic() - opened_at
             deadline = time.monotonic() + 60
-            while gauge(base) != streams:
+            while open_gauge(base) != streams:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"streams did not all register ({gauge(base)} of {streams})")
+                    raise RuntimeError(f"streams did not all register ({open_gauge(base)} of {streams})")
                 time.sleep(0.2)  # polling the gateway's own gauge
-            rss = rss_kib(gateway.pid)
+            rss = harness.rss_kib(gateway.pid)
             result["rss"] = {
                 "baseline_mib": baseline_rss / 1024,
                 "with_streams_mib": rss / 1024,
@@ -288,7 +212,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{streams} streams open in {result['open_secs']:.1f}s; {result['rss']}", flush=True)
             # Heartbeats: whole intervals starting one interval after the last stream opened.
             start = max(time.monotonic() + 2.0, opened_at + result["open_secs"] + interval)
-            seconds = interval * args.runs
+            seconds = interval * (1 if args.smoke else args.runs)  # --smoke: one heartbeat interval
             cpu_busy = harness.cpu_seconds(gateway.pid)
             busy_from = time.monotonic()
             busy = request_window(base, rate, start, seconds)
@@ -327,7 +251,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             rng = random.Random(7)
             picks = [client_ids[rng.randrange(len(client_ids))] for _ in range(samples)]
             pairs = [(str(uuid.uuid4()), cid, index) for cid, index in picks]
-            asyncio.run(store_requests(nats_url, pairs))
+            asyncio.run(store_pending(nats_url, pairs, TOKEN_PREFIX, "bench/streams"))
             sent = asyncio.run(one_at_a_time(base, pairs))
             deadline = time.monotonic() + 30
             received: dict[str, int] = {}
@@ -345,7 +269,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "p99_ms": harness.pct(latencies, 0.99),
             }
             print(f"one result to a random stream: {result['result_latency']}", flush=True)
-            result["rss_after_mib"] = rss_kib(gateway.pid) / 1024
+            result["rss_after_mib"] = harness.rss_kib(gateway.pid) / 1024
         finally:
             for holder in holders:
                 holder.stop()
@@ -374,8 +298,7 @@ def main() -> None:
     parser.add_argument("--holder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.holder:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        harness.raise_fd_limit()
         os.nice(10)
         asyncio.run(Holder(args.holder).serve())
         return

@@ -174,11 +174,13 @@ def main() -> None:
     if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
         raise SystemExit("nginx not found (apt-get install -y nginx-light)")
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    with Processes("tracing") as procs, nats_server() as nats_url:
+    # The gateways stop first (the inner context): a gateway with tracing on flushes its spans as it
+    # stops, and with the receiver gone its exporter retries for seconds.
+    with nats_server() as nats_url, Processes("tracing-upstream") as upstream, Processes("tracing") as procs:
         upstream_port = free_port()
-        nginx_upstream(procs, upstream_port)
+        nginx_upstream(upstream, upstream_port)
         receiver_port = free_port()
-        procs.start("otlp", [PYTHON, "-m", "tests.support.otlp_receiver", str(receiver_port)], cpus={1})
+        upstream.start("otlp", [PYTHON, "-m", "tests.support.otlp_receiver", str(receiver_port)], cpus={1})
         wait_http(f"http://127.0.0.1:{receiver_port}/count")
         common = {"NOETL_BASE_URL": f"http://127.0.0.1:{upstream_port}", "NATS_URL": nats_url}
         quiet = {name: "" for name in os.environ if name.startswith("OTEL_")}  # inherited ones must not leak in
@@ -200,7 +202,7 @@ def main() -> None:
             if name == "off":
                 targets.append(("off+traceparent", url, proc, {**auth, "traceparent": TRACEPARENT}))
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in targets}
-        for name, url, proc, headers in targets:  # warm-up
+        for name, url, proc, headers in targets if not args.smoke else ():  # warm-up
             run_load(name, LoadPlan(url, min(2.0, args.duration), args.connections, headers, cpu=1), proc.pid)
         for round_no in range(args.runs):
             shift = round_no % len(targets)

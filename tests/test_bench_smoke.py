@@ -67,6 +67,9 @@ def test_every_benchmark_runs_in_smoke_mode(tmp_path: Path) -> None:
         "slow-loris",
         "result callbacks, burst of",
         "idle SSE streams on one process",
+        "persisted-query hash",
+        "push ingress",
+        "tracing on a proxied GET",
     ):
         assert scenario in section, f"{scenario!r} missing from the summary:\n{section}"
     assert "failed" not in section, section
