@@ -33,7 +33,7 @@ directory (``python -m gateway`` starts from there), e.g. ``cd /tmp/main && PYTH
 /path/to/bench/callbacks_bench.py``.
 
 Usage: .venv/bin/python bench/callbacks_bench.py [--clients 1000] [--in-flight 64] [--samples 300]
-    [--prepare gateway|kv] [--pin]
+    [--prepare gateway|kv] [--pin] [--log-level INFO]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class StoredByGateway(GatewayTarget):
     executions would cost the gateway CPU during the burst that no callback causes.
     """
 
-    def __init__(self, nats: NatsServer, workdir: Path, prefix: list[str] | None) -> None:
+    def __init__(self, nats: NatsServer, workdir: Path, prefix: list[str] | None, log_level: str = "WARNING") -> None:
         port = free_port()
         self.standin_url = f"http://127.0.0.1:{port}"
         self.standin_log = open(workdir / "standin.log", "wb")
@@ -87,6 +87,7 @@ class StoredByGateway(GatewayTarget):
             "NOETL_BASE_URL": self.standin_url,
             "GATEWAY_ENFORCE_PLAYBOOK_ACCESS": "false",
             "GATEWAY_PLAYBOOK_STATE_POLL_SECS": "0",
+            "GATEWAY_LOG_LEVEL": log_level,
         }
         try:
             super().__init__(nats, workdir, prefix, env=env)
@@ -273,15 +274,16 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         "in_flight": args.in_flight,
         "prepare": args.prepare,
         "pinned": args.pin,
+        "log_level": args.log_level,
         "gateway_from": os.getcwd(),
         "runs": [],
     }
     try:
         profile = ["-m", "cProfile", "-o", args.profile] if args.profile else None
         if args.prepare == "gateway":
-            target = StoredByGateway(nats, workdir, profile)
+            target = StoredByGateway(nats, workdir, profile, args.log_level)
         else:
-            target = GatewayTarget(nats, workdir, profile)
+            target = GatewayTarget(nats, workdir, profile, env={"GATEWAY_LOG_LEVEL": args.log_level})
         if args.pin:  # the gateway alone on CPU 0; NATS, the NoETL stand-in, the clients and this driver on CPU 1
             pin_threads(target.proc.pid, {0})
             others = [nats.proc, client.proc, getattr(target, "standin", None)]
@@ -365,6 +367,11 @@ def main() -> None:
         "--pin",
         action="store_true",
         help="gateway alone on CPU 0, everything else on CPU 1: one process's own rate, not the machine's",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="the gateway's GATEWAY_LOG_LEVEL (INFO: production's, an access-log line and a result line per callback)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks the script works")
     parser.add_argument("--json", help="write the result here")
