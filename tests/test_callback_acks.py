@@ -18,6 +18,7 @@ from nats.js.errors import InvalidKeyError, KeyWrongLastSequenceError, NoStreamR
 
 from gateway.nats.acks import ack_inbox, kv_write
 from tests.support.nats_server import NatsServer
+from tests.support.waiting import wait_for
 
 
 @pytest.mark.gen_test
@@ -62,5 +63,6 @@ async def test_stream_publishes_ack_deduplicate_and_fail_like_nats_py(nats_serve
         with pytest.raises(NatsTimeout):
             await inbox.publish(silent, b"x", None, 0.2)
         assert not inbox._waiting  # nothing left behind by the answered, refused or timed-out calls
+        await wait_for(lambda: not inbox._sweeping)  # and no timer runs once nothing waits
     finally:
         await nc.close()

@@ -4,7 +4,8 @@ The result callback makes three acknowledged writes (the spend, the result's pub
 compare-and-set; issue 19, "Hot paths" → Callbacks). nats-py's ``request()`` draws two random bytes
 from the OS per call (``secrets.token_hex``: a system call), wraps the wait in ``asyncio.wait_for``
 and its KV layer checks every key with a regular expression. Here one wildcard inbox subscription
-per connection takes the acks; a call is a counter token, a future and a timer. Errors are raised
+per connection takes the acks; a call is a counter token and a future (no timer of its own: one
+sweep every ``EXPIRY_TICK_SECS`` fails the waits past their timeout, while any wait). Errors are raised
 as nats-py raises them (``APIError``, ``KeyWrongLastSequenceError``, ``NoStreamResponseError``,
 ``nats.errors.TimeoutError``), so the callers' handling is unchanged.
 """
@@ -23,6 +24,7 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError, NoStreamResponse
 from nats.js.kv import KeyValue
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)  # as nats-py's KeyValue maps them
+EXPIRY_TICK_SECS = 0.25  # a wait fails at most this much after its timeout
 
 
 class AckInbox:
@@ -32,8 +34,9 @@ class AckInbox:
         self._nc = nc
         self._prefix = ""
         self._tokens = itertools.count(1)
-        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self._waiting: dict[str, tuple[asyncio.Future[Any], float]] = {}  # token → (its wait, when it expires)
         self._ready: asyncio.Future[None] | None = None
+        self._sweeping = False
 
     async def _subscribe(self) -> None:
         if self._ready is None:
@@ -52,9 +55,21 @@ class AckInbox:
             await asyncio.shield(self._ready)
 
     async def _on_ack(self, msg: Any) -> None:
-        future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
+        waiting = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_result(msg)
+
+    def _sweep(self) -> None:
+        """Fail the waits past their timeout (one timer for all of them, not one per call)."""
+        now = asyncio.get_running_loop().time()
+        expired = [token for token, (_, expires) in self._waiting.items() if expires <= now]
+        for token in expired:
+            future = self._waiting.pop(token)[0]
+            if not future.done():
+                future.set_exception(NatsTimeout())
+        self._sweeping = bool(self._waiting)
+        if self._sweeping:
+            asyncio.get_running_loop().call_later(EXPIRY_TICK_SECS, self._sweep)
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None, timeout: float) -> Any:
         """Publish into a stream and wait for its ack: the ack's JSON (``seq``, ``duplicate``)."""
@@ -63,13 +78,14 @@ class AckInbox:
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiting[token] = future
-        timer = loop.call_later(timeout, _expire, future)
+        self._waiting[token] = (future, loop.time() + timeout)
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(EXPIRY_TICK_SECS, self._sweep)
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
             msg = await future
         finally:
-            timer.cancel()
             self._waiting.pop(token, None)
         if msg.headers and msg.headers.get("Status") == "503":
             raise NoStreamResponseError
@@ -77,11 +93,6 @@ class AckInbox:
         if "error" in ack:
             raise APIError.from_error(ack["error"])
         return ack
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(NatsTimeout())
 
 
 _inboxes: weakref.WeakKeyDictionary[Client, AckInbox] = weakref.WeakKeyDictionary()
