@@ -411,6 +411,8 @@ def streams(ctx: Context) -> Row:
         f"(vs {beats['ratio_basis']})"
     )
     row.status = status(data["met"], ctx.smoke)
+    if data["streams"] < data["wanted"] and not ctx.smoke:  # extrapolated figures do not show the goal
+        row.status = f"**not shown**: {data['streams']:,} of {data['wanted']:,} (open-file limit)"
     if beats["ratio_slots"] is None:
         row.notes.append(
             "pings spread evenly leave no quiet gaps to compare with; the before-streams baseline (right after "

@@ -107,7 +107,8 @@ class Services:
         metrics = Metrics()
         metrics.reference.describe_build(__version__, config.gateway_auth_bypass)
         audit = AuditLog(config.gateway_audit_log, on_drop=metrics.audit_dropped.inc)
-        http = make_http_session(config.noetl_connect_timeout_secs)
+        tracing = tracing_from_environ()
+        http = make_http_session(config.noetl_connect_timeout_secs, traced=tracing is not None)
         link = NatsLink(config)
         link.add_state_listener(lambda up: metrics.nats_connected.set(1 if up else 0))
         noetl = NoetlClient(http, config.noetl_default_url, config.noetl_timeout_secs, config.shard_urls)
@@ -179,7 +180,7 @@ class Services:
             # GraphQL subscriptions (graphql-ws, graphql-sse): watches over the live events and NoETL's lifecycle.
             subscriptions=Subscriptions(config, sessions, live, access, executions, noetl, metrics),
             buckets=[session_bucket, revoked_bucket, spent_bucket, ingress_bucket, persisted_bucket],
-            tracing=tracing_from_environ(),
+            tracing=tracing,
         )
         services.shutdown_hooks.append(live.shutdown)
         services.shutdown_hooks.append(services.subscriptions.shutdown)

@@ -19,7 +19,7 @@ import orjson
 from gateway.errors import UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, PublicError
 from gateway.noetl.paths import canonical_path
 from gateway.noetl.shards import Route, ShardRouter
-from gateway.tracing import playbook_variables, upstream_middlewares
+from gateway.tracing import passthrough_headers, playbook_variables, upstream_middlewares
 
 log = logging.getLogger("gateway.noetl")
 
@@ -56,10 +56,15 @@ class UpstreamError(UpstreamFailure):
         self.status = gateway_status
 
 
-def make_http_session(connect_timeout: float, limit: int = 200) -> aiohttp.ClientSession:
-    """The one pooled HTTP client of a process (keep-alive to NoETL; see docs/decisions.md)."""
+def make_http_session(connect_timeout: float, limit: int = 200, *, traced: bool = False) -> aiohttp.ClientSession:
+    """The one pooled HTTP client of a process (keep-alive to NoETL; see docs/decisions.md);
+    ``traced``: tracing is on, every NoETL call is a client span (gateway/tracing)."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=60, force_close=False)
-    return _client_session(connector, owner=True, connect_timeout=connect_timeout, skip_auto_headers=("User-Agent",))
+    session = _client_session(
+        connector, owner=True, connect_timeout=connect_timeout, skip_auto_headers=("User-Agent",), traced=traced
+    )
+    _traced[session] = traced
+    return session
 
 
 def _client_session(
@@ -68,6 +73,7 @@ def _client_session(
     owner: bool,
     connect_timeout: float,
     skip_auto_headers: tuple[str, ...],
+    traced: bool,
     idle_timeout: float | None = None,
 ) -> aiohttp.ClientSession:
     """A client session to NoETL with the options every one of them needs; the arguments are what
@@ -81,13 +87,14 @@ def _client_session(
         auto_decompress=False,  # the proxy relays bytes as they are; request_json asks for identity
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
         skip_auto_headers=skip_auto_headers,
-        middlewares=upstream_middlewares(),  # traceparent on every NoETL call (gateway/tracing)
+        middlewares=upstream_middlewares(traced),  # a client span per NoETL call when tracing is on
     )
 
 
 # The proxy's request headers are the client's own: aiohttp must not add any of these (it adds
 # Accept, Accept-Encoding and Content-Type by default, User-Agent unless a session skips it).
 PROXY_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+_traced: weakref.WeakKeyDictionary[aiohttp.ClientSession, bool] = weakref.WeakKeyDictionary()
 _proxy_sessions: weakref.WeakKeyDictionary[aiohttp.ClientSession, dict[tuple[float, float], aiohttp.ClientSession]] = (
     weakref.WeakKeyDictionary()
 )
@@ -107,6 +114,7 @@ def proxy_session(shared: aiohttp.ClientSession, connect_timeout: float, idle_ti
             owner=False,
             connect_timeout=connect_timeout,
             skip_auto_headers=PROXY_SKIP_AUTO_HEADERS,
+            traced=_traced.get(shared, False),
             idle_timeout=idle_timeout,
         )
         by_timeouts[(connect_timeout, idle_timeout)] = session
@@ -160,7 +168,12 @@ class NoetlClient:
         data = orjson.dumps(body) if body is not None else None
         # identity: the shared session does not decompress (the proxy relays bytes as they are), and
         # an answer read here is decoded (and, for non-admins, redacted) as JSON.
-        send_headers = {"Accept": "application/json", "Accept-Encoding": "identity", **(headers or {})}
+        send_headers = {
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+            **(headers or {}),
+            **passthrough_headers(),  # the caller's traceparent, tracing off (gateway/tracing)
+        }
         if data is not None:
             send_headers["Content-Type"] = "application/json"
         try:
