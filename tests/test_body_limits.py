@@ -20,7 +20,7 @@ from tests.conftest import GatewayFactory, SignedInFactory, Standin
 from tests.standin.proxy_routes import PATTERN, routes_state
 from tests.support.anonymous_bodies import BLOCK, JSON_ENDPOINTS, blocks, send_anonymously
 from tests.support.gateway import GatewayInstance, GatewayProcess, call
-from tests.support.raw_http import raw_connection
+from tests.support.raw_http import closed_by_server, raw_connection
 from tests.support.rss import RssSampler, reset_peak
 from tests.support.signin import SignedIn
 from tests.support.skips import reads_proc
@@ -54,15 +54,6 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
         headers[name.strip().lower()] = value.strip()
     body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 15)
     return Answer(int(lines[0].split(" ")[1]), headers, body)
-
-
-async def closed_by_server(reader: asyncio.StreamReader) -> bool:
-    """Read whatever remains until the server closes (EOF or reset); fails the test if it never does."""
-    try:
-        await asyncio.wait_for(reader.read(), 15)
-    except ConnectionError:
-        pass
-    return reader.at_eof() or reader.exception() is not None
 
 
 def head(path: str, *extra: str) -> bytes:

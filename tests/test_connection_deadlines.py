@@ -20,6 +20,7 @@ from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance
 from tests.support.graphql_ws import WsClient
 from tests.support.live import callback_headers, pending_request, post_result
+from tests.support.raw_http import closed_by_server, raw_connection
 from tests.support.signin import login
 from tests.support.sse_client import init_of, streaming
 from tests.support.waiting import wait_for
@@ -31,37 +32,22 @@ def deadlines_of(gw: GatewayInstance) -> ConnectionDeadlines:
     return cast(GatewayApplication, gw.app).deadlines
 
 
-async def closed_by_server(reader: asyncio.StreamReader) -> bool:
-    """Read until the server closes (EOF or reset); the 15 s bound fails a test whose deadline never fires."""
-    try:
-        await asyncio.wait_for(reader.read(), 15)
-    except ConnectionError:
-        pass
-    return reader.at_eof() or reader.exception() is not None
-
-
 async def slow_loris_closed(gw: GatewayInstance) -> None:
     """A connection that never ends its headers, opened now: returns once the gateway closed it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    try:
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(b"GET /health HTTP/1.1\r\nHost: gateway.test\r\n")
         assert await closed_by_server(reader)
-    finally:
-        writer.close()
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_kept_alive_connection_that_sends_nothing_more_is_closed(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway(**QUICK)
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    try:
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(b"GET /health HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200")
         assert b"ok" == await asyncio.wait_for(reader.readexactly(2), 5)
         assert await closed_by_server(reader)  # the next request's headers were due within 1 s
-    finally:
-        writer.close()
     assert deadlines_of(gw).closed_late >= 1
 
 
@@ -75,12 +61,9 @@ async def test_a_kept_alive_connection_that_sends_nothing_more_is_closed(make_ga
 @pytest.mark.gen_test(timeout=30)
 async def test_a_body_that_never_ends_is_closed_on_every_route(make_gateway: GatewayFactory, head: str) -> None:
     gw = await make_gateway(**QUICK)
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    try:
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(f"{head}\r\nHost: gateway.test\r\nContent-Length: 100\r\n\r\n{{".encode())
         assert await closed_by_server(reader)
-    finally:
-        writer.close()
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -17,6 +17,15 @@ async def raw_connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader,
         writer.close()
 
 
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """Read whatever remains until the server closes (EOF or reset); fails the test if it never does."""
+    try:
+        await asyncio.wait_for(reader.read(), 15)
+    except ConnectionError:
+        pass
+    return reader.at_eof() or reader.exception() is not None
+
+
 async def raw_request(port: int, head: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
     """Send bytes exactly as given (no client-side normalisation); parse the answer."""
     async with raw_connection(port) as (reader, writer):
