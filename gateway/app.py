@@ -32,10 +32,13 @@ def make_app(config: GatewayConfig, services: Services, **overrides: Any) -> App
         "xsrf_cookies": False,  # bearer tokens; cookie-authenticated writes check Origin instead
         "compress_response": False,  # SSE and proxied bodies must not be buffered for gzip
         "serve_traceback": False,
+        # Kept by DeadlineHTTPServer, extended by the proxy (handlers/deadlines.py).
+        "connection_deadlines": ConnectionDeadlines(
+            config.gateway_idle_connection_timeout_secs, config.gateway_body_timeout_secs
+        ),
         **overrides,
     }
-    deadlines = ConnectionDeadlines(config.gateway_idle_connection_timeout_secs, config.gateway_body_timeout_secs)
-    return GatewayApplication(all_handlers(), deadlines, **settings)
+    return GatewayApplication(all_handlers(), **settings)
 
 
 def make_server(app: Application, config: GatewayConfig) -> HTTPServer:

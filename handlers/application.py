@@ -7,7 +7,6 @@ from typing import Any
 from tornado.httputil import HTTPServerRequest
 from tornado.web import Application
 
-from handlers.deadlines import ConnectionDeadlines
 from handlers.exact_routes import ExactRoute, exact_routes
 
 
@@ -18,9 +17,8 @@ class GatewayApplication(Application):
     ``DeadlineHTTPServer`` keeps (handlers/deadlines.py) and the proxy extends.
     """
 
-    def __init__(self, handlers: list[Any], deadlines: ConnectionDeadlines, **settings: Any) -> None:
-        super().__init__(handlers, connection_deadlines=deadlines, **settings)
-        self.deadlines = deadlines
+    def __init__(self, handlers: list[Any], **settings: Any) -> None:
+        super().__init__(handlers, **settings)
         # Host-specific rules (add_handlers) would come before the wildcard ones: none here, else no shortcut.
         self.exact: dict[str, ExactRoute] = (
             exact_routes(self.wildcard_router.rules) if len(self.default_router.rules) == 1 else {}

@@ -1,10 +1,10 @@
-"""Header and body deadlines for every connection, kept in one dict and checked by one sweep.
+"""Header and body deadlines for every connection, kept in one wheel of ticks instead of a timer per read.
 
 Why not Tornado's own (``idle_connection_timeout``, ``body_timeout``): it wraps every header read
 and every body read in ``gen.with_timeout`` — a timer and three futures each, ≈ 40 µs of a result
 callback's ≈ 470 µs (docs/benchmarks.md, "Result callbacks"). Here a deadline is a set entry in a
 wheel of ticks (``sweep_secs``: at most a quarter of the shorter timeout, at most 1 s), written when
-a request starts, its headers end and its body end, and dropped when the connection closes; each
+a request starts, its headers end and its body ends, and dropped when the connection closes; each
 tick closes the connections whose deadline fell in it, so a sweep looks only at what is due. The
 tick runs only while some connection owes something: an idle gateway keeps no timer.
 
@@ -59,8 +59,8 @@ class ConnectionDeadlines:
     def awaiting_headers(self, stream: IOStream) -> None:
         self._owe(stream, self.header_secs)
 
-    def awaiting_body(self, stream: IOStream, secs: float | None = None) -> None:
-        self._owe(stream, self.body_secs if secs is None else secs)
+    def awaiting_body(self, stream: IOStream) -> None:
+        self._owe(stream, self.body_secs)
 
     def extend_body(self, stream: IOStream, secs: float) -> None:
         """A longer body deadline for this request, counted from now, if its body is still due."""

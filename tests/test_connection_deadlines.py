@@ -14,7 +14,6 @@ from typing import cast
 import aiohttp
 import pytest
 
-from handlers.application import GatewayApplication
 from handlers.deadlines import ConnectionDeadlines
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance
@@ -29,7 +28,8 @@ QUICK = {"GATEWAY_IDLE_CONNECTION_TIMEOUT_SECS": "1", "GATEWAY_BODY_TIMEOUT_SECS
 
 
 def deadlines_of(gw: GatewayInstance) -> ConnectionDeadlines:
-    return cast(GatewayApplication, gw.app).deadlines
+    assert gw.app is not None
+    return cast(ConnectionDeadlines, gw.app.settings["connection_deadlines"])
 
 
 async def slow_loris_closed(gw: GatewayInstance) -> None:

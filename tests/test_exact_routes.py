@@ -11,13 +11,12 @@ from tornado.web import Application, RequestHandler
 
 from handlers import all_handlers
 from handlers.application import GatewayApplication
-from handlers.deadlines import ConnectionDeadlines
 from handlers.exact_routes import exact_routes
 from handlers.graphql_ws import WebSocketUpgrade
 
 
 def gateway_app(handlers: list[Any] | None = None) -> GatewayApplication:
-    return GatewayApplication(all_handlers() if handlers is None else handlers, ConnectionDeadlines(75, 60))
+    return GatewayApplication(all_handlers() if handlers is None else handlers)
 
 
 def request(path: str, upgrade: bool = False) -> HTTPServerRequest:

@@ -68,12 +68,13 @@ def log_ids() -> tuple[str, str] | None:
 
 
 async def _trace_upstream_call(req: Any, send: Callable[[Any], Awaitable[Any]]) -> Any:
-    """aiohttp client middleware (tracing on): a NoETL call made while a request is traced is a client span."""
+    """aiohttp client middleware (tracing on): a NoETL call made while a request is traced is a client span.
+
+    A caller's ``traceparent`` is kept for passing on only when tracing is off (``begin_request``),
+    and then the sessions have no middleware: nothing to copy here."""
     tracing = active.get()
     if tracing is not None:
         return await tracing.client_call(req, send)
-    for name, value in passthrough_headers().items():  # no request span here (a background call)
-        req.headers[name] = value
     return await send(req)
 
 
@@ -104,10 +105,7 @@ def playbook_variables(variables: dict[str, Any] | None) -> dict[str, Any] | Non
         tracing.inject(carrier)
         extra = {key: carrier[key] for key in (TRACEPARENT, TRACESTATE) if key in carrier}
     else:
-        caller = passthrough.get()
-        if caller is None:
-            return variables
-        extra = {TRACEPARENT: caller[0], **({TRACESTATE: caller[1]} if caller[1] else {})}
+        extra = passthrough_headers()  # the caller's, as NoETL calls carry it
     return {**(variables or {}), **extra} if extra else variables
 
 
