@@ -30,7 +30,7 @@ from tests.support.live import (
     stream_on_a,
     waiting_client,
 )
-from tests.support.nats_server import NatsServer
+from tests.support.nats_server import NatsServer, message_counts
 from tests.support.signin import login
 from tests.support.sse_client import init_of, streaming
 from tests.support.waiting import wait_for
@@ -167,12 +167,6 @@ async def test_a_sessions_slots_delivered_together_are_freed_with_one_write(
         assert await slots.count(hashed(token)) == 0
 
 
-async def messages_into(client: aiohttp.ClientSession, server: NatsServer) -> int:
-    """Messages the nats-server has received so far (its /varz)."""
-    async with client.get(f"http://127.0.0.1:{server.monitor_port}/varz") as resp:
-        return int((await resp.json())["in_msgs"])
-
-
 @pytest.mark.gen_test
 async def test_a_slot_this_process_took_is_given_back_without_reading_the_bucket(
     make_gateway: GatewayFactory, own_nats: NatsServer, client: aiohttp.ClientSession
@@ -181,9 +175,9 @@ async def test_a_slot_this_process_took_is_given_back_without_reading_the_bucket
     live = services_of(gw).live
     async with waiting_client(client, gw) as (token, _, request_id):
         await wait_for(lambda: live.writes.backlog == 0)  # the stream's client record is written
-        before = await messages_into(client, own_nats)
+        before = (await message_counts(client, own_nats))[0]
         await live.slots.release(hashed(token), request_id)
-        assert await messages_into(client, own_nats) - before == 1  # the compare-and-set alone
+        assert (await message_counts(client, own_nats))[0] - before == 1  # the compare-and-set alone
         assert await live.slots.count(hashed(token)) == 0
 
 

@@ -19,18 +19,11 @@ from gateway.live.writes import _pipelined
 from tests.conftest import GatewayFactory
 from tests.support.gateway import GatewayInstance
 from tests.support.live import raw_bucket, services_of
-from tests.support.nats_server import NatsServer
+from tests.support.nats_server import NatsServer, message_counts
 from tests.support.waiting import wait_for
 
 IDS = [f"0000000{n}-0000-4000-8000-000000000000" for n in range(5)]
 RECORD = {"client_id": "c", "session": "s", "execution_id": None, "playbook_path": None, "created_at": 1}
-
-
-async def messages(client: aiohttp.ClientSession, server: NatsServer) -> tuple[int, int]:
-    """Messages into and out of the nats-server so far (its /varz); out: the acks among them."""
-    async with client.get(f"http://127.0.0.1:{server.monitor_port}/varz") as resp:
-        varz = await resp.json()
-        return int(varz["in_msgs"]), int(varz["out_msgs"])
 
 
 def connected(gw: GatewayInstance) -> bool:
@@ -45,12 +38,12 @@ async def test_a_batch_of_traces_and_of_client_records_is_one_message_per_write(
     live = services_of(gw).live
     for request_id in IDS:
         await live.requests.put_shared(request_id, RECORD)
-    before = await messages(client, own_nats)
+    before = await message_counts(client, own_nats)
     traces = [(request_id, "s", "c", None) for request_id in IDS]  # delivered: each request becomes its trace
     await _pipelined(traces, live.requests.trace_ahead, live.requests.trace)
     records = [(f"client-{n}", {"session": "s", "created_at": 1, "delivered": f"{n}-0"}) for n in range(5)]
     await _pipelined(records, lambda item: live.clients.put_ahead(*item), lambda item: live.clients.put(*item))
-    after = await messages(client, own_nats)
+    after = await message_counts(client, own_nats)
     assert after[0] - before[0] == 10  # no read, no retry: one message per write
     # One ack per bucket (each write acked: 10). At most one more: a consumer's idle heartbeat.
     assert after[1] - before[1] <= 3

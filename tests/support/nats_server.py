@@ -117,3 +117,10 @@ async def live_keys(url: str, bucket: str) -> list[str]:
         return keys
     finally:
         await nc.close()
+
+
+async def message_counts(client: Any, server: NatsServer) -> tuple[int, int]:
+    """Messages into and out of ``server`` so far (its /varz monitoring page), with an aiohttp client."""
+    async with client.get(f"http://127.0.0.1:{server.monitor_port}/varz") as resp:
+        varz = await resp.json()
+        return int(varz["in_msgs"]), int(varz["out_msgs"])
